@@ -1,0 +1,1 @@
+"""FastAPI service, settings, job store, storage, web form and clients."""

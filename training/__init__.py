@@ -1,0 +1,1 @@
+"""Datasets, simulated patients, training loop, evaluation and model export."""
