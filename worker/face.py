@@ -1,0 +1,365 @@
+"""Face detection, 468-point face mesh and single-face tracking on RGB frames.
+
+Models: MediaPipe's full-range BlazeFace detector and its 468-point face landmark model, converted to ONNX
+(see worker/assets/NOTICE.md) and run in onnxruntime with one intra-op thread (faster than two on small
+machines, and one session per worker process keeps cores free for decoding).
+
+Single image (used for simulated patients)::
+
+    from worker.face import detect_landmarks
+    pts = detect_landmarks(image_rgb)   # (468, 3) float32 in image pixels (x, y, z) or None
+
+Video: `FaceTracker(FaceMesh()).step(frame_rgb)` per frame. The next region of interest comes from the
+previous landmarks; the detector runs every `redetect_every` frames and whenever presence drops. The tracker
+starts on the highest-scoring face and then follows that one (overlap with its last box), counting other faces.
+
+An optional insightface backend (SCRFD + 2d106det, what the paper used) is `InsightFaceBackend`; it is used
+only when its model pack exists on disk (see `insightface_available`).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+DETECTOR_FILE = "face_detection_full_range.onnx"
+LANDMARK_FILE = "face_landmark_468.onnx"
+INPUT = 192          # both models take 192x192 RGB
+GRID = 48            # full-range BlazeFace: one anchor per cell of a 48x48 grid
+ROI_SCALE = 1.5      # landmark ROI side = 1.5 x the face box
+RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 33, 263   # mesh indices used to align the tracked ROI
+
+
+def _session(path: Path, threads: int = 1):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
+
+
+@dataclass
+class Detection:
+    box: np.ndarray          # (4,) x0, y0, x1, y1 in image pixels
+    score: float
+    keypoints: np.ndarray    # (6, 2): subject's right eye, left eye, nose tip, mouth, right ear, left ear
+
+    @property
+    def size(self) -> float:
+        return float(max(self.box[2] - self.box[0], self.box[3] - self.box[1]))
+
+
+@dataclass
+class Roi:
+    """A rotated square in image pixels: centre, side and rotation (radians, image y axis down)."""
+    cx: float
+    cy: float
+    size: float
+    angle: float = 0.0
+
+    def crop_to_image(self) -> np.ndarray:
+        """2x3 affine mapping 192x192 crop pixels to image pixels."""
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        k = self.size / INPUT
+        a = np.array([[c * k, -s * k], [s * k, c * k]], dtype=np.float64)
+        t = np.array([self.cx, self.cy]) - a @ np.array([INPUT / 2, INPUT / 2])
+        return np.hstack([a, t[:, None]])
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def _anchors() -> np.ndarray:
+    ys, xs = np.meshgrid(np.arange(GRID), np.arange(GRID), indexing="ij")
+    return np.stack([(xs.ravel() + 0.5) / GRID, (ys.ravel() + 0.5) / GRID], axis=1).astype(np.float32)
+
+
+class FaceDetector:
+    """Full-range BlazeFace: letterboxed 192x192 input in [-1, 1], 2304 anchors, weighted NMS."""
+
+    def __init__(self, model_path: str | Path | None = None, *, threads: int = 1,
+                 score_threshold: float = 0.6, iou_threshold: float = 0.3) -> None:
+        self.session = _session(Path(model_path or ASSETS / DETECTOR_FILE), threads)
+        self.input_name = self.session.get_inputs()[0].name
+        self.score_threshold = score_threshold
+        self.iou_threshold = iou_threshold
+        self.anchors = _anchors()
+
+    def __call__(self, image_rgb: np.ndarray) -> list[Detection]:
+        h, w = image_rgb.shape[:2]
+        scale = INPUT / max(h, w)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        small = cv2.resize(image_rgb, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        px, py = (INPUT - nw) // 2, (INPUT - nh) // 2
+        canvas = np.zeros((INPUT, INPUT, 3), np.uint8)
+        canvas[py:py + nh, px:px + nw] = small
+        x = (canvas.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)[None]
+        reg, cls = self.session.run(None, {self.input_name: x})
+        scores = _sigmoid(cls[0, :, 0])
+        keep = np.nonzero(scores >= self.score_threshold)[0]
+        if keep.size == 0:
+            return []
+        reg = reg[0, keep] / INPUT                      # (k, 16) in letterbox units
+        anc = self.anchors[keep]
+        cx, cy = reg[:, 0] + anc[:, 0], reg[:, 1] + anc[:, 1]
+        boxes = np.stack([cx - reg[:, 2] / 2, cy - reg[:, 3] / 2, cx + reg[:, 2] / 2, cy + reg[:, 3] / 2], 1)
+        kps = reg[:, 4:16].reshape(-1, 6, 2) + anc[:, None, :]
+        # letterbox units -> image pixels
+        boxes = (boxes * INPUT - np.array([px, py, px, py])) / scale
+        kps = (kps * INPUT - np.array([px, py])) / scale
+        return self._weighted_nms(boxes, kps, scores[keep])
+
+    def _weighted_nms(self, boxes, kps, scores) -> list[Detection]:
+        order = list(np.argsort(-scores))
+        out: list[Detection] = []
+        while order:
+            top = order[0]
+            group = [i for i in order if iou(boxes[top], boxes[i]) > self.iou_threshold]
+            wts = scores[group][:, None]
+            box = (boxes[group] * wts).sum(0) / wts.sum()
+            kp = (kps[group] * wts[:, :, None]).sum(0) / wts.sum()
+            out.append(Detection(box.astype(np.float32), float(scores[top]), kp.astype(np.float32)))
+            order = [i for i in order if i not in group]
+        return out
+
+
+class Landmarker:
+    """468-point face mesh on a rotated square ROI warped to 192x192 (RGB in [0, 1])."""
+
+    def __init__(self, model_path: str | Path | None = None, *, threads: int = 1) -> None:
+        self.session = _session(Path(model_path or ASSETS / LANDMARK_FILE), threads)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, image_rgb: np.ndarray, roi: Roi) -> tuple[np.ndarray, float]:
+        """Returns (468, 3) points in image pixels (z scaled like x) and the face-presence probability."""
+        m = roi.crop_to_image()
+        crop = cv2.warpAffine(image_rgb, m, (INPUT, INPUT), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_CONSTANT)
+        x = (crop.astype(np.float32) * (1.0 / 255.0)).transpose(2, 0, 1)[None]
+        pts, presence = self.session.run(None, {self.input_name: x})
+        pts = pts.reshape(468, 3).astype(np.float64)
+        out = np.empty_like(pts)
+        out[:, :2] = pts[:, :2] @ m[:, :2].T + m[:, 2]
+        out[:, 2] = pts[:, 2] * roi.size / INPUT
+        return out.astype(np.float32), float(_sigmoid(presence.ravel()[0]))
+
+
+def roi_from_detection(det: Detection, scale: float = ROI_SCALE) -> Roi:
+    kp = det.keypoints
+    angle = math.atan2(kp[1, 1] - kp[0, 1], kp[1, 0] - kp[0, 0])
+    cx, cy = (det.box[0] + det.box[2]) / 2, (det.box[1] + det.box[3]) / 2
+    return Roi(float(cx), float(cy), scale * det.size, angle)
+
+
+def roi_from_landmarks(pts: np.ndarray, scale: float = ROI_SCALE) -> Roi:
+    """Box of the mesh in the eye-aligned frame, scaled like a detection ROI."""
+    d = pts[LEFT_EYE_OUTER, :2] - pts[RIGHT_EYE_OUTER, :2]
+    angle = math.atan2(d[1], d[0])
+    c, s = math.cos(angle), math.sin(angle)
+    rot = np.array([[c, s], [-s, c]])                 # image -> eye-aligned
+    p = pts[:, :2].astype(np.float64) @ rot.T
+    lo, hi = p.min(0), p.max(0)
+    centre = ((lo + hi) / 2) @ rot                    # back to image
+    return Roi(float(centre[0]), float(centre[1]), float(scale * max(hi - lo)), angle)
+
+
+def mesh_box(pts: np.ndarray) -> np.ndarray:
+    lo, hi = pts[:, :2].min(0), pts[:, :2].max(0)
+    return np.array([lo[0], lo[1], hi[0], hi[1]], np.float32)
+
+
+class FaceMesh:
+    """Detector + landmarker pair (one onnxruntime session each, loaded once)."""
+
+    scheme = "mediapipe468"
+
+    def __init__(self, assets_dir: str | Path | None = None, *, threads: int = 1,
+                 score_threshold: float = 0.6) -> None:
+        d = Path(assets_dir or ASSETS)
+        self.detector = FaceDetector(d / DETECTOR_FILE, threads=threads, score_threshold=score_threshold)
+        self.landmarker = Landmarker(d / LANDMARK_FILE, threads=threads)
+
+    def landmarks_for(self, image_rgb: np.ndarray, det: Detection, refine: bool = True):
+        pts, presence = self.landmarker(image_rgb, roi_from_detection(det))
+        if refine and presence >= 0.5:
+            # a second pass on the eye-aligned mesh box is closer to what tracking converges to
+            pts2, presence2 = self.landmarker(image_rgb, roi_from_landmarks(pts))
+            if presence2 >= 0.5:
+                return pts2, presence2
+        return pts, presence
+
+
+@lru_cache(maxsize=1)
+def default_mesh() -> FaceMesh:
+    return FaceMesh()
+
+
+def detect_landmarks(image_rgb: np.ndarray, mesh: FaceMesh | None = None) -> np.ndarray | None:
+    """468 face-mesh points of the highest-scoring face in one RGB uint8 image.
+
+    Returns (468, 3) float32 (x, y in image pixels; z relative depth in the same pixel scale, smaller =
+    nearer the camera) or None when no face is found. Left/right are the subject's own (mesh index 263 is
+    the subject's left eye outer corner, 1 the nose tip).
+    """
+    mesh = mesh or default_mesh()
+    image_rgb = np.ascontiguousarray(image_rgb)
+    for det in mesh.detector(image_rgb):
+        pts, presence = mesh.landmarks_for(image_rgb, det)
+        if presence >= 0.5:
+            return pts
+    return None
+
+
+@dataclass
+class TrackStep:
+    """What the tracker saw on one frame."""
+    pts: np.ndarray | None            # (468, 3) image pixels, or None when no face on this frame
+    presence: float = 0.0
+    detected: bool = False            # the detector ran on this frame
+    n_faces: int = 0                  # faces the detector saw (when it ran)
+    other_faces: int = 0              # faces other than the tracked one (when it ran)
+    reacquired: bool = False          # the track was (re)started from a detection on this frame
+
+
+@dataclass
+class FaceTracker:
+    """Follows one face through a sequence of frames.
+
+    It starts on the highest-scoring detection; afterwards the ROI comes from the previous mesh, the detector
+    runs every `redetect_every` frames (to count other faces and catch cuts) and whenever presence drops,
+    and a lost track is re-acquired on the detection overlapping the last known box when there is one.
+    """
+    mesh: FaceMesh
+    redetect_every: int = 10
+    presence_threshold: float = 0.5
+    roi: Roi | None = None
+    last_box: np.ndarray | None = None
+    frames_since_detect: int = 0
+    _since_seen: int = field(default=0, repr=False)
+
+    def reset(self) -> None:
+        self.roi, self.last_box, self.frames_since_detect = None, None, 0
+
+    def _pick(self, dets: list[Detection]) -> Detection | None:
+        if not dets:
+            return None
+        if self.last_box is not None and self._since_seen < 50:
+            ious = [iou(d.box, self.last_box) for d in dets]
+            best = int(np.argmax(ious))
+            if ious[best] > 0.2:
+                return dets[best]
+        return max(dets, key=lambda d: d.score)
+
+    def _others(self, dets: list[Detection], box: np.ndarray | None) -> int:
+        if box is None:
+            return len(dets)
+        return sum(1 for d in dets if iou(d.box, box) < 0.3)
+
+    def step(self, image_rgb: np.ndarray) -> TrackStep:
+        st = TrackStep(pts=None)
+        dets: list[Detection] | None = None
+        if self.roi is None or self.frames_since_detect >= self.redetect_every:
+            dets = self.mesh.detector(image_rgb)
+            self.frames_since_detect = 0
+            st.detected, st.n_faces = True, len(dets)
+            if self.roi is None:
+                det = self._pick(dets)
+                if det is not None:
+                    self.roi, st.reacquired = roi_from_detection(det), True
+        self.frames_since_detect += 1
+        if self.roi is not None:
+            pts, presence = self.mesh.landmarker(image_rgb, self.roi)
+            if presence < self.presence_threshold and not st.reacquired:
+                if dets is None:
+                    dets = self.mesh.detector(image_rgb)
+                    self.frames_since_detect = 1
+                    st.detected, st.n_faces = True, len(dets)
+                det = self._pick(dets)
+                if det is not None:
+                    pts, presence = self.mesh.landmarker(image_rgb, roi_from_detection(det))
+                    st.reacquired = True
+            st.presence = presence
+            if presence >= self.presence_threshold:
+                st.pts = pts
+                self.roi = roi_from_landmarks(pts)
+                self.last_box = mesh_box(pts)
+                self._since_seen = 0
+            else:
+                self.roi = None
+        if st.pts is None:
+            self._since_seen += 1
+        if st.detected:
+            st.other_faces = self._others(dets, self.last_box if st.pts is not None else None)
+        return st
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Optional insightface backend (SCRFD + 2d106det), only when its model pack is on disk.
+
+def insightface_pack_dir() -> Path:
+    root = Path(os.environ.get("FEQA_INSIGHTFACE_DIR", Path.home() / ".insightface" / "models"))
+    return root / os.environ.get("FEQA_INSIGHTFACE_PACK", "buffalo_l")
+
+
+def insightface_available() -> bool:
+    d = insightface_pack_dir()
+    if not (d.is_dir() and any(d.glob("det_*.onnx")) and any(d.glob("2d106*.onnx"))):
+        return False
+    try:
+        import insightface  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class InsightFaceBackend:
+    """SCRFD detection + 2d106 landmarks via the insightface package (as in the paper).
+
+    `step(frame_rgb)` returns a TrackStep whose `pts` are the 106 points (106, 2) of the highest-scoring face
+    (or the one overlapping the previous box); map them to the 63 slots with `landmarks.slots_from_106`.
+    """
+    scheme = "insightface106"
+
+    def __init__(self) -> None:
+        from insightface.app import FaceAnalysis  # guarded: optional dependency
+
+        d = insightface_pack_dir()
+        self.app = FaceAnalysis(name=d.name, root=str(d.parent.parent), allowed_modules=["detection",
+                                                                                          "landmark_2d_106"],
+                                providers=["CPUExecutionProvider"])
+        self.app.prepare(ctx_id=-1, det_size=(640, 640))
+        self.last_box: np.ndarray | None = None
+
+    def step(self, image_rgb: np.ndarray) -> TrackStep:
+        faces = self.app.get(np.ascontiguousarray(image_rgb[:, :, ::-1]))  # insightface expects BGR
+        st = TrackStep(pts=None, detected=True, n_faces=len(faces))
+        if not faces:
+            return st
+        face = max(faces, key=lambda f: f.det_score)
+        if self.last_box is not None:
+            ious = [iou(np.asarray(f.bbox), self.last_box) for f in faces]
+            if max(ious) > 0.2:
+                face = faces[int(np.argmax(ious))]
+        self.last_box = np.asarray(face.bbox, np.float32)
+        st.pts = np.asarray(face.landmark_2d_106, np.float32)
+        st.presence = float(face.det_score)
+        st.other_faces = len(faces) - 1
+        return st
