@@ -1,0 +1,419 @@
+"""Simulated patients: short videos of the five PFED5 expressions with a known severity (0-4).
+
+SIMULATED DATA, NOT FOR CLINICAL USE. The clips exist to train and test the pipeline end to end (the shipped
+demo models), never to stand in for patients.
+
+How a clip is made:
+1. A real face photograph from `training/identities/` (licences in `identities.json`) and its 468-point face
+   mesh (`worker.face.detect_landmarks`, cached next to the photo).
+2. Per frame, mesh points move by an expression's displacement (mouth corners out/up for a smile, brows down
+   and in for a frown, lids closed for squeezed eyes, lips drawn apart over the teeth for clenched teeth,
+   near stillness with blinks at rest), scaled by an activation curve over time.
+3. The image follows the mesh through a displacement field interpolated linearly over a Delaunay
+   triangulation of the mesh (plus fixed anchors around the image border), i.e. a piecewise-affine warp.
+4. Severity models hypomimia: lower amplitude and slower rise, later onset, left/right asymmetry and a resting
+   tremor; at rest fewer blinks, less spontaneous movement and lips parted. Head motion, lighting, colour and
+   noise vary at random, independent of severity.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model.contract import PFED5_EXPRESSIONS
+
+IDENTITY_DIR = Path(__file__).resolve().parent / "identities"
+FPS = 25.0
+FRAME_SIZE = 256
+DISCLAIMER = "SIMULATED DATA - NOT FOR CLINICAL USE"
+CLIP_SECONDS = {"sit_at_rest": 2.6, "smile": 3.0, "frown": 3.0, "squeeze_eyes": 3.0, "clench_teeth": 3.0}
+
+# Face-mesh (MediaPipe 468) indices; "right"/"left" are the subject's own.
+MOUTH_CORNERS = {"right": 61, "left": 291}
+UPPER_LIP = [0, 37, 39, 40, 185, 267, 269, 270, 409, 13, 82, 81, 80, 191, 312, 311, 310, 415]
+LOWER_LIP = [17, 84, 181, 91, 146, 314, 405, 321, 375, 14, 87, 178, 88, 95, 317, 402, 318, 324]
+INNER_MOUTH = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95]
+LID_PAIRS = {  # (upper lid point, lower lid point below it)
+    "right": [(246, 7), (161, 163), (160, 144), (159, 145), (158, 153), (157, 154), (173, 155)],
+    "left": [(466, 249), (388, 390), (387, 373), (386, 374), (385, 380), (384, 381), (398, 382)],
+}
+BROW_INNER = {"right": [107, 66, 55, 65], "left": [336, 296, 285, 295]}
+BROW_OUTER = {"right": [70, 63, 105, 46, 53, 52], "left": [300, 293, 334, 276, 283, 282]}
+CHEEKS = {"right": [205, 50, 101], "left": [425, 280, 330]}
+EYE_CENTRE_IDS = {"right": [33, 133], "left": [263, 362]}
+
+
+@dataclass(frozen=True)
+class Identity:
+    id: str            # pseudo-identity id, e.g. "astronaut" or "astronaut-mirror"
+    base: str          # base identity (splits are made on this)
+    photo: str         # file name under training/identities/
+    mirrored: bool = False
+
+
+# --------------------------------------------------------------------------------------------- identities
+def load_identities(identity_dir: Path = IDENTITY_DIR) -> list[dict]:
+    return json.loads((identity_dir / "identities.json").read_text())["identities"]
+
+
+def pseudo_identities(n: int, identity_dir: Path = IDENTITY_DIR) -> list[Identity]:
+    """n pseudo-identities: every base photo first, then mirrored variants (same base identity)."""
+    bases = load_identities(identity_dir)
+    out: list[Identity] = []
+    for i in range(n):
+        b = bases[i % len(bases)]
+        variant = i // len(bases)
+        if variant > 1:
+            raise ValueError(f"at most {2 * len(bases)} identities (each base photo and its mirror image)")
+        out.append(Identity(b["id"] + ("-mirror" if variant else ""), b["id"], b["photo"], bool(variant)))
+    return out
+
+
+def identity_face(ident: Identity, identity_dir: Path = IDENTITY_DIR) -> tuple[np.ndarray, np.ndarray]:
+    """(image RGB uint8 (H,W,3), mesh (468,3)) for a pseudo-identity; the mesh is cached on disk."""
+    import cv2
+
+    img = cv2.cvtColor(cv2.imread(str(identity_dir / ident.photo)), cv2.COLOR_BGR2RGB)
+    if ident.mirrored:
+        img = np.ascontiguousarray(img[:, ::-1])
+    cache = identity_dir / "mesh_cache" / f"{Path(ident.photo).stem}{'-mirror' if ident.mirrored else ''}.npy"
+    if cache.exists():
+        return img, np.load(cache)
+    from worker.face import detect_landmarks
+
+    pts = detect_landmarks(img)
+    if pts is None:
+        raise RuntimeError(f"no face found in identity photo {ident.photo}")
+    cache.parent.mkdir(exist_ok=True)
+    np.save(cache, pts.astype(np.float32))
+    return img, pts.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------- the warp
+class MeshWarp:
+    """Backward warp of an image by displacements given at mesh points, linear over a Delaunay mesh."""
+
+    def __init__(self, mesh_xy: np.ndarray, size: tuple[int, int], step: int = 2) -> None:
+        from scipy.spatial import Delaunay
+
+        h, w = size
+        border = [(x, y) for x in np.linspace(0, w - 1, 9) for y in (0, h - 1)]
+        border += [(x, y) for y in np.linspace(0, h - 1, 9)[1:-1] for x in (0, w - 1)]
+        centre = mesh_xy.mean(0)
+        ring = (mesh_xy - centre) * 1.35 + centre  # a zero-displacement ring just outside the face
+        hull = Delaunay(mesh_xy).convex_hull
+        ring_ids = np.unique(hull)
+        pts = np.vstack([mesh_xy, ring[ring_ids], np.asarray(border, np.float32)])
+        self.n_mesh = len(mesh_xy)
+        self.n_points = len(pts)
+        tri = Delaunay(pts)
+        # the field is smooth: evaluate it on a coarser grid and upsample
+        gh, gw = (h + step - 1) // step, (w + step - 1) // step
+        yy, xx = np.mgrid[0:gh, 0:gw] * step
+        q = np.stack([xx.ravel(), yy.ravel()], 1).astype(np.float64)
+        simplex = tri.find_simplex(q)
+        simplex[simplex < 0] = 0
+        t = tri.transform[simplex]  # (P, 3, 2)
+        bary2 = np.einsum("pij,pj->pi", t[:, :2], q - t[:, 2])
+        self.weights = np.hstack([bary2, 1 - bary2.sum(1, keepdims=True)]).astype(np.float32)  # (P, 3)
+        self.vertices = tri.simplices[simplex]  # (P, 3)
+        yy, xx = np.mgrid[0:h, 0:w]
+        self.grid = np.stack([xx, yy], -1).astype(np.float32)
+        self.size = size
+        self.coarse = (gh, gw)
+
+    def __call__(self, image: np.ndarray, disp: np.ndarray) -> np.ndarray:
+        import cv2
+
+        full = np.zeros((self.n_points, 2), np.float32)
+        full[: self.n_mesh] = disp
+        d = (full[self.vertices] * self.weights[..., None]).sum(1).reshape(*self.coarse, 2)
+        d = cv2.resize(d, (self.size[1], self.size[0]), interpolation=cv2.INTER_LINEAR)
+        m = self.grid - d
+        return cv2.remap(image, m[..., 0], m[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+# --------------------------------------------------------------------------------------------- motion
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+def _bump(mesh: np.ndarray, centre: np.ndarray, vec: np.ndarray, radius: float) -> np.ndarray:
+    """Gaussian-weighted displacement of mesh points around a handle."""
+    w = np.exp(-((mesh - centre) ** 2).sum(1) / (2 * radius**2))
+    return w[:, None] * vec[None, :]
+
+
+class FaceGeometry:
+    def __init__(self, mesh: np.ndarray) -> None:
+        self.xy = mesh[:, :2].astype(np.float32)
+        self.eye = {s: self.xy[ids].mean(0) for s, ids in EYE_CENTRE_IDS.items()}
+        self.iod = float(np.linalg.norm(self.eye["left"] - self.eye["right"]))
+        # image x direction pointing from the subject's right to left (handles mirrored photos)
+        self.lr = np.sign(self.eye["left"][0] - self.eye["right"][0]) or 1.0
+        self.mid_x = float(self.xy[[1, 168, 6]][:, 0].mean())
+        self.side = np.where((self.xy[:, 0] - self.mid_x) * self.lr > 0, 1.0, -1.0)  # +1 subject's left
+
+    def out(self, s: str) -> float:
+        """Image-x sign pointing away from the midline on the subject's side s."""
+        return self.lr * (1.0 if s == "left" else -1.0)
+
+
+def expression_field(geo: FaceGeometry, expression: str) -> np.ndarray:
+    """(468, 2) displacement at full healthy amplitude (image pixels)."""
+    xy, u = geo.xy, geo.iod
+    d = np.zeros_like(xy)
+    if expression == "smile":
+        for s, i in MOUTH_CORNERS.items():
+            d += _bump(xy, xy[i], np.array([0.16 * u * geo.out(s), -0.10 * u]), 0.22 * u)
+        for s, ids in CHEEKS.items():
+            d += _bump(xy, xy[ids].mean(0), np.array([0.02 * u * geo.out(s), -0.05 * u]), 0.2 * u)
+        d[UPPER_LIP] += np.array([0.0, -0.02 * u])
+        d[LOWER_LIP] += np.array([0.0, 0.03 * u])
+    elif expression == "frown":
+        for s in ("left", "right"):
+            inner = xy[BROW_INNER[s]].mean(0)
+            d += _bump(xy, inner, np.array([-0.07 * u * geo.out(s), 0.09 * u]), 0.13 * u)
+            d += _bump(xy, xy[BROW_OUTER[s]].mean(0), np.array([0.0, 0.04 * u]), 0.15 * u)
+            d += _bump(xy, xy[MOUTH_CORNERS[s]], np.array([0.0, 0.04 * u]), 0.15 * u)
+    elif expression == "squeeze_eyes":
+        for s, pairs in LID_PAIRS.items():
+            for up, lo in pairs:
+                gap = xy[lo, 1] - xy[up, 1]
+                d[up, 1] += 0.85 * gap
+                d[lo, 1] -= 0.1 * gap
+            d += _bump(xy, xy[BROW_INNER[s] + BROW_OUTER[s]].mean(0), np.array([0.0, 0.06 * u]), 0.18 * u)
+            d += _bump(xy, xy[CHEEKS[s]].mean(0), np.array([0.0, -0.05 * u]), 0.18 * u)
+    elif expression == "clench_teeth":
+        d[UPPER_LIP] += np.array([0.0, -0.07 * u])
+        d[LOWER_LIP] += np.array([0.0, 0.09 * u])
+        for s, i in MOUTH_CORNERS.items():
+            d += _bump(xy, xy[i], np.array([0.12 * u * geo.out(s), 0.0]), 0.18 * u)
+    elif expression != "sit_at_rest":
+        raise ValueError(f"unknown expression {expression!r}")
+    return d
+
+
+def blink_field(geo: FaceGeometry) -> np.ndarray:
+    d = np.zeros_like(geo.xy)
+    for pairs in LID_PAIRS.values():
+        for up, lo in pairs:
+            d[up, 1] += 0.9 * (geo.xy[lo, 1] - geo.xy[up, 1])
+    return d
+
+
+def lips_part_field(geo: FaceGeometry) -> np.ndarray:
+    d = np.zeros_like(geo.xy)
+    d[LOWER_LIP] += np.array([0.0, 0.06 * geo.iod])
+    d[[152, 148, 377, 176, 400, 149, 378, 175, 199, 200]] += np.array([0.0, 0.04 * geo.iod])
+    return d
+
+
+def _blink_curve(t: np.ndarray, times: list[float], dur: float = 0.22) -> np.ndarray:
+    a = np.zeros_like(t)
+    for b in times:
+        a = np.maximum(a, np.clip(1 - np.abs(t - b) / (dur / 2), 0, 1))
+    return a
+
+
+@dataclass
+class ClipPlan:
+    expression: str
+    severity: int
+    n_frames: int
+    amplitude: float
+    onset_s: float
+    rise_s: float
+    asym: float
+    weak_side: float          # +1: subject's left weaker, -1: right
+    tremor_px: float
+    tremor_hz: float
+    blinks: list
+    lips_part: float
+    twitch: float
+
+
+def plan_clip(expression: str, severity: int, rng: np.random.Generator) -> ClipPlan:
+    n = int(round(CLIP_SECONDS[expression] * FPS))
+    s = float(severity)
+    dur = n / FPS
+    if expression == "sit_at_rest":
+        rate = max(0.05, 0.55 - 0.12 * s) * rng.uniform(0.7, 1.3)   # blinks per second
+        nb = rng.poisson(rate * dur)
+    else:
+        nb = rng.integers(0, 2) if expression != "squeeze_eyes" else 0
+    blinks = sorted(rng.uniform(0.2, dur - 0.2, size=int(nb)).tolist())
+    return ClipPlan(
+        expression=expression, severity=severity, n_frames=n,
+        amplitude=float(np.clip(1.0 - 0.2 * s + rng.normal(0, 0.035), 0.1, 1.1)),
+        onset_s=float(0.15 + 0.18 * s + rng.uniform(0, 0.15)),
+        rise_s=float(0.3 + 0.18 * s + rng.uniform(-0.05, 0.05)),
+        asym=float(np.clip(0.08 * s * rng.uniform(0.6, 1.4), 0, 0.6)),
+        weak_side=float(rng.choice([-1.0, 1.0])),
+        tremor_px=float(0.006 * s * rng.uniform(0.7, 1.3)),     # in interocular units
+        tremor_hz=float(rng.uniform(4.0, 6.0)),
+        blinks=blinks,
+        lips_part=float(np.clip((s - 1.5) / 2.5, 0, 1) * rng.uniform(0.7, 1.2)),
+        twitch=float(max(0.0, 0.35 - 0.09 * s) * rng.uniform(0.7, 1.3)),
+    )
+
+
+def mesh_motion(geo: FaceGeometry, plan: ClipPlan, rng: np.random.Generator) -> np.ndarray:
+    """(T, 468, 2) mesh displacements for one clip."""
+    t = np.arange(plan.n_frames) / FPS
+    base = expression_field(geo, plan.expression)
+    act = plan.amplitude * _smoothstep((t - plan.onset_s) / plan.rise_s)
+    disp = act[:, None, None] * base[None]
+    if plan.expression == "sit_at_rest":
+        # spontaneous small movements (a slight smile, brow lift), which fade with hypomimia
+        smile = expression_field(geo, "smile")
+        phase = rng.uniform(0, 2 * np.pi)
+        disp += (plan.twitch * 0.5 * (1 + np.sin(2 * np.pi * 0.6 * t + phase)))[:, None, None] * smile * 0.5
+        disp += plan.lips_part * lips_part_field(geo)[None]
+    # asymmetry: the weak side moves less
+    weak = np.where(geo.side == plan.weak_side, 1.0 - plan.asym, 1.0)
+    disp *= weak[None, :, None]
+    disp += _blink_curve(t, plan.blinks)[:, None, None] * blink_field(geo)[None]
+    # resting tremor of the jaw and lips (vertical), lower face only
+    lower = np.clip((geo.xy[:, 1] - geo.xy[1, 1]) / (0.6 * geo.iod), 0, 1)
+    trem = plan.tremor_px * geo.iod * np.sin(2 * np.pi * plan.tremor_hz * t + rng.uniform(0, 6.3))
+    disp[:, :, 1] += trem[:, None] * lower[None]
+    return disp.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------- rendering
+def _smooth_walk(rng: np.random.Generator, n: int, scale: float, smooth: int = 12) -> np.ndarray:
+    x = np.cumsum(rng.normal(0, 1, n + smooth))
+    x = np.convolve(x, np.ones(smooth) / smooth, mode="valid")[:n]
+    x = x - x[0]
+    return scale * x / (np.abs(x).max() + 1e-6) * rng.uniform(0.3, 1.0)
+
+
+def _paint_mouth(frame: np.ndarray, mouth: np.ndarray, colour: tuple[int, int, int], opacity: float) -> None:
+    import cv2
+
+    if opacity <= 0.02:
+        return
+    mask = np.zeros(frame.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(mouth).astype(np.int32)], 255)
+    mask = cv2.GaussianBlur(mask, (3, 3), 0).astype(np.float32)[..., None] / 255 * opacity
+    frame[:] = (frame * (1 - mask) + np.asarray(colour, np.float32) * mask).astype(np.uint8)
+
+
+def render_clip(img: np.ndarray, mesh: np.ndarray, warp: MeshWarp, plan: ClipPlan,
+                rng: np.random.Generator) -> np.ndarray:
+    """(T, H, W, 3) uint8 RGB frames of one simulated clip."""
+    import cv2
+
+    geo = FaceGeometry(mesh)
+    disp = mesh_motion(geo, plan, rng)
+    n = plan.n_frames
+    h, w = img.shape[:2]
+    rot = _smooth_walk(rng, n, 3.0)                    # degrees
+    tx, ty = _smooth_walk(rng, n, 4.0), _smooth_walk(rng, n, 3.0)
+    sc = 1 + _smooth_walk(rng, n, 0.02)
+    gain = rng.uniform(0.8, 1.15) * (1 + _smooth_walk(rng, n, 0.05))
+    colour = rng.uniform(0.9, 1.1, 3).astype(np.float32)
+    noise = rng.uniform(0.0, 4.0)
+    bank = rng.normal(0, noise, (4, h, w, 3)).astype(np.float32)  # sensor noise, a few fields reused
+    centre = tuple(float(v) for v in geo.xy[1])
+    teeth = plan.expression == "clench_teeth"
+    mouth_open = (disp[:, 14, 1] - disp[:, 13, 1]) / (0.13 * geo.iod)
+    frames = np.empty((n, h, w, 3), np.uint8)
+    for i in range(n):
+        f = warp(img, disp[i])
+        if teeth or plan.lips_part > 0:
+            shade = (235, 232, 220) if teeth else (70, 40, 40)
+            _paint_mouth(f, geo.xy[INNER_MOUTH] + disp[i, INNER_MOUTH], shade,
+                         float(np.clip(mouth_open[i], 0, 1)) * (0.85 if teeth else 0.6))
+        m = cv2.getRotationMatrix2D(centre, float(rot[i]), float(sc[i]))
+        m[:, 2] += (tx[i], ty[i])
+        f = cv2.warpAffine(f, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        g = f.astype(np.float32) * (gain[i] * colour)
+        if noise > 0.3:
+            g += np.roll(bank[i % 4], int(rng.integers(0, h)), axis=0)
+        frames[i] = np.clip(g, 0, 255).astype(np.uint8)
+    return frames
+
+
+def write_video(path: Path, frames: np.ndarray, fps: float = FPS) -> None:
+    """H.264 mp4 (yuv420p, crf 18) with the disclaimer in the container metadata."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        out.metadata["comment"] = DISCLAIMER
+        st = out.add_stream("libx264", rate=int(round(fps)))
+        st.width, st.height = frames.shape[2], frames.shape[1]
+        st.pix_fmt = "yuv420p"
+        st.options = {"crf": "18", "preset": "veryfast"}
+        st.codec_context.thread_count = 1
+        for f in frames:
+            for pkt in st.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(pkt)
+        for pkt in st.encode():
+            out.mux(pkt)
+
+
+# --------------------------------------------------------------------------------------------- driver
+MANIFEST_FIELDS = ["video", "subject", "expression", "score", "group", "split", "note"]
+
+
+def assign_splits(bases: list[str], test: list[str], val: list[str]) -> dict[str, str]:
+    return {b: ("test" if b in test else "val" if b in val else "train") for b in bases}
+
+
+def simulate(out_dir: str | Path, *, identities: int = 8, per_severity: int = 2,
+             expressions: tuple[str, ...] = PFED5_EXPRESSIONS, seed: int = 0,
+             test_identities: tuple[str, ...] = ("tfjs_woman",), val_identities: tuple[str, ...] = (),
+             progress: bool = True) -> Path:
+    """Render the simulated set and write `manifest.csv` (generic manifest format). Returns the manifest."""
+    out = Path(out_dir)
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    idents = pseudo_identities(identities)
+    splits = assign_splits(sorted({i.base for i in idents}), list(test_identities), list(val_identities))
+    jobs = [(ident, e, s, k) for ident in idents for e in expressions for s in range(5) for k in range(per_severity)]
+    rows = []
+    bar = _bar(len(jobs), "simulate", progress)
+    cur = None
+    for ident, expr, sev, k in jobs:
+        if cur is None or cur[0] != ident.id:
+            img, mesh = identity_face(ident)
+            cur = (ident.id, img, mesh, MeshWarp(mesh[:, :2], img.shape[:2]))
+        _, img, mesh, warp = cur
+        key = f"{ident.id}|{expr}|{sev}|{k}|{seed}"
+        rng = np.random.default_rng(int.from_bytes(key.encode(), "little") % (2**63))
+        name = f"{ident.id}_{expr}_s{sev}_{k}.mp4"
+        path = out / "videos" / name
+        if not path.exists():
+            frames = render_clip(img, mesh, warp, plan_clip(expr, sev, rng), rng)
+            tmp = path.with_suffix(".tmp.mp4")
+            write_video(tmp, frames)
+            tmp.rename(path)
+        rows.append({"video": f"videos/{name}", "subject": ident.id, "expression": expr, "score": sev,
+                     "group": ident.base, "split": splits[ident.base], "note": "simulated; not for clinical use"})
+        bar.update(1)
+    bar.close()
+    manifest = out / "manifest.csv"
+    with open(manifest, "w", newline="") as fh:
+        fh.write(f"# {DISCLAIMER}: simulated patients, known severity 0-4; identities and licences in "
+                 "training/identities/identities.json\n")
+        wr = csv.DictWriter(fh, fieldnames=MANIFEST_FIELDS)
+        wr.writeheader()
+        wr.writerows(rows)
+    (out / "README.txt").write_text(
+        f"{DISCLAIMER}\n\nSimulated patient videos made by `feqa simulate` from {len({i.base for i in idents})} "
+        "real face photographs warped by a face-mesh expression model with a known severity 0-4.\n"
+        "Photos and licences: training/identities/identities.json. These videos are not patient data and "
+        "must never be used to make or support a clinical decision.\n")
+    return manifest
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
