@@ -1,0 +1,175 @@
+"""The clinician's web form (GET /, /static/...) and the browser session (POST/GET/DELETE /v1/session).
+
+The form is one Jinja2 page plus plain JS/CSS from `service/web/`, all served from here: no build
+step, no CDN. The browser authenticates with the `feqa_key` cookie that POST /v1/session sets
+(HttpOnly, so page scripts never read the key; SameSite=Strict, so other sites cannot make the
+browser send it).
+"""
+from __future__ import annotations
+
+import mimetypes
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from pydantic import BaseModel, Field
+
+from service import problems
+from service.api.deps import KEY_COOKIE, SettingsDep, StoreDep, authenticate, presented_key
+
+WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+STATIC_DIR = WEB_DIR / "static"
+SESSION_MAX_AGE_S = 12 * 3600  # a working day; the key itself stays valid until revoked
+
+router = APIRouter(tags=["web"])
+
+
+# What the patient is asked to do, per task, in the order of each protocol.
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "pfed5": {
+        "title": "PFED5 (Parkinson's disease, MDS-UPDRS 3.2)",
+        "description": "five tasks: rest, smile, frown, squeeze eyes, clench teeth",
+        "tasks": [
+            ("sit_at_rest", "Sit at rest",
+             "Sit still and look at the camera with a relaxed face for about 10 seconds. Do not talk or move "
+             "your head."),
+            ("smile", "Smile",
+             "Smile as widely as you can, showing your teeth, hold it for a moment, then relax. Do this three "
+             "times."),
+            ("frown", "Frown",
+             "Frown hard, pulling your eyebrows down and together, then relax. Do this three times."),
+            ("squeeze_eyes", "Squeeze eyes",
+             "Close your eyes as tightly as you can, then open them. Do this three times."),
+            ("clench_teeth", "Clench teeth",
+             "Bite your teeth together and pull your lips apart to show them, then relax. Do this three times."),
+        ],
+    },
+    "toronto": {
+        "title": "Toronto NeuroFace (non-speech tasks)",
+        "description": "five tasks: blow, kiss, brow, open, spread",
+        "tasks": [
+            ("blow", "Blow (puff cheeks)",
+             "Fill your cheeks with air and blow it out as if blowing out a candle. Do this five times."),
+            ("kiss", "Kiss (pucker lips)",
+             "Push your lips forward as if blowing a kiss, then relax. Do this five times."),
+            ("brow", "Raise eyebrows",
+             "Raise your eyebrows as high as you can, then relax. Do this five times."),
+            ("open", "Open mouth",
+             "Open your mouth as wide as you can, then close it. Do this five times."),
+            ("spread", "Spread lips",
+             "Spread your lips wide with your mouth closed, as if saying \"eee\", then relax. Do this five "
+             "times."),
+        ],
+    },
+}
+
+
+def _protocols_for_template() -> dict[str, dict[str, Any]]:
+    return {key: {**p, "tasks": [{"expression": e, "title": t, "instructions": i} for e, t, i in p["tasks"]]}
+            for key, p in PROTOCOLS.items()}
+
+
+@lru_cache(maxsize=1)
+def _templates() -> Any:
+    import jinja2  # only the web page needs it
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(WEB_DIR / "templates")),
+                             autoescape=jinja2.select_autoescape(["html"]))
+    return env
+
+
+def _version() -> str:
+    try:
+        return metadata.version("feqa")
+    except metadata.PackageNotFoundError:
+        return "dev"
+
+
+# Pages and their scripts must not be framed by other sites or sniffed into another type.
+PAGE_HEADERS = {
+    "Content-Security-Policy": ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
+                                "style-src 'self'; script-src 'self'; connect-src 'self'; "
+                                "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def index(request: Request, settings: SettingsDep) -> HTMLResponse:
+    html = _templates().get_template("index.html").render(
+        protocols=_protocols_for_template(),
+        anonymous_allowed=settings.anonymous_allowed,
+        static_url=request.scope.get("root_path", "") + "/static",
+        api_base=request.scope.get("root_path", ""),
+        version=_version(),
+    )
+    return HTMLResponse(html, headers=PAGE_HEADERS)
+
+
+@router.get("/static/{path:path}", name="web_static", include_in_schema=False)
+def static(path: str) -> FileResponse:
+    target = (STATIC_DIR / path).resolve()
+    if not target.is_file() or STATIC_DIR.resolve() not in target.parents:
+        raise problems.Problem(404, problems.NOT_FOUND, "no such file")
+    media_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+    return FileResponse(target, media_type=media_type,
+                        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
+
+
+class SessionIn(BaseModel):
+    api_key: str = Field(min_length=1, max_length=512, description="the clinician's API key")
+
+
+class SessionOut(BaseModel):
+    authenticated: bool
+    method: str | None = Field(None, description="key, cookie or anonymous")
+    tenant: str | None = None
+    anonymous_allowed: bool
+
+
+@router.post("/v1/session", response_model=SessionOut, tags=["session"])
+def create_session(body: SessionIn, request: Request, store: StoreDep, settings: SettingsDep) -> JSONResponse:
+    """Exchange an API key for an HttpOnly, SameSite=Strict `feqa_key` cookie (for the web form)."""
+    key = body.api_key.strip()
+    principal = store.verify_key(key)
+    if principal is None:
+        raise problems.Problem(401, problems.UNAUTHORIZED, "the API key is not valid or was revoked",
+                               details={"field": "api_key"})
+    store.audit(principal.tenant, principal.key_id, "session.create")
+    out = SessionOut(authenticated=True, method="cookie", tenant=principal.tenant,
+                     anonymous_allowed=settings.anonymous_allowed)
+    response = JSONResponse(out.model_dump(), status_code=201)
+    secure = request.url.scheme == "https" or (settings.public_url or "").startswith("https:")
+    response.set_cookie(KEY_COOKIE, key, max_age=SESSION_MAX_AGE_S, path="/", httponly=True, samesite="strict",
+                        secure=secure)
+    return response
+
+
+@router.get("/v1/session", response_model=SessionOut, tags=["session"])
+def read_session(request: Request, store: StoreDep, settings: SettingsDep) -> SessionOut:
+    """Who the browser is: signed in with the cookie, a key header, anonymous, or nobody."""
+    try:
+        principal = authenticate(request, store, settings)
+    except problems.Problem:
+        return SessionOut(authenticated=False, anonymous_allowed=settings.anonymous_allowed)
+    if principal.key_id == "anonymous":
+        method = "anonymous"
+    elif presented_key(request) == request.cookies.get(KEY_COOKIE):
+        method = "cookie"
+    else:
+        method = "key"
+    return SessionOut(authenticated=True, method=method, tenant=principal.tenant,
+                      anonymous_allowed=settings.anonymous_allowed)
+
+
+@router.delete("/v1/session", status_code=204, tags=["session"])
+def delete_session(request: Request) -> Response:
+    """Sign out: the browser forgets the cookie (the key itself stays valid)."""
+    response = Response(status_code=204)
+    response.delete_cookie(KEY_COOKIE, path="/", httponly=True, samesite="strict")
+    return response
