@@ -1,0 +1,121 @@
+"""Request dependencies: settings, store, storage, the caller's identity and the rate limit.
+
+Every route reads its collaborators from `app.state` (set once by the app factory), so a test
+builds an app with its own Settings instead of patching globals.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service import problems
+from service.settings import Settings
+from service.storage import LocalStorage
+from service.store import Principal, Store
+
+KEY_COOKIE = "feqa_key"
+AUTH_CACHE_S = 30.0   # a revoked key stops working within this time
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_store(request: Request) -> Store:
+    return request.app.state.store
+
+
+def get_storage(request: Request) -> LocalStorage:
+    return request.app.state.storage
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[Store, Depends(get_store)]
+StorageDep = Annotated[LocalStorage, Depends(get_storage)]
+
+
+def presented_key(request: Request) -> str | None:
+    """The key from `Authorization: Bearer`, `X-API-Key` or the web form's `feqa_key` cookie."""
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return request.headers.get("x-api-key") or request.cookies.get(KEY_COOKIE) or None
+
+
+class KeyCache:
+    """Verified keys for a few seconds, so polling does not hash and query on every request."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Principal | None:
+        with self._lock:
+            hit = self._entries.get(key)
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
+        return None
+
+    def put(self, key: str, principal: Principal) -> None:
+        with self._lock:
+            if len(self._entries) > 10_000:
+                self._entries.clear()
+            self._entries[key] = (time.monotonic() + AUTH_CACHE_S, principal)
+
+
+class RateLimiter:
+    """A token bucket per API key (per API process): `per_minute` requests, bursts up to that."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = float(per_minute)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, who: str) -> float:
+        """0 when allowed, else the seconds to wait."""
+        if self.capacity <= 0:
+            return 0.0
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(who, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - last) * self.rate)
+            if tokens < 1.0:
+                self._buckets[who] = (tokens, now)
+                return (1.0 - tokens) / self.rate
+            self._buckets[who] = (tokens - 1.0, now)
+            return 0.0
+
+
+def authenticate(request: Request, store: Store, settings: Settings) -> Principal:
+    key = presented_key(request)
+    if key is None:
+        client = request.client.host if request.client else ""
+        if settings.anonymous_allowed and client in ("127.0.0.1", "::1", "localhost", "testclient"):
+            return Principal(tenant=settings.anonymous_tenant, key_id="anonymous")
+        raise problems.Problem(401, problems.UNAUTHORIZED,
+                               "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'",
+                               headers={"WWW-Authenticate": "Bearer"})
+    cache: KeyCache = request.app.state.key_cache
+    principal = cache.get(key) or store.verify_key(key)
+    if principal is None:
+        raise problems.Problem(401, problems.UNAUTHORIZED, "the API key is not valid or was revoked",
+                               headers={"WWW-Authenticate": "Bearer"})
+    cache.put(key, principal)
+    return principal
+
+
+def current_principal(request: Request, store: StoreDep, settings: SettingsDep) -> Principal:
+    """The caller (tenant + key id); raises 401 or 429 as problem+json."""
+    principal = authenticate(request, store, settings)
+    wait = request.app.state.rate_limiter.check(principal.key_id)
+    if wait > 0:
+        raise problems.Problem(429, problems.RATE_LIMITED, "too many requests for this API key; slow down",
+                               headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]

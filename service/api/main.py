@@ -1,0 +1,51 @@
+"""The FastAPI app factory: `create_app(settings)`; uvicorn serves `service.api.main:app_factory`."""
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+from service import problems
+from service.api import metrics
+from service.api.deps import KeyCache, RateLimiter
+from service.api.routes import assessments, health, models
+from service.housekeeping import purge
+from service.queue import Queue
+from service.settings import Settings, get_settings
+from service.storage import LocalStorage
+from service.store import Store
+
+log = logging.getLogger("feqa.api")
+
+DESCRIPTION = """Facial expression quality assessment (TraMP-Former) for movement-disorder clinics.
+
+Upload face videos with the expression performed in each; poll the assessment; read the
+per-expression score (0 normal .. 4 severe), the model facts, the quality report, or a FHIR R4
+Observation. Errors are RFC 9457 problem+json with a stable `code`. Scores are automated
+estimates, preliminary until a clinician signs them."""
+
+
+def create_app(settings: Settings | None = None, *, queue: Queue | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(title="FEQA clinical inference API", version="1", description=DESCRIPTION,
+                  openapi_url="/openapi.json", docs_url="/docs")
+    app.state.settings = settings
+    app.state.store = Store(settings.db_url)            # runs the migrations
+    app.state.storage = LocalStorage(settings.storage_root)
+    app.state.queue = queue or Queue(settings)
+    app.state.key_cache = KeyCache()
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+    app.state.metrics = metrics.Metrics(app.state.store)
+    app.middleware("http")(app.state.metrics.middleware)
+    problems.install(app)
+    for router in (assessments.router, models.router, health.router, metrics.router):
+        app.include_router(router)
+    try:
+        purge(app.state.store, app.state.storage, settings)
+    except Exception:   # housekeeping must not keep the API from starting
+        log.exception("purge at start failed")
+    return app
+
+
+def app_factory() -> FastAPI:
+    return create_app()

@@ -1,0 +1,217 @@
+"""/v1/assessments: submit videos, poll, pictures, FHIR export, retry, delete."""
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+
+from model.contract import EXPRESSIONS, PROTOCOLS, check_expression
+from model.errors import VideoError
+from service import problems
+from service.api.deps import PrincipalDep, SettingsDep, StorageDep, StoreDep
+from service.probe import probe
+from service.schemas import AssessmentCreated, AssessmentOut, RetryOut
+from service.settings import Settings
+from service.storage import LocalStorage
+from service.store import NewItem, Principal, Store, assessment_status
+from service.uploads import ParsedUpload, parse_upload, too_large
+from service.views import ARTIFACTS, assessment_out, assessment_url, fhir_observation
+
+log = logging.getLogger("feqa.api")
+router = APIRouter(prefix="/v1/assessments", tags=["assessments"])
+
+UPLOAD_BODY = {
+    "required": True,
+    "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["video"],
+        "properties": {
+            "video": {"type": "array", "items": {"type": "string", "format": "binary"},
+                      "description": "one or more face videos (MP4, MOV, WebM); repeat the part"},
+            "expression": {"type": "array", "items": {"type": "string", "enum": list(EXPRESSIONS)},
+                           "description": "the expression performed in each video, in the same order"},
+            "patient_ref": {"type": "string", "description": "opaque reference; returned, never logged"},
+            "protocol": {"type": "string", "enum": list(PROTOCOLS)},
+        }}}},
+}
+PROBLEM = {"content": {"application/problem+json": {}}}
+
+
+def base_url(request: Request, settings: Settings) -> str:
+    return (settings.public_url or "").rstrip("/")
+
+
+def _one(fields: dict[str, list[str]], name: str) -> str | None:
+    values = [v for v in fields.get(name, []) if v]
+    return values[0] if values else None
+
+
+def pair_expressions(n_videos: int, expressions: list[str], protocol: str | None) -> list[str]:
+    """Match expressions to videos by order; a protocol alone names them when the counts agree."""
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise problems.Problem(422, problems.UNKNOWN_PROTOCOL,
+                               f"unknown protocol {protocol!r}; expected one of: {', '.join(PROTOCOLS)}")
+    if n_videos == 0:
+        raise problems.Problem(422, problems.MISSING_VIDEO, "send at least one 'video' file part")
+    if not expressions and protocol and n_videos == len(PROTOCOLS[protocol]):
+        expressions = list(PROTOCOLS[protocol])
+    if len(expressions) != n_videos:
+        raise problems.Problem(422, problems.EXPRESSION_MISMATCH,
+                               f"got {n_videos} video(s) and {len(expressions)} expression(s); send one "
+                               "'expression' field per 'video' part, in the same order")
+    for e in expressions:
+        check_expression(e)
+        if protocol and e not in PROTOCOLS[protocol]:
+            raise VideoError(f"expression {e!r} is not part of protocol {protocol!r}", code="unknown_expression")
+    return expressions
+
+
+def check_video(w, settings: Settings, index: int) -> None:
+    """Refuse empty files, non-videos and too-long videos before anything is queued."""
+    if w.size == 0:
+        raise VideoError(f"video #{index + 1} is empty", code="empty_file", details={"index": index})
+    try:
+        facts = probe(w.dst, max_duration_s=settings.max_duration_s, max_bytes=settings.max_upload_bytes)
+    except VideoError as exc:
+        exc.details = {**exc.details, "index": index}
+        raise
+    duration = facts.get("duration_s")
+    if duration is not None and duration > settings.max_duration_s:
+        raise VideoError(f"video #{index + 1} lasts {duration:.0f} s; the limit is {settings.max_duration_s:.0f} s",
+                         code="video_too_long", details={"index": index})
+
+
+def _accepted(request: Request, settings: Settings, aid: str, status: str, code: int) -> JSONResponse:
+    url = assessment_url(base_url(request, settings), aid)
+    return JSONResponse({"id": aid, "url": url, "status": status}, status_code=code, headers={"Location": url})
+
+
+def _store_upload(store: Store, storage: LocalStorage, principal: Principal, aid: str, upload: ParsedUpload,
+                  expressions: list[str], protocol: str | None, patient_ref: str | None,
+                  idem: str | None) -> tuple[str, bool]:
+    items = [NewItem(e, f"uploads/{aid}/{i}.video", w.sha256, w.size)
+             for i, (e, w) in enumerate(zip(expressions, upload.videos, strict=True))]
+    return store.create_assessment(aid, principal.tenant, items, protocol=protocol, patient_ref=patient_ref,
+                                   idempotency_key=idem)
+
+
+@router.post("", status_code=202, response_model=AssessmentCreated, openapi_extra={"requestBody": UPLOAD_BODY},
+             responses={200: {"model": AssessmentCreated, "description": "idempotent replay"},
+                        401: PROBLEM, 413: PROBLEM, 415: PROBLEM, 422: PROBLEM, 429: PROBLEM})
+async def create_assessment(request: Request, principal: PrincipalDep, store: StoreDep, storage: StorageDep,
+                            settings: SettingsDep,
+                            idempotency_key: Annotated[str | None, Header(max_length=256)] = None) -> JSONResponse:
+    """Upload one or more videos with the expression performed in each; answers 202 with the URL to poll."""
+    if idempotency_key:
+        existing = await run_in_threadpool(store.find_idempotent, principal.tenant, idempotency_key)
+        if existing:
+            return await _replay(request, store, settings, principal, existing)
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > settings.max_upload_bytes + 64 * 1024:
+        raise too_large(settings.max_upload_bytes)   # refused before reading a byte of the body
+    aid = store.new_id()
+    upload = await parse_upload(request.stream(), request.headers.get("content-type", ""),
+                                lambda i: storage.writer(f"uploads/{aid}/{i}.video"),
+                                max_bytes=settings.max_upload_bytes, max_files=settings.max_items)
+    try:
+        protocol = _one(upload.fields, "protocol")
+        expressions = pair_expressions(len(upload.videos), upload.fields.get("expression", []), protocol)
+        for i, w in enumerate(upload.videos):
+            w.commit()
+            await run_in_threadpool(check_video, w, settings, i)
+        aid2, created = await run_in_threadpool(_store_upload, store, storage, principal, aid, upload,
+                                                expressions, protocol, _one(upload.fields, "patient_ref"),
+                                                idempotency_key)
+    except BaseException:
+        upload.abort()
+        storage.delete_prefix(f"uploads/{aid}/")
+        raise
+    if not created:   # lost an idempotency race to a concurrent request
+        storage.delete_prefix(f"uploads/{aid}/")
+        return await _replay(request, store, settings, principal, aid2)
+    await run_in_threadpool(_enqueue_and_audit, request, store, principal, aid, expressions, upload)
+    return _accepted(request, settings, aid, "queued", 202)
+
+
+def _enqueue_and_audit(request: Request, store: Store, principal: Principal, aid: str, expressions: list[str],
+                       upload: ParsedUpload) -> None:
+    request.app.state.queue.enqueue(store.item_ids(aid))
+    store.audit(principal.tenant, principal.key_id, "upload", aid,
+                {"items": len(expressions), "expressions": expressions, "bytes": sum(w.size for w in upload.videos)})
+    log.info("assessment %s accepted: %d item(s)", aid, len(expressions))
+
+
+async def _replay(request: Request, store: Store, settings: Settings, principal: Principal, aid: str) -> JSONResponse:
+    found = await run_in_threadpool(store.get_assessment, principal.tenant, aid)
+    status = assessment_status(found[1]) if found else "queued"
+    return _accepted(request, settings, aid, status, 200)
+
+
+def _load(store: Store, principal: Principal, assessment_id: str):
+    found = store.get_assessment(principal.tenant, assessment_id)
+    if found is None:   # also for another tenant's id: never reveal that it exists
+        raise problems.Problem(404, problems.NOT_FOUND, f"no assessment {assessment_id!r}")
+    return found
+
+
+@router.get("/{assessment_id}", response_model=AssessmentOut, responses={401: PROBLEM, 404: PROBLEM})
+def get_assessment(assessment_id: str, request: Request, principal: PrincipalDep, store: StoreDep,
+                   settings: SettingsDep) -> dict:
+    """Status, per-item progress and, when done, the per-expression results."""
+    a, items = _load(store, principal, assessment_id)
+    store.audit(principal.tenant, principal.key_id, "read", a.id)
+    return assessment_out(base_url(request, settings), a, items)
+
+
+@router.get("/{assessment_id}/items/{index}/{name}.png", response_class=FileResponse,
+            responses={200: {"content": {"image/png": {}}}, 404: PROBLEM})
+def get_picture(assessment_id: str, index: int, name: str, principal: PrincipalDep, store: StoreDep,
+                storage: StorageDep) -> FileResponse:
+    """The landmark overlay (`overlay.png`) or trajectory plot (`trajectories.png`) of one item."""
+    a, items = _load(store, principal, assessment_id)
+    item = next((it for it in items if it.idx == index), None)
+    key = (item.artifacts or {}).get(name) if item is not None and name in ARTIFACTS else None
+    if key is None or not storage.exists(key):
+        raise problems.Problem(404, problems.NOT_FOUND, f"no {name}.png for item {index}")
+    store.audit(principal.tenant, principal.key_id, "download", a.id, {"item": index, "picture": name})
+    return FileResponse(storage.path(key), media_type="image/png")
+
+
+@router.get("/{assessment_id}/fhir", responses={200: {"content": {"application/fhir+json": {}}}, 404: PROBLEM})
+def get_fhir(assessment_id: str, principal: PrincipalDep, store: StoreDep, settings: SettingsDep) -> JSONResponse:
+    """The assessment as a FHIR R4 Observation (status preliminary, one component per expression)."""
+    a, items = _load(store, principal, assessment_id)
+    store.audit(principal.tenant, principal.key_id, "fhir_export", a.id)
+    return JSONResponse(fhir_observation(a, items, settings.fhir_code_system), media_type="application/fhir+json")
+
+
+@router.post("/{assessment_id}/retry", response_model=RetryOut, status_code=202,
+             responses={404: PROBLEM, 409: PROBLEM})
+def retry(assessment_id: str, request: Request, principal: PrincipalDep, store: StoreDep,
+          settings: SettingsDep) -> JSONResponse:
+    """Put the failed items (whose video is still kept) back in the queue."""
+    _load(store, principal, assessment_id)
+    ids = store.retry_failed(principal.tenant, assessment_id)
+    if not ids:
+        raise problems.Problem(409, problems.NOTHING_TO_RETRY,
+                               "no failed item with its video still stored; upload the video again")
+    request.app.state.queue.enqueue(ids)
+    a, items = _load(store, principal, assessment_id)
+    indexes = [it.idx for it in items if it.id in ids]
+    store.audit(principal.tenant, principal.key_id, "retry", a.id, {"items": indexes})
+    url = assessment_url(base_url(request, settings), a.id)
+    return JSONResponse({"id": a.id, "url": url, "status": assessment_status(items), "requeued": indexes},
+                        status_code=202)
+
+
+@router.delete("/{assessment_id}", status_code=204, responses={404: PROBLEM})
+def delete(assessment_id: str, principal: PrincipalDep, store: StoreDep, storage: StorageDep) -> None:
+    """Delete the videos, pictures and results; the audit trail stays."""
+    prefixes = store.delete_assessment(principal.tenant, assessment_id)
+    if prefixes is None:
+        raise problems.Problem(404, problems.NOT_FOUND, f"no assessment {assessment_id!r}")
+    for prefix in prefixes:
+        storage.delete_prefix(prefix)
+    store.audit(principal.tenant, principal.key_id, "delete", assessment_id)

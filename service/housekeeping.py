@@ -1,0 +1,32 @@
+"""Purge of expired data: uploaded videos past their retention, assessments past theirs.
+
+Runs at API start, periodically in every worker, and from `feqa serve --purge`. Idempotent,
+so several processes running it at once do no harm.
+"""
+from __future__ import annotations
+
+import logging
+
+from service.settings import Settings
+from service.storage import LocalStorage
+from service.store import Store
+
+log = logging.getLogger("feqa.purge")
+
+
+def purge(store: Store, storage: LocalStorage, settings: Settings) -> dict[str, int]:
+    videos = 0
+    for item_id, key in store.expired_videos(settings.video_retention_hours):
+        storage.delete(key)
+        store.mark_video_deleted(item_id)
+        videos += 1
+    assessments = 0
+    for a in store.expired_assessments(settings.result_retention_days):
+        store.expire_assessment(a.id)
+        storage.delete_prefix(f"uploads/{a.id}/")
+        storage.delete_prefix(f"artifacts/{a.id}/")
+        store.audit(a.tenant, "system", "purge", a.id)
+        assessments += 1
+    if videos or assessments:
+        log.info("purged %d video(s) and %d assessment(s)", videos, assessments)
+    return {"videos": videos, "assessments": assessments}

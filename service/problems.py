@@ -1,0 +1,83 @@
+"""RFC 9457 problem details (application/problem+json) with stable codes.
+
+Input and model errors reuse `model.errors.FeqaError` codes (not_a_video, empty_file,
+unknown_expression, ...); the service adds the codes below. A code never changes once released.
+"""
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from model.errors import FeqaError
+
+log = logging.getLogger("feqa.api")
+MEDIA_TYPE = "application/problem+json"
+
+# Codes added by the service (the model/worker codes live in model/errors.py).
+UNAUTHORIZED = "unauthorized"            # 401: no key, or a key we do not know
+RATE_LIMITED = "rate_limited"            # 429
+NOT_FOUND = "not_found"                  # 404: no such resource for this tenant
+UPLOAD_TOO_LARGE = "upload_too_large"    # 413
+INVALID_REQUEST = "invalid_request"      # 400/422: malformed request
+MISSING_VIDEO = "missing_video"          # 422
+EXPRESSION_MISMATCH = "expression_mismatch"  # 422: videos and expressions do not pair up
+UNKNOWN_PROTOCOL = "unknown_protocol"    # 422
+NOT_READY = "not_ready"                  # 503
+NOTHING_TO_RETRY = "nothing_to_retry"    # 409
+INTERNAL_ERROR = "internal_error"        # 500
+
+TITLES = {400: "Bad request", 401: "Unauthorized", 404: "Not found", 405: "Method not allowed",
+          409: "Conflict", 413: "Content too large", 415: "Unsupported media type",
+          422: "Unprocessable content", 429: "Too many requests", 500: "Internal server error",
+          503: "Service unavailable"}
+
+
+class Problem(FeqaError):
+    """An error raised by the web layer itself; carries optional response headers."""
+
+    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
+                 details: dict | None = None) -> None:
+        super().__init__(message, code=code, http_status=status, details=details)
+        self.headers = headers or {}
+
+
+def problem_response(status: int, code: str, detail: str, *, instance: str | None = None,
+                     extra: dict | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"type": f"urn:feqa:problem:{code}", "title": TITLES.get(status, "Error"), "status": status,
+            "detail": detail, "code": code}
+    if instance:
+        body["instance"] = instance
+    if extra:
+        body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(FeqaError)
+    async def _feqa(request: Request, exc: FeqaError) -> JSONResponse:
+        extra = {"details": exc.details} if exc.details else None
+        return problem_response(exc.http_status, exc.code, exc.message, instance=request.url.path,
+                                extra=extra, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        return problem_response(422, INVALID_REQUEST, "the request does not match the API schema",
+                                instance=request.url.path, extra={"errors": errors})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: NOT_FOUND, 401: UNAUTHORIZED, 429: RATE_LIMITED}.get(exc.status_code, INVALID_REQUEST)
+        return problem_response(exc.status_code, code, str(exc.detail), instance=request.url.path,
+                                headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # The exception text may quote user input; log only its type and the path.
+        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
+        return problem_response(500, INTERNAL_ERROR, "internal error; the event was logged",
+                                instance=request.url.path)

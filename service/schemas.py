@@ -1,0 +1,105 @@
+"""Request and response shapes of the HTTP API (they also document /openapi.json)."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+AssessmentStatus = Literal["queued", "running", "succeeded", "failed", "partly_failed"]
+ItemStatus = Literal["queued", "running", "succeeded", "failed"]
+Stage = Literal["queued", "decoding", "tracking", "scoring", "done"]
+
+
+class AssessmentCreated(BaseModel):
+    id: str
+    url: str = Field(description="where to poll the assessment")
+    status: AssessmentStatus
+
+
+class Progress(BaseModel):
+    stage: Stage
+    percent: float = Field(ge=0, le=100)
+
+
+class ModelFacts(BaseModel):
+    name: str
+    version: str
+    sha256: str
+    trained_on: str = Field(description='"simulated", "clinical:<dataset>" or "untrained"')
+    training_data: Any = None
+    clinical_use: bool
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+
+
+class ItemResult(BaseModel):
+    expression: str
+    score: float | None = Field(None, ge=0, le=4, description="model output clipped to 0..4")
+    score_rounded: int | None = Field(None, ge=0, le=4)
+    meaning: str | None = Field(None, description="0 normal, 1 slight, 2 mild, 3 moderate, 4 severe")
+    abstained: bool = False
+    reasons: list[str] = []
+    model: ModelFacts | None = None
+    quality: dict[str, Any] = {}
+    not_for_clinical_use: bool = True
+    timings: dict[str, float] = {}
+
+
+class ItemLinks(BaseModel):
+    overlay: str | None = None
+    trajectories: str | None = None
+
+
+class ItemOut(BaseModel):
+    index: int
+    expression: str
+    status: ItemStatus
+    progress: Progress
+    result: ItemResult | None = None
+    error: ErrorInfo | None = None
+    links: ItemLinks = ItemLinks()
+
+
+class AssessmentOut(BaseModel):
+    id: str
+    status: AssessmentStatus
+    protocol: str | None = None
+    patient_ref: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    items: list[ItemOut]
+    links: dict[str, str] = {}
+
+
+class RetryOut(BaseModel):
+    id: str
+    url: str
+    status: AssessmentStatus
+    requeued: list[int] = Field(description="indexes of the items put back in the queue")
+
+
+class ModelOut(BaseModel):
+    name: str
+    version: str
+    expression: str
+    sha256: str | None = None
+    trained_on: str | None = None
+    clinical_use: bool = False
+    manifest: dict[str, Any] = {}
+
+
+class ModelsOut(BaseModel):
+    model_dir: str
+    expressions: list[str]
+    protocols: dict[str, list[str]]
+    models: list[ModelOut]
+    problem: str | None = Field(None, description="why no model is available, when none is")
+
+
+class Health(BaseModel):
+    status: Literal["ok", "not_ready"]
+    checks: dict[str, Any] = {}

@@ -1,0 +1,109 @@
+"""One settings object for the API, the workers and the CLI, read once from the environment.
+
+Variables carry the prefix FEQA_ (FEQA_STORAGE_DIR, FEQA_SECRET_KEY, ...), except the two
+that deployment tools name by convention: DATABASE_URL and REDIS_URL. Tests build their own
+`Settings(...)` or set the environment of the subprocesses they start; nothing patches globals.
+"""
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SECRET = "feqa-development-secret-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FEQA_", extra="ignore", populate_by_name=True)
+
+    environment: str = "development"          # "production" refuses the default secret
+    secret_key: str = DEFAULT_SECRET
+
+    # Where things live. var/ is git-ignored and created on demand.
+    var_dir: Path = ROOT / "var"
+    database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL", "FEQA_DATABASE_URL"))
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "FEQA_REDIS_URL"))
+    broker_url: str | None = None             # explicit override; else Redis when REDIS_URL is set, else SQLite
+    storage_dir: Path | None = None
+    model_dir: Path = ROOT / "models" / "demo"
+
+    # HTTP server (used by `feqa serve`; the app reads `host` to decide on anonymous use).
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str | None = None             # base for absolute links; relative links otherwise
+    allow_anonymous: bool = True              # only honoured when `host` is a loopback address
+    anonymous_tenant: str = "local"
+    rate_limit_per_minute: int = 600          # per API key; 0 disables
+    cors_origins: list[str] = []
+
+    # Uploads.
+    max_upload_bytes: int = 200 * 1024 * 1024
+    max_duration_s: float = 120.0
+    max_items: int = 10
+    upload_chunk_bytes: int = 1024 * 1024
+
+    # Queue and workers.
+    queue: str = "feqa.gpu"
+    visibility_timeout_s: int = 3600
+    task_soft_time_limit_s: int = 900
+    task_time_limit_s: int = 1200
+    task_max_retries: int = 2
+    worker_max_tasks_per_child: int = 200
+    heartbeat_interval_s: float = 10.0
+    heartbeat_max_age_s: float = 60.0
+    providers: list[str] | None = None        # onnxruntime providers; None = best available
+    intra_op_threads: int = 1
+
+    # Data protection.
+    video_retention_hours: float = 0.0        # uploaded videos are deleted this long after scoring
+    result_retention_days: float = 365.0      # assessments (results, pictures) purged after this
+    fhir_code_system: str = "https://feqa.invalid/fhir/CodeSystem/facial-expression"
+
+    @model_validator(mode="after")
+    def _refuse_default_secret(self) -> Settings:
+        if self.environment != "development" and self.secret_key == DEFAULT_SECRET:
+            raise ValueError("FEQA_SECRET_KEY must be set outside development (FEQA_ENVIRONMENT="
+                             f"{self.environment!r}); generate one with: python -c 'import secrets; "
+                             "print(secrets.token_urlsafe(32))'")
+        if self.task_time_limit_s >= self.visibility_timeout_s:
+            raise ValueError("task time limit must stay below the broker visibility timeout")
+        return self
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.var_dir / 'feqa.sqlite3'}"
+
+    @property
+    def celery_broker_url(self) -> str:
+        if self.broker_url:
+            return self.broker_url
+        if self.redis_url:
+            return self.redis_url
+        # No server on a single machine: the broker is a SQLite file beside the job store.
+        return f"sqla+sqlite:///{self.var_dir / 'broker.sqlite3'}"
+
+    @property
+    def storage_root(self) -> Path:
+        return self.storage_dir or self.var_dir / "storage"
+
+    @property
+    def loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def anonymous_allowed(self) -> bool:
+        return self.allow_anonymous and self.loopback
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

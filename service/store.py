@@ -1,0 +1,333 @@
+"""The job store: every read and write of keys, assessments, items, audit events and heartbeats.
+
+The API and the workers share it; it imports no web framework. Item state changes are
+conditional UPDATEs, so a task that Celery delivers twice (worker crash, acks_late) cannot
+write a second result: `claim_item` and `finish_item` only act on an item still in flight.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service.db import (
+    ApiKey,
+    Assessment,
+    AuditEvent,
+    Item,
+    StageDuration,
+    WorkerHeartbeat,
+    migrate,
+    session_factory,
+    utcnow,
+)
+
+IN_FLIGHT = ("queued", "running")
+KEY_PREFIX = "feqa"
+
+
+@dataclass(frozen=True)
+class NewItem:
+    expression: str
+    video_key: str
+    video_sha256: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant: str
+    key_id: str          # "anonymous" for loopback use without a key
+
+
+def hash_secret(salt: str, secret: str) -> str:
+    return hashlib.sha256((salt + secret).encode()).hexdigest()
+
+
+def aware(dt: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back naive; they were written in UTC."""
+    if dt is not None and dt.tzinfo is None:
+        from datetime import UTC
+        return dt.replace(tzinfo=UTC)
+    return dt
+
+
+def assessment_status(items: list[Item]) -> str:
+    states = [it.status for it in items]
+    if any(s in IN_FLIGHT for s in states):
+        return "queued" if all(s == "queued" for s in states) else "running"
+    if all(s == "succeeded" for s in states):
+        return "succeeded"
+    if all(s == "failed" for s in states):
+        return "failed"
+    return "partly_failed"
+
+
+class Store:
+    def __init__(self, url: str, *, run_migrations: bool = True) -> None:
+        self.url = url
+        if run_migrations:
+            migrate(url)
+        self._sessions = session_factory(url)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions() as s, s.begin():
+            yield s
+
+    # --- API keys -----------------------------------------------------------------------
+    def create_key(self, tenant: str) -> str:
+        """Store a new key for `tenant` and return it; only its salted hash is kept."""
+        key_id, secret, salt = secrets.token_hex(8), secrets.token_urlsafe(32), secrets.token_hex(16)
+        with self.session() as s:
+            s.add(ApiKey(id=key_id, tenant=tenant, salt=salt, digest=hash_secret(salt, secret)))
+        return f"{KEY_PREFIX}_{key_id}_{secret}"
+
+    def verify_key(self, key: str) -> Principal | None:
+        parts = key.split("_", 2)
+        if len(parts) != 3 or parts[0] != KEY_PREFIX:
+            return None
+        with self.session() as s:
+            row = s.get(ApiKey, parts[1])
+            if row is None or row.revoked_at is not None:
+                return None
+            if not hmac.compare_digest(row.digest, hash_secret(row.salt, parts[2])):
+                return None
+            return Principal(tenant=row.tenant, key_id=row.id)
+
+    def revoke_key(self, key_id: str) -> bool:
+        with self.session() as s:
+            res = s.execute(update(ApiKey).where(ApiKey.id == key_id).values(revoked_at=utcnow()))
+            return res.rowcount == 1
+
+    # --- assessments --------------------------------------------------------------------
+    @staticmethod
+    def new_id() -> str:
+        return uuid.uuid4().hex
+
+    def find_idempotent(self, tenant: str, idempotency_key: str) -> str | None:
+        with self.session() as s:
+            return s.scalar(select(Assessment.id).where(
+                Assessment.tenant == tenant, Assessment.idempotency_key == idempotency_key,
+                Assessment.deleted_at.is_(None)))
+
+    def create_assessment(self, assessment_id: str, tenant: str, items: list[NewItem], *,
+                          protocol: str | None = None, patient_ref: str | None = None,
+                          idempotency_key: str | None = None) -> tuple[str, bool]:
+        """Insert the assessment and its items; returns (id, created). A concurrent request with
+        the same idempotency key loses the unique-constraint race and gets the winner's id."""
+        try:
+            with self.session() as s:
+                s.add(Assessment(id=assessment_id, tenant=tenant, protocol=protocol, patient_ref=patient_ref,
+                                 idempotency_key=idempotency_key))
+                s.flush()
+                for i, it in enumerate(items):
+                    s.add(Item(assessment_id=assessment_id, idx=i, expression=it.expression,
+                               video_key=it.video_key, video_sha256=it.video_sha256, size_bytes=it.size_bytes,
+                               status="queued", stage="queued", percent=0.0, attempts=0))
+            return assessment_id, True
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            existing = self.find_idempotent(tenant, idempotency_key)
+            if existing is None:
+                raise
+            return existing, False
+
+    def get_assessment(self, tenant: str, assessment_id: str) -> tuple[Assessment, list[Item]] | None:
+        with self.session() as s:
+            a = s.get(Assessment, assessment_id)
+            if a is None or a.tenant != tenant or a.deleted_at is not None:
+                return None
+            items = list(s.scalars(select(Item).where(Item.assessment_id == a.id).order_by(Item.idx)))
+            return a, items
+
+    def item_ids(self, assessment_id: str, status: str | None = None) -> list[int]:
+        q = select(Item.id).where(Item.assessment_id == assessment_id)
+        if status:
+            q = q.where(Item.status == status)
+        with self.session() as s:
+            return list(s.scalars(q.order_by(Item.idx)))
+
+    def get_item(self, item_id: int) -> Item | None:
+        with self.session() as s:
+            return s.get(Item, item_id)
+
+    def retry_failed(self, tenant: str, assessment_id: str) -> list[int]:
+        """Put the failed items back in the queue; returns their ids (the caller enqueues them)."""
+        with self.session() as s:
+            a = s.get(Assessment, assessment_id)
+            if a is None or a.tenant != tenant or a.deleted_at is not None:
+                return []
+            ids = list(s.scalars(select(Item.id).where(Item.assessment_id == assessment_id,
+                                                       Item.status == "failed", Item.video_key.is_not(None),
+                                                       Item.video_deleted_at.is_(None))))
+            if ids:
+                s.execute(update(Item).where(Item.id.in_(ids)).values(
+                    status="queued", stage="queued", percent=0.0, attempts=0, error_code=None,
+                    error_message=None, result=None, queued_at=utcnow(), finished_at=None))
+                a.updated_at = utcnow()
+            return ids
+
+    def delete_assessment(self, tenant: str, assessment_id: str) -> list[str] | None:
+        """Mark deleted, drop results and patient reference; returns the storage prefixes to remove."""
+        with self.session() as s:
+            a = s.get(Assessment, assessment_id)
+            if a is None or a.tenant != tenant or a.deleted_at is not None:
+                return None
+            self._scrub(s, a)
+            return [f"uploads/{assessment_id}/", f"artifacts/{assessment_id}/"]
+
+    @staticmethod
+    def _scrub(s: Session, a: Assessment) -> None:
+        a.deleted_at = a.updated_at = utcnow()
+        a.patient_ref = None
+        s.execute(update(Item).where(Item.assessment_id == a.id).values(
+            status="failed", stage="done", result=None, artifacts=None, video_key=None, video_sha256=None,
+            error_code="deleted", error_message="assessment deleted", video_deleted_at=utcnow()))
+
+    # --- worker side ---------------------------------------------------------------------
+    def claim_item(self, item_id: int, worker: str, max_attempts: int) -> Item | None:
+        """Mark the item running for `worker`. None when it is already finished (a redelivered task).
+        An item found "running" again belongs to a worker that died; after `max_attempts` such
+        starts it is failed instead, so a video that always kills its worker cannot loop forever."""
+        with self.session() as s:
+            it = s.get(Item, item_id, with_for_update=True)
+            if it is None or it.status not in IN_FLIGHT or it.video_key is None:
+                return None
+            if it.attempts >= max_attempts:
+                self._fail(s, it, "worker_lost", f"the worker stopped {it.attempts} times on this video")
+                return None
+            res = s.execute(update(Item).where(Item.id == item_id, Item.status.in_(IN_FLIGHT),
+                                               Item.attempts == it.attempts).values(
+                status="running", stage="decoding", percent=0.0, attempts=it.attempts + 1, worker=worker,
+                started_at=utcnow()))
+            if res.rowcount != 1:
+                return None
+            s.refresh(it)
+            return it
+
+    def set_progress(self, item_id: int, stage: str, percent: float) -> None:
+        with self.session() as s:
+            s.execute(update(Item).where(Item.id == item_id, Item.status == "running").values(
+                stage=stage, percent=round(float(percent), 1)))
+
+    def finish_item(self, item_id: int, result: dict, artifacts: dict[str, str],
+                    durations: dict[str, float]) -> bool:
+        """Write the result once: a second call for the same item changes nothing and returns False."""
+        with self.session() as s:
+            res = s.execute(update(Item).where(Item.id == item_id, Item.status == "running").values(
+                status="succeeded", stage="done", percent=100.0, result=result, artifacts=artifacts,
+                finished_at=utcnow(), error_code=None, error_message=None))
+            if res.rowcount != 1:
+                return False
+            s.add_all([StageDuration(item_id=item_id, stage=k, seconds=float(v)) for k, v in durations.items()])
+            self._touch(s, item_id)
+            return True
+
+    def fail_item(self, item_id: int, code: str, message: str) -> bool:
+        with self.session() as s:
+            it = s.get(Item, item_id, with_for_update=True)
+            if it is None or it.status not in IN_FLIGHT:
+                return False
+            self._fail(s, it, code, message)
+            return True
+
+    @staticmethod
+    def _fail(s: Session, it: Item, code: str, message: str) -> None:
+        it.status, it.stage, it.error_code, it.error_message = "failed", "done", code, message[:2000]
+        it.finished_at = utcnow()
+        Store._touch(s, it.id)
+
+    @staticmethod
+    def _touch(s: Session, item_id: int) -> None:
+        aid = s.scalar(select(Item.assessment_id).where(Item.id == item_id))
+        s.execute(update(Assessment).where(Assessment.id == aid).values(updated_at=utcnow()))
+
+    def mark_video_deleted(self, item_id: int) -> None:
+        with self.session() as s:
+            s.execute(update(Item).where(Item.id == item_id).values(video_deleted_at=utcnow()))
+
+    def heartbeat(self, worker_id: str, models: list[dict], warmed: bool, detail: dict | None = None) -> None:
+        with self.session() as s:
+            row = s.get(WorkerHeartbeat, worker_id)
+            if row is None:
+                s.add(WorkerHeartbeat(worker_id=worker_id, at=utcnow(), models=models, warmed=warmed,
+                                      detail=detail))
+            else:
+                row.at, row.models, row.warmed, row.detail = utcnow(), models, warmed, detail
+
+    def drop_heartbeat(self, worker_id: str) -> None:
+        with self.session() as s:
+            row = s.get(WorkerHeartbeat, worker_id)
+            if row is not None:
+                s.delete(row)
+
+    def ready_workers(self, max_age_s: float) -> list[WorkerHeartbeat]:
+        since = utcnow() - timedelta(seconds=max_age_s)
+        with self.session() as s:
+            rows = s.scalars(select(WorkerHeartbeat).where(WorkerHeartbeat.warmed.is_(True)))
+            return [r for r in rows if aware(r.at) >= since and r.models]
+
+    # --- audit, metrics, housekeeping ------------------------------------------------------
+    def audit(self, tenant: str, actor: str, action: str, assessment_id: str | None = None,
+              detail: dict | None = None) -> None:
+        with self.session() as s:
+            s.add(AuditEvent(tenant=tenant, actor=actor, action=action, assessment_id=assessment_id,
+                             detail=detail))
+
+    def audit_events(self, assessment_id: str) -> list[AuditEvent]:
+        with self.session() as s:
+            return list(s.scalars(select(AuditEvent).where(AuditEvent.assessment_id == assessment_id)
+                                  .order_by(AuditEvent.id)))
+
+    def queue_depth(self) -> dict[str, int]:
+        with self.session() as s:
+            rows = s.execute(select(Item.status, func.count()).where(Item.status.in_(IN_FLIGHT))
+                             .group_by(Item.status))
+            return {status: n for status, n in rows}
+
+    def stage_stats(self) -> list[tuple[str, int, float]]:
+        with self.session() as s:
+            rows = s.execute(select(StageDuration.stage, func.count(), func.sum(StageDuration.seconds))
+                             .group_by(StageDuration.stage))
+            return [(stage, int(n), float(total or 0.0)) for stage, n, total in rows]
+
+    def stale_items(self, older_than_s: float) -> list[int]:
+        """Items queued or running for longer than `older_than_s` (lost messages; re-enqueue them)."""
+        since = utcnow() - timedelta(seconds=older_than_s)
+        with self.session() as s:
+            rows = s.execute(select(Item.id, Item.queued_at).where(Item.status.in_(IN_FLIGHT),
+                                                                    Item.video_key.is_not(None)))
+            return [i for i, at in rows if aware(at) < since]
+
+    def expired_videos(self, retention_h: float) -> list[tuple[int, str]]:
+        """Videos of scored items past retention. A failed item keeps its video for a retry until
+        its assessment expires or is deleted."""
+        since = utcnow() - timedelta(hours=retention_h)
+        with self.session() as s:
+            rows = s.execute(select(Item.id, Item.video_key, Item.finished_at).where(
+                Item.status == "succeeded", Item.video_key.is_not(None), Item.video_deleted_at.is_(None),
+                Item.finished_at.is_not(None)))
+            return [(i, k) for i, k, at in rows if aware(at) <= since]
+
+    def expired_assessments(self, retention_days: float) -> list[Assessment]:
+        since = utcnow() - timedelta(days=retention_days)
+        with self.session() as s:
+            rows = s.scalars(select(Assessment).where(Assessment.deleted_at.is_(None)))
+            return [a for a in rows if aware(a.created_at) < since]
+
+    def expire_assessment(self, assessment_id: str) -> None:
+        with self.session() as s:
+            a = s.get(Assessment, assessment_id)
+            if a is not None and a.deleted_at is None:
+                self._scrub(s, a)

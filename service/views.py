@@ -1,0 +1,97 @@
+"""Turn store rows into API responses: the assessment JSON and its FHIR R4 Observation."""
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from model.contract import PFED5_EXPRESSIONS, TORONTO_EXPRESSIONS
+from service.db import Assessment, Item
+from service.store import assessment_status, aware
+
+MEANINGS = {0: "normal", 1: "slight", 2: "mild", 3: "moderate", 4: "severe"}
+ARTIFACTS = ("overlay", "trajectories")
+
+
+def assessment_url(base: str, assessment_id: str) -> str:
+    return f"{base}/v1/assessments/{assessment_id}"
+
+
+def item_out(base: str, a: Assessment, it: Item) -> dict:
+    url = assessment_url(base, a.id)
+    links = {name: f"{url}/items/{it.idx}/{name}.png" for name in ARTIFACTS
+             if it.artifacts and name in it.artifacts}
+    out = {"index": it.idx, "expression": it.expression, "status": it.status,
+           "progress": {"stage": it.stage, "percent": it.percent}, "links": links}
+    if it.result is not None:
+        out["result"] = it.result
+    if it.status == "failed":
+        out["error"] = {"code": it.error_code or "internal_error", "message": it.error_message or ""}
+    return out
+
+
+def assessment_out(base: str, a: Assessment, items: list[Item]) -> dict:
+    url = assessment_url(base, a.id)
+    return {"id": a.id, "status": assessment_status(items), "protocol": a.protocol, "patient_ref": a.patient_ref,
+            "created_at": aware(a.created_at), "updated_at": aware(a.updated_at),
+            "items": [item_out(base, a, it) for it in items],
+            "links": {"self": url, "fhir": f"{url}/fhir", "retry": f"{url}/retry"}}
+
+
+# --- FHIR R4 ------------------------------------------------------------------------------------
+def _code_for(expression: str) -> tuple[str, str]:
+    """Local codes: no LOINC code for MDS-UPDRS item 3.2 (facial expression) was found."""
+    if expression in PFED5_EXPRESSIONS:
+        return f"mds-updrs-3.2.{expression}", f"MDS-UPDRS 3.2 facial expression, task: {expression}"
+    if expression in TORONTO_EXPRESSIONS:
+        return f"toronto.{expression}", f"Toronto facial palsy task: {expression}"
+    return expression, expression
+
+
+def _component(system: str, it: Item) -> dict:
+    code, display = _code_for(it.expression)
+    comp: dict = {"code": {"coding": [{"system": system, "code": code, "display": display}], "text": display}}
+    res = it.result or {}
+    if it.status == "succeeded" and not res.get("abstained") and res.get("score") is not None:
+        comp["valueQuantity"] = {"value": round(float(res["score"]), 3), "unit": "score",
+                                 "system": "http://unitsofmeasure.org", "code": "{score}"}
+        rounded = res.get("score_rounded")
+        comp["interpretation"] = [{"coding": [{"system": system, "code": f"severity-{rounded}",
+                                               "display": MEANINGS.get(rounded, "")}],
+                                   "text": MEANINGS.get(rounded, "")}]
+    else:
+        reason = "not-performed" if res.get("abstained") else "error"
+        text = "; ".join(res.get("reasons") or []) or (it.error_message or it.status)
+        comp["dataAbsentReason"] = {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/data-absent-reason", "code": reason}], "text": text}
+    model = res.get("model")
+    if model:
+        comp["extension"] = [{"url": f"{system}/model", "valueString":
+                              f"{model.get('name')} {model.get('version')} sha256:{model.get('sha256')} "
+                              f"trained_on:{model.get('trained_on')}"}]
+    return comp
+
+
+def fhir_observation(a: Assessment, items: list[Item], system: str) -> dict:
+    protocol = a.protocol or ("pfed5" if all(i.expression in PFED5_EXPRESSIONS for i in items) else
+                              "toronto" if all(i.expression in TORONTO_EXPRESSIONS for i in items) else "mixed")
+    panel = {"pfed5": ("mds-updrs-3.2", "MDS-UPDRS Part III item 3.2: facial expression (automated estimate)"),
+             "toronto": ("toronto-facial", "Toronto facial grading tasks (automated estimate)")}.get(
+        protocol, ("facial-expression", "Facial expression assessment (automated estimate)"))
+    models = {f"{r['model']['name']} {r['model']['version']}" for it in items
+              if (r := it.result) and r.get("model")}
+    clinical = all((it.result or {}).get("model", {}).get("clinical_use") for it in items if it.result)
+    note = ("Automated estimate by FEQA (TraMP-Former); preliminary until reviewed and signed by a clinician. "
+            f"Models: {', '.join(sorted(models)) or 'none'}.")
+    if not clinical:
+        note += " NOT FOR CLINICAL USE: produced by a model not validated for clinical use."
+    obs = {"resourceType": "Observation", "id": a.id, "status": "preliminary",
+           "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                     "code": "exam", "display": "Exam"}]}],
+           "code": {"coding": [{"system": system, "code": panel[0], "display": panel[1]}], "text": panel[1]},
+           "effectiveDateTime": aware(a.created_at).isoformat(),
+           "issued": datetime.now(UTC).isoformat(),
+           "device": {"display": f"FEQA {', '.join(sorted(models)) or ''}".strip()},
+           "note": [{"text": note}],
+           "component": [_component(system, it) for it in items]}
+    if a.patient_ref:
+        obs["subject"] = {"identifier": {"value": a.patient_ref}}
+    return obs

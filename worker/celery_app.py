@@ -1,0 +1,42 @@
+"""The one Celery app, configured from service.settings.
+
+The API imports this module only to send tasks by name; it never imports worker.tasks (and so
+never loads onnxruntime or OpenCV). Workers import it via `worker.tasks`.
+"""
+from __future__ import annotations
+
+from celery import Celery
+
+from service.settings import Settings, get_settings
+
+TASK_ASSESS = "feqa.assess_item"
+TASK_PURGE = "feqa.purge"
+
+
+def make_celery(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    app = Celery("feqa", broker=settings.celery_broker_url, include=["worker.tasks"])
+    transport_options: dict = {"visibility_timeout": settings.visibility_timeout_s}
+    if settings.celery_broker_url.startswith("sqla+"):
+        # The SQLite broker is polled; a short interval keeps the single-machine latency low.
+        transport_options["polling_interval"] = 0.2
+    app.conf.update(
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        task_default_queue=settings.queue,
+        task_routes={TASK_ASSESS: {"queue": settings.queue}},
+        task_ignore_result=True,            # the job store is the record, not a result backend
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=settings.task_soft_time_limit_s,
+        task_time_limit=settings.task_time_limit_s,
+        worker_max_tasks_per_child=settings.worker_max_tasks_per_child,
+        worker_hijack_root_logger=False,
+        task_serializer="json",
+        accept_content=["json"],
+    )
+    return app
+
+
+app = make_celery()
