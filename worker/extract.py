@@ -1,0 +1,237 @@
+"""Video -> model inputs (trajectories, index_t, RGB clip) with one code path for serving and training.
+
+Steps: decode to upright RGB at the contract fps (worker/video.py); track one face with the 468-point mesh
+(worker/face.py); per face frame, a square 256x256 face crop (box from the mesh, smoothed over time with an
+exponential moving average so the crop does not jitter), the 63 slots in crop pixels and the RGB value at each
+slot; then the reference's window rules (worker/landmarks.py) and the quality report (worker/quality.py).
+
+Frames without a face are left out of the streams (the reference's per-frame detector did the same); the
+quality report says how many and how long the gaps were. Coordinates are relative to the nose tip (mesh
+index 1) of the first frame of the trajectory window.
+"""
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from model.contract import PreprocessContract
+from model.errors import VideoError
+from worker import landmarks as lm
+from worker.face import FaceMesh, FaceTracker, default_mesh
+from worker.quality import QualityAccumulator, QualityThresholds
+from worker.video import DecodeLimits, DecodeReport, iter_frames
+
+CROP_MARGIN = 1.1          # crop side = 1.1 x the longest side of the mesh's bounding box
+
+
+@dataclass(frozen=True)
+class ExtractLimits:
+    decode: DecodeLimits = field(default_factory=DecodeLimits)
+    quality: QualityThresholds = field(default_factory=QualityThresholds)
+    min_face_frames: int = 8           # fewer face frames -> video_too_short
+    refuse_face_share: float = 0.2     # face on fewer frames than this share -> face_too_rare
+    redetect_every: int = 10           # detector period while tracking (frames)
+    box_smoothing: float = 0.35        # EMA weight of the new crop box (1 = no smoothing)
+
+
+@dataclass
+class Extraction:
+    trajs: np.ndarray          # (63, Tp, C) float32: channels per contract (x, y, r, g, b by default)
+    index_t: np.ndarray        # (Tp,) float32
+    frames: np.ndarray         # (Tf, 224, 224, 3) uint8 RGB
+    quality: dict
+    meta: dict
+    landmarks: np.ndarray      # (T, 63, 2) float32 crop landmarks of the window's frames
+    boxes: np.ndarray          # (T, 4) float32 crop boxes (x0, y0, side, side) in decoded-frame pixels
+    crops: np.ndarray | None = None   # (T, 256, 256, 3) uint8 window crops, kept only when asked (plots)
+
+    def save_npz(self, path: str | Path) -> None:
+        import json
+
+        np.savez_compressed(path, trajs=self.trajs, index_t=self.index_t, frames=self.frames,
+                            landmarks=self.landmarks, boxes=self.boxes,
+                            quality=json.dumps(self.quality), meta=json.dumps(self.meta))
+
+    @classmethod
+    def load_npz(cls, path: str | Path) -> Extraction:
+        import json
+
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["trajs"], z["index_t"], z["frames"], json.loads(str(z["quality"])),
+                       json.loads(str(z["meta"])), z["landmarks"], z["boxes"])
+
+
+class _CropBox:
+    """Square crop box following the face, smoothed by an exponential moving average."""
+
+    def __init__(self, alpha: float) -> None:
+        self.alpha, self.state = alpha, None     # (cx, cy, side)
+
+    def update(self, pts: np.ndarray, reset: bool) -> np.ndarray:
+        lo, hi = pts[:, :2].min(0), pts[:, :2].max(0)
+        new = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, CROP_MARGIN * max(hi - lo)], np.float64)
+        jump = self.state is not None and np.hypot(*(new[:2] - self.state[:2])) > 0.5 * self.state[2]
+        if self.state is None or reset or jump:
+            self.state = new
+        else:
+            self.state = self.alpha * new + (1 - self.alpha) * self.state
+        return self.state.copy()
+
+
+def crop_face(rgb: np.ndarray, cx: float, cy: float, side: float, size: int) -> np.ndarray:
+    """Axis-aligned square crop (zero padding outside the frame) resized to size x size."""
+    k = size / side
+    m = np.array([[k, 0, size / 2 - k * cx], [0, k, size / 2 - k * cy]], np.float64)
+    return cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+def to_crop(points: np.ndarray, cx: float, cy: float, side: float, size: int) -> np.ndarray:
+    k = size / side
+    out = (points[..., :2] - np.array([cx, cy])) * k + size / 2
+    return out.astype(np.float32)
+
+
+def sample_rgb(crop: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """RGB value (0..255) of the crop pixel under each point (nearest pixel, clamped to the crop)."""
+    h, w = crop.shape[:2]
+    xi = np.clip(np.rint(xy[:, 0]).astype(int), 0, w - 1)
+    yi = np.clip(np.rint(xy[:, 1]).astype(int), 0, h - 1)
+    return crop[yi, xi].astype(np.float32)
+
+
+@dataclass
+class _Track:
+    """What is kept per face frame: small arrays for every frame, crops only for the last Tp face frames."""
+    tp: int
+    src: list = field(default_factory=list)        # output frame index of each face frame
+    slots: list = field(default_factory=list)      # (63, 2) crop px
+    nose: list = field(default_factory=list)       # (2,) crop px
+    z: list = field(default_factory=list)          # (63,) crop-scaled depth
+    rgb: list = field(default_factory=list)        # (63, 3)
+    boxes: list = field(default_factory=list)      # (4,)
+    crops: collections.deque = None                # last tp crops
+
+    def __post_init__(self) -> None:
+        self.crops = collections.deque(maxlen=self.tp)
+
+
+def _track_video(path, contract: PreprocessContract, limits: ExtractLimits, mesh: FaceMesh,
+                 progress) -> tuple[_Track, QualityAccumulator, DecodeReport, dict]:
+    report = DecodeReport()
+    tracker = FaceTracker(mesh, redetect_every=limits.redetect_every)
+    box = _CropBox(limits.box_smoothing)
+    acc = QualityAccumulator(fps=contract.fps, thresholds=limits.quality)
+    track = _Track(contract.tp)
+    size = contract.crop_size
+    timing = {"decode_s": 0.0, "track_s": 0.0}
+    t_mark = time.perf_counter()
+    # decoding and tracking are interleaved frame by frame: report "decoding" once, then tracking progress
+    if progress:
+        progress("decoding", 0.0)
+    decode_progress = (lambda f: progress("tracking", f)) if progress else None
+    for fr in iter_frames(path, contract.fps, limits.decode, report, decode_progress):
+        t1 = time.perf_counter()
+        timing["decode_s"] += t1 - t_mark
+        step = tracker.step(fr.rgb)
+        crop = None
+        if step.pts is not None:
+            cx, cy, side = box.update(step.pts, reset=step.reacquired)
+            crop = crop_face(fr.rgb, cx, cy, side, size)
+            slots3 = lm.slots_from_468(step.pts)
+            xy = to_crop(slots3, cx, cy, side, size)
+            track.src.append(fr.index)
+            track.slots.append(xy)
+            track.nose.append(to_crop(step.pts[lm.NOSE_TIP_468], cx, cy, side, size))
+            track.z.append(slots3[:, 2] * size / side)
+            track.rgb.append(sample_rgb(crop, xy))
+            track.boxes.append(np.array([cx - side / 2, cy - side / 2, side, side], np.float32))
+            track.crops.append(crop)
+        acc.add_frame(fr.index, fr.rgb.shape, step, step.pts, crop)
+        t_mark = time.perf_counter()
+        timing["track_s"] += t_mark - t1
+    return track, acc, report, timing
+
+
+def _refuse_if_needed(track: _Track, acc: QualityAccumulator, limits: ExtractLimits, quality: dict) -> None:
+    n, total = len(track.src), acc.n_frames
+    details = {"quality": quality}
+    if total < limits.min_face_frames:
+        raise VideoError(f"the video has only {total} frames; record at least a few seconds",
+                         code="video_too_short", details=details)
+    if n == 0:
+        raise VideoError("no face was found in the video; film the face from the front, well lit",
+                         code="no_face", details=details)
+    if n / total < limits.refuse_face_share:
+        raise VideoError(f"a face was found on only {n} of {total} frames; keep the face in view",
+                         code="face_too_rare", details=details)
+    if n < limits.min_face_frames:
+        raise VideoError(f"a face was found on only {n} frames; record at least a few seconds",
+                         code="video_too_short", details=details)
+
+
+def _channels(contract: PreprocessContract, xy, z, rgb) -> np.ndarray:
+    chans = {"x": xy[..., 0], "y": xy[..., 1], "z": z, "r": rgb[..., 0], "g": rgb[..., 1], "b": rgb[..., 2]}
+    unknown = [c for c in contract.channels if c not in chans]
+    if unknown:
+        raise ValueError(f"unknown trajectory channels in contract: {unknown}")
+    stacked = np.stack([chans[c] for c in contract.channels], axis=-1)   # (Tp, 63, C)
+    return np.ascontiguousarray(stacked.transpose(1, 0, 2)).astype(np.float32)   # (63, Tp, C)
+
+
+def _build(track: _Track, contract: PreprocessContract) -> tuple[np.ndarray, ...]:
+    n = len(track.src)
+    idx, index_t = lm.trajectory_window(n, contract.tp)
+    lo = int(idx.min())
+    slots = np.stack(track.slots)                       # (n, 63, 2)
+    xy = slots[idx] - track.nose[lo]                    # relative to the window's first nose tip
+    z = np.stack(track.z)[idx]
+    if contract.scale_norm == "interocular":
+        iod = float(lm.interocular(slots[lo]))
+        xy = xy / max(iod, 1e-6)
+        z = z / max(iod, 1e-6)
+    elif contract.scale_norm != "none":
+        raise ValueError(f"unknown scale_norm {contract.scale_norm!r}")
+    trajs = _channels(contract, xy, z, np.stack(track.rgb)[idx])
+    kept_from = n - len(track.crops)                    # index of the oldest crop still held
+    sel = lm.rgb_window(lo, n - 1, contract.tf)
+    frames = np.stack([cv2.resize(track.crops[i - kept_from], (contract.frame_size,) * 2,
+                                  interpolation=cv2.INTER_AREA) for i in sel])
+    window = np.arange(lo, n)
+    crops = np.stack([track.crops[i - kept_from] for i in window])
+    return trajs, index_t, frames, slots[window], np.stack(track.boxes)[window], crops, idx, sel
+
+
+def extract(video_path: str | Path, contract: PreprocessContract | None = None, *,
+            progress: Callable[[str, float], None] | None = None, limits: ExtractLimits | None = None,
+            mesh: FaceMesh | None = None, keep_crops: bool = False) -> Extraction:
+    """Turn one video into model inputs. See docs/extraction.md. Raises VideoError with a stable code."""
+    contract = contract or PreprocessContract()
+    limits = limits or ExtractLimits()
+    t0 = time.perf_counter()
+    track, acc, report, timing = _track_video(video_path, contract, limits, mesh or default_mesh(), progress)
+    quality = acc.report()
+    _refuse_if_needed(track, acc, limits, quality)
+    trajs, index_t, frames, lms, boxes, crops, idx, sel = _build(track, contract)
+    if progress:
+        progress("tracking", 1.0)
+    src = np.asarray(track.src)
+    meta = {
+        **report.to_dict(),
+        "landmark_scheme": contract.landmark_scheme,
+        "contract_sha256": contract.sha256(),
+        "n_face_frames": len(track.src),
+        "window_frames": [int(src[idx.min()]), int(src[-1])],      # output-frame span of the window
+        "window_s": [round(float(src[idx.min()]) / contract.fps, 3), round(float(src[-1]) / contract.fps, 3)],
+        "traj_padding": "loop" if len(track.src) < contract.tp else "latter",
+        "rgb_sampling": "loop" if len(track.src) - int(idx.min()) < contract.tf else "even",
+        "rgb_source_frames": [int(src[i]) for i in sel],
+        "timing_s": {k: round(v, 3) for k, v in timing.items()} | {"total_s": round(time.perf_counter() - t0, 3)},
+    }
+    return Extraction(trajs, index_t, frames, quality, meta, lms.astype(np.float32), boxes,
+                      crops if keep_crops else None)

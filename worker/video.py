@@ -1,0 +1,343 @@
+"""Robust video decoding with PyAV: probe an upload, decode to upright RGB frames at the contract fps.
+
+Frame times come from the frames' own timestamps (pts x time_base), never from the header frame rate, which
+can be wrong (a QuickTime HEVC file in the test set claims 120 fps and runs at about 26.5) or meaningless
+(variable frame rate phone video). Resampling picks, for each output instant k/fps, the nearest source frame;
+only the frames kept are converted to RGB (the conversion costs about as much as decoding).
+
+Rotation: phone video often stores landscape pixels plus a display matrix (or, in older files, a 'rotate'
+tag); frames are rotated so that they come out the way a player shows them.
+
+This module imports only PyAV and numpy so that the API can `probe` an upload cheaply.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model.errors import VideoError
+
+IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "gif_pipe",
+                 "pgm_pipe", "ppm_pipe", "svg_pipe", "jpegxl_pipe", "qoi_pipe", "dpx_pipe", "exr_pipe"}
+STILL_CODECS = {"png", "mjpeg", "bmp", "tiff", "webp", "gif", "jpeg2000", "jpegls", "ppm", "pgm"}
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    max_duration_s: float = 60.0        # longer -> video_too_long
+    max_side: int = 1920                # frames with a longer side are scaled down to this
+    max_dimension: int = 8192           # a side above this -> video_too_large (refused before decoding)
+    max_file_bytes: int = 2 * 1024**3   # larger -> video_too_large
+    threads: int = 0                    # decoder threads; 0 = FFmpeg's choice
+
+
+def _open(path: str | Path):
+    import av
+
+    p = Path(path)
+    if not p.exists():
+        raise VideoError(f"file not found: {p.name}", code="not_a_video")
+    if p.stat().st_size == 0:
+        raise VideoError("the file is empty (0 bytes); upload the recording again", code="empty_file")
+    try:
+        container = av.open(str(p), mode="r", metadata_errors="ignore")
+    except (av.error.InvalidDataError, UnicodeDecodeError) as e:
+        raise VideoError(f"not a readable video file ({e.__class__.__name__})", code="not_a_video") from e
+    except av.error.FFmpegError as e:
+        raise VideoError(f"not a readable video file: {e}", code="not_a_video") from e
+    return container
+
+
+def _video_stream(container):
+    fmt = container.format.name
+    if not container.streams.video:
+        container.close()
+        kind = "audio only" if container.streams.audio else "no video stream"
+        raise VideoError(f"the file has no video ({kind}); record the face with a camera", code="not_a_video")
+    stream = container.streams.video[0]
+    codec = stream.codec_context.name if stream.codec_context is not None else None
+    if set(fmt.split(",")) & IMAGE_FORMATS or (codec in STILL_CODECS and (stream.frames or 0) <= 1
+                                               and not stream.duration):
+        container.close()
+        raise VideoError("the file is a still image, not a video", code="not_a_video")
+    if codec is None:
+        container.close()
+        raise VideoError("the video codec is not supported; use MP4 (H.264) or WebM", code="unsupported_codec")
+    return stream
+
+
+def _tag_rotation(stream) -> int:
+    """Counter-clockwise degrees from an old-style 'rotate' tag (which is clockwise)."""
+    try:
+        return -int(float(stream.metadata.get("rotate", 0))) % 360
+    except (TypeError, ValueError):
+        return 0
+
+
+def _normalise_rotation(deg: int) -> int:
+    return int(round(deg / 90.0)) * 90 % 360
+
+
+def _duration_s(container, stream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return None
+
+
+def _first_frame(container, stream, max_packets: int = 300):
+    import av
+
+    n = 0
+    try:
+        for packet in container.demux(stream):
+            n += 1
+            for frame in packet.decode():
+                return frame
+            if n >= max_packets:
+                break
+    except av.error.FFmpegError as e:
+        raise VideoError(f"the video stream cannot be decoded: {e}", code="unsupported_codec") from e
+    return None
+
+
+def probe(path: str | Path, limits: DecodeLimits | None = None) -> dict:
+    """Cheap check that a file is a usable video: container opens, a video stream decodes, and its facts.
+
+    Returns {container, codec, width, height (as displayed, after rotation), rotation, duration_s, fps_header,
+    n_frames_header, has_audio, size_bytes}. Raises VideoError (not_a_video, empty_file, unsupported_codec,
+    video_too_long, video_too_large).
+    """
+    limits = limits or DecodeLimits()
+    size = Path(path).stat().st_size if Path(path).exists() else 0
+    container = _open(path)
+    try:
+        stream = _video_stream(container)
+        if size > limits.max_file_bytes:
+            raise VideoError(f"the file is too large ({size / 1e6:.0f} MB)", code="video_too_large")
+        _check_dims(stream.width, stream.height, limits)
+        frame = _first_frame(container, stream)
+        if frame is None:
+            raise VideoError("no frame could be decoded from the video stream", code="not_a_video")
+        rotation = _normalise_rotation(frame.rotation) or _tag_rotation(stream)
+        w, h = frame.width, frame.height
+        if rotation in (90, 270):
+            w, h = h, w
+        duration = _duration_s(container, stream)
+        if duration is not None and duration > limits.max_duration_s + 0.5:
+            raise VideoError(f"the video is {duration:.1f} s long; the limit is {limits.max_duration_s:.0f} s",
+                             code="video_too_long", details={"duration_s": duration})
+        rate = stream.average_rate or stream.guessed_rate
+        return {
+            "container": container.format.name, "codec": stream.codec_context.name, "width": w, "height": h,
+            "rotation": rotation, "duration_s": duration, "fps_header": float(rate) if rate else None,
+            "n_frames_header": int(stream.frames or 0), "has_audio": bool(container.streams.audio),
+            "size_bytes": size,
+        }
+    finally:
+        container.close()
+
+
+def _check_dims(w: int, h: int, limits: DecodeLimits) -> None:
+    if not w or not h:
+        raise VideoError("the video stream has no picture size", code="not_a_video")
+    if max(w, h) > limits.max_dimension:
+        raise VideoError(f"the picture is {w}x{h}; the largest accepted side is {limits.max_dimension}",
+                         code="video_too_large", details={"width": w, "height": h})
+
+
+@dataclass
+class DecodedFrame:
+    index: int          # output index at the target fps
+    t: float            # output time (s) from the first frame
+    src_index: int      # source frame it came from
+    rgb: np.ndarray     # (H, W, 3) uint8, upright
+
+
+@dataclass
+class DecodeReport:
+    container: str = ""
+    codec: str = ""
+    width: int = 0              # output frames (after rotation and downscaling)
+    height: int = 0
+    src_width: int = 0          # stored picture size
+    src_height: int = 0
+    rotation: int = 0           # counter-clockwise degrees applied to make the frames upright
+    scaled: bool = False
+    fps_header: float | None = None
+    fps_in: float | None = None  # measured from timestamps
+    fps_out: float = 25.0
+    vfr: bool = False
+    resampled: bool = False
+    n_frames_in: int = 0
+    n_frames: int = 0
+    duplicated: int = 0
+    dropped: int = 0
+    duration_s: float = 0.0
+    decode_errors: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Converter:
+    """Turns a decoded frame into upright RGB of bounded size, once per source frame."""
+
+    def __init__(self, limits: DecodeLimits, rotation: int) -> None:
+        self.limits, self.rotation = limits, rotation
+        self.key, self.rgb = None, None
+
+    def __call__(self, key: int, frame, report: DecodeReport) -> np.ndarray:
+        if key == self.key:
+            return self.rgb
+        w, h = frame.width, frame.height
+        scale = min(1.0, self.limits.max_side / max(w, h))
+        if scale < 1.0:
+            w2, h2 = max(2, int(round(w * scale / 2)) * 2), max(2, int(round(h * scale / 2)) * 2)
+            rgb = frame.reformat(width=w2, height=h2, format="rgb24").to_ndarray()
+            report.scaled = True
+        else:
+            rgb = frame.to_ndarray(format="rgb24")
+        if self.rotation:
+            rgb = np.ascontiguousarray(np.rot90(rgb, k=self.rotation // 90))
+        self.key, self.rgb = key, rgb
+        return rgb
+
+
+def iter_frames(path: str | Path, fps: float = 25.0, limits: DecodeLimits | None = None,
+                report: DecodeReport | None = None,
+                progress: Callable[[float], None] | None = None) -> Iterator[DecodedFrame]:
+    """Decode `path` to upright RGB frames resampled to `fps` by timestamps (nearest source frame).
+
+    Fills `report` (a DecodeReport) as it goes; it is complete when the iterator is exhausted. Raises
+    VideoError for unreadable, empty, too long or too large input.
+    """
+
+    limits = limits or DecodeLimits()
+    report = report if report is not None else DecodeReport()
+    if Path(path).exists() and Path(path).stat().st_size > limits.max_file_bytes:
+        raise VideoError("the file is too large", code="video_too_large")
+    container = _open(path)
+    try:
+        stream = _video_stream(container)
+        _check_dims(stream.width, stream.height, limits)
+        cc = stream.codec_context
+        cc.thread_type = "AUTO"
+        if limits.threads:
+            cc.thread_count = limits.threads
+        rate = stream.average_rate or stream.guessed_rate
+        report.container, report.codec = container.format.name, cc.name
+        report.src_width, report.src_height = stream.width, stream.height
+        report.fps_header, report.fps_out = (float(rate) if rate else None), float(fps)
+        duration = _duration_s(container, stream)
+        if duration is not None and duration > limits.max_duration_s + 0.5:
+            raise VideoError(f"the video is {duration:.1f} s long; the limit is {limits.max_duration_s:.0f} s",
+                             code="video_too_long", details={"duration_s": duration})
+        yield from _resample(container, stream, fps, limits, report, duration, progress)
+    finally:
+        container.close()
+
+
+def _frame_time(frame, stream, fallback_rate: float, n: int) -> float | None:
+    if frame.pts is not None and stream.time_base is not None:
+        return float(frame.pts * stream.time_base)
+    if frame.time is not None:
+        return float(frame.time)
+    return n / fallback_rate if fallback_rate else None
+
+
+def _decoded(container, stream, report: DecodeReport):
+    """Decoded frames, tolerating a few corrupt packets."""
+    import av
+
+    try:
+        for packet in container.demux(stream):
+            try:
+                yield from packet.decode()
+            except av.error.InvalidDataError:
+                report.decode_errors += 1
+                if report.decode_errors > 50:
+                    raise VideoError("the video stream is corrupt", code="not_a_video") from None
+    except av.error.FFmpegError as e:
+        if report.n_frames_in == 0:
+            raise VideoError(f"the video stream cannot be decoded: {e}", code="unsupported_codec") from e
+        report.decode_errors += 1   # truncated file: keep what was decoded
+
+
+def _resample(container, stream, fps, limits, report, duration, progress) -> Iterator[DecodedFrame]:
+    step = 1.0 / fps
+    fallback = float(report.fps_header or fps)
+    convert: _Converter | None = None
+    prev = None                # (time, frame, src_index)
+    t0 = None
+    k = 0                      # next output index
+    last_t = None
+    intervals = []
+    used_src = set()
+    for frame in _decoded(container, stream, report):
+        t = _frame_time(frame, stream, fallback, report.n_frames_in)
+        if t is None or (last_t is not None and t <= last_t):
+            continue           # no timestamp or out of order: skip rather than reorder
+        if convert is None:
+            report.rotation = _normalise_rotation(frame.rotation) or _tag_rotation(stream)
+            convert = _Converter(limits, report.rotation)
+            t0 = t
+        if last_t is not None:
+            intervals.append(t - last_t)
+        last_t = t
+        src = report.n_frames_in
+        report.n_frames_in += 1
+        if t - t0 > limits.max_duration_s + 0.5:
+            raise VideoError(f"the video is longer than the limit of {limits.max_duration_s:.0f} s",
+                             code="video_too_long")
+        if prev is not None:
+            mid = (prev[0] + t) / 2 - t0      # targets before the midpoint belong to the previous frame
+            while k * step < mid:
+                yield _emit(k, step, prev, convert, report, used_src)
+                k += 1
+        prev = (t, frame, src)
+        if progress and duration and report.n_frames_in % 15 == 0:
+            progress(min(1.0, (t - t0) / duration))
+    if prev is None:
+        raise VideoError("no frame could be decoded from the video stream", code="not_a_video")
+    last_dur = float(np.median(intervals)) if intervals else step
+    while k * step < prev[0] - t0 + last_dur / 2:
+        yield _emit(k, step, prev, convert, report, used_src)
+        k += 1
+    _finish(report, intervals, used_src, last_t - t0 + last_dur)
+
+
+def _emit(k, step, prev, convert, report, used_src) -> DecodedFrame:
+    t, frame, src = prev
+    if src in used_src:
+        report.duplicated += 1
+    used_src.add(src)
+    rgb = convert(src, frame, report)
+    report.height, report.width = rgb.shape[:2]
+    report.n_frames = k + 1
+    return DecodedFrame(k, k * step, src, rgb)
+
+
+def _finish(report: DecodeReport, intervals: list, used_src: set, duration: float) -> None:
+    report.duration_s = float(duration)
+    report.dropped = report.n_frames_in - len(used_src)
+    if intervals:
+        iv = np.asarray(intervals)
+        report.fps_in = float(1.0 / np.mean(iv))
+        report.vfr = bool(np.std(iv) > 0.1 * np.mean(iv))
+    report.resampled = bool(report.dropped or report.duplicated)
+
+
+def decode_all(path: str | Path, fps: float = 25.0, limits: DecodeLimits | None = None
+               ) -> tuple[list[DecodedFrame], DecodeReport]:
+    """All frames in memory (tests and short clips); extraction streams with `iter_frames` instead."""
+    report = DecodeReport()
+    frames = list(iter_frames(path, fps, limits, report))
+    return frames, report
+
+
+__all__ = ["DecodeLimits", "DecodeReport", "DecodedFrame", "decode_all", "iter_frames", "probe"]
