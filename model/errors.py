@@ -52,3 +52,8 @@ class UnknownExpression(InputError):
 class ModelUnavailable(FeqaError):
     code = "model_unavailable"
     http_status = 503
+
+
+class ModelIntegrityError(ModelUnavailable):
+    """A model file does not have the sha256 its manifest records (changed or truncated)."""
+    code = "model_checksum_mismatch"
