@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from service import problems
 from service.api import metrics
 from service.api.deps import KeyCache, RateLimiter
-from service.api.routes import assessments, health, models
+from service.api.routes import assessments, health, models, web
 from service.housekeeping import purge
 from service.queue import Queue
 from service.settings import Settings, get_settings
@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None, *, queue: Queue | None = None) 
     problems.install(app)
     for router in (assessments.router, models.router, health.router, metrics.router):
         app.include_router(router)
+    app.include_router(web.router)  # the web form: GET /, /static/*, /v1/session
     try:
         purge(app.state.store, app.state.storage, settings)
     except Exception:   # housekeeping must not keep the API from starting

@@ -110,6 +110,9 @@
     } else {
       signedIn.hidden = true;
       form.hidden = false;
+      if (session.method === "anonymous") {
+        $("#api-key-hint").textContent = "Not signed in: this server allows use without a key from this computer.";
+      }
     }
     loadModels();
   }
@@ -390,7 +393,7 @@
   function problemField(problem, expressions) {
     // Map an upload error onto the expression it concerns: index (0-based order of the parts sent),
     // an expression name, or a field such as "video[1]" / "expression[1]".
-    const candidates = [problem].concat(problem.errors || problem.invalid_params || []);
+    const candidates = [problem, problem.details].concat(problem.errors || problem.invalid_params || []);
     for (const c of candidates) {
       if (!c) continue;
       if (c.expression && expressions.includes(c.expression)) return c.expression;
