@@ -12,8 +12,10 @@ index 1) of the first frame of the trajectory window.
 from __future__ import annotations
 
 import collections
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,6 +123,48 @@ class _Track:
         self.crops = collections.deque(maxlen=self.tp)
 
 
+_END = object()
+
+
+def _prefetch(frames: Iterator, depth: int = 6) -> Iterator:
+    """Run a frame iterator in a background thread (FFmpeg and onnxruntime release the GIL, so decoding
+    overlaps tracking on a second core). Exceptions are re-raised in the consumer."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in frames:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_END)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put(e)
+
+    worker = threading.Thread(target=produce, name="feqa-decode", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+        close = getattr(frames, "close", None)
+        if close and not worker.is_alive():
+            close()
+
+
 def _track_video(path, contract: PreprocessContract, limits: ExtractLimits, mesh: FaceMesh,
                  progress) -> tuple[_Track, QualityAccumulator, DecodeReport, dict]:
     report = DecodeReport()
@@ -135,9 +179,9 @@ def _track_video(path, contract: PreprocessContract, limits: ExtractLimits, mesh
     if progress:
         progress("decoding", 0.0)
     decode_progress = (lambda f: progress("tracking", f)) if progress else None
-    for fr in iter_frames(path, contract.fps, limits.decode, report, decode_progress):
+    for fr in _prefetch(iter_frames(path, contract.fps, limits.decode, report, decode_progress)):
         t1 = time.perf_counter()
-        timing["decode_s"] += t1 - t_mark
+        timing["decode_s"] += t1 - t_mark       # time waiting for the decoder thread
         step = tracker.step(fr.rgb)
         crop = None
         if step.pts is not None:
@@ -224,6 +268,7 @@ def extract(video_path: str | Path, contract: PreprocessContract | None = None, 
     meta = {
         **report.to_dict(),
         "landmark_scheme": contract.landmark_scheme,
+        "crop_size": contract.crop_size,
         "contract_sha256": contract.sha256(),
         "n_face_frames": len(track.src),
         "window_frames": [int(src[idx.min()]), int(src[-1])],      # output-frame span of the window
@@ -231,6 +276,7 @@ def extract(video_path: str | Path, contract: PreprocessContract | None = None, 
         "traj_padding": "loop" if len(track.src) < contract.tp else "latter",
         "rgb_sampling": "loop" if len(track.src) - int(idx.min()) < contract.tf else "even",
         "rgb_source_frames": [int(src[i]) for i in sel],
+        "rgb_window_index": [int(i - idx.min()) for i in sel],     # row of `landmarks` for each RGB frame
         "timing_s": {k: round(v, 3) for k, v in timing.items()} | {"total_s": round(time.perf_counter() - t0, 3)},
     }
     return Extraction(trajs, index_t, frames, quality, meta, lms.astype(np.float32), boxes,
