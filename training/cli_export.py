@@ -1,0 +1,57 @@
+"""`feqa export`: a training checkpoint (or a reference state dict) -> ONNX + manifest."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "Export a checkpoint to <name>.onnx + <name>.json (or --from-reference for reference state dicts)."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="best.pt from `feqa train`, or a reference state dict with --from-reference")
+    p.add_argument("--out", required=True, help="model directory")
+    p.add_argument("--name", help="model name (default <expression>-<config>)")
+    p.add_argument("--version", default="0.1.0")
+    p.add_argument("--from-reference", action="store_true",
+                   help="CHECKPOINT is a reference TraMP-Former state dict (paper config, key-mapped)")
+    p.add_argument("--expression", help="expression (required with --from-reference)")
+    p.add_argument("--trained-on", default=None,
+                   help="'simulated', 'clinical:<dataset>' or 'untrained' (default: from the checkpoint)")
+    p.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
+
+
+def run(args: argparse.Namespace) -> int:
+    from model.export import export_model
+    from model.network import TrampFormer
+
+    if args.from_reference:
+        if not args.expression:
+            print("--from-reference needs --expression")
+            return 2
+        from model.keymap import load_reference_state_dict
+        from training.train import model_config
+
+        cfg = model_config("paper", args.expression)
+        model = TrampFormer(cfg)
+        load_reference_state_dict(model, args.checkpoint)
+        training = {"description": f"reference state dict {args.checkpoint}"}
+        metrics, trained_on = {}, args.trained_on or "untrained"
+        expression = args.expression
+    else:
+        from training.loop import load_model
+
+        model, ck = load_model(args.checkpoint)
+        cfg = model.cfg
+        meta = ck.get("meta", {})
+        expression = args.expression or meta.get("expression")
+        training = {"recipe": ck.get("train_config"), "n_train": meta.get("n_train"), "n_val": meta.get("n_val")}
+        metrics = {"val_best": ck.get("best")}
+        trained_on = args.trained_on or meta.get("trained_on", "untrained")
+    from training.train import checkpoint_contract, model_contract
+
+    contract = model_contract(cfg) if args.from_reference else checkpoint_contract(ck, cfg)
+    name = args.name or f"{expression}-{cfg.name}"
+    path = export_model(model.eval(), cfg, args.out, name, expression, args.version, training=training,
+                        metrics=metrics, trained_on=trained_on, clinical_use=False, contract=contract,
+                        precision=args.precision)
+    print(f"wrote {path} and {path.with_suffix('.json')}")
+    return 0
