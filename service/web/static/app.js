@@ -610,6 +610,7 @@
       }
     }
     $("#report").hidden = false;
+    $("#model-warning").hidden = true;  // the report carries its own warning
     // The form stays hidden after a clean run; with failures it comes back so they can be fixed and re-sent.
     $("#assess").hidden = !items.some((i) => i.status === "failed");
     $("#report-title").setAttribute("tabindex", "-1");
@@ -620,6 +621,7 @@
     history.replaceState(null, "", location.pathname);
     $("#report").hidden = true;
     $("#assess").hidden = false;
+    loadModels();
     for (const expr of Array.from(chosen.keys())) { chosen.delete(expr); updateChosen(expr); taskError(expr, ""); }
     for (const input of $$("input[type=file]")) input.value = "";
     $("#patient-ref").value = "";

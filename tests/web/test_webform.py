@@ -1,0 +1,227 @@
+"""The web form end to end, in a real headless Chromium against a real API + Celery worker.
+
+Given the API and one worker (tests/servers.py) serving untrained models, when a clinician signs in
+with a key and uploads a real face video, then the page shows the score on the 0-4 scale with its
+meaning, the model facts with a "Not for clinical use" warning, and both pictures; a bad upload
+shows its error code next to that expression's input; the form works from the keyboard, including a
+webcam recording (Chromium's fake camera). Screenshots go to test-artifacts/ and docs/img/webform.png.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, VIDEOS
+from tests.servers import feqa_stack, untrained_models
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run",
+                 # a synthetic camera, granted without a prompt, for the recording test
+                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+EXPRESSIONS = ("smile", "frown")
+MEANINGS = ("normal", "slight", "mild", "moderate", "severe")
+
+
+def real_video() -> Path:
+    for candidate in (ROOT / "tests" / "data" / "pyfeat_single_face.mp4", VIDEOS / "pyfeat_single_face.mp4"):
+        if candidate.is_file():
+            return candidate
+    pytest.fail("no real face video: tests/data/pyfeat_single_face.mp4 and ../shared/videos are both missing")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Iterator:
+    tmp = tmp_path_factory.mktemp("webform")
+    models = untrained_models(tmp / "models", EXPRESSIONS)
+    with feqa_stack(tmp, model_dir=models, broker="redis", anonymous=False) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (dev extra)")
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} missing: apt-get install -y chromium (scripts/test.sh does it)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser, stack) -> Iterator:
+    context = browser.new_context(viewport={"width": 1100, "height": 1300}, base_url=stack.base_url)
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    yield pg
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def sign_in(pg, key: str) -> None:
+    pg.goto("/")
+    pg.fill("#api-key", key)
+    pg.press("#api-key", "Enter")
+    pg.wait_for_selector("#signed-in:not([hidden])")
+
+
+def test_sign_in_upload_and_read_the_report(page, stack, artifacts_dir):
+    key = stack.create_key("clinic-a")
+    pg = page
+    pg.goto("/")
+    # Given a wrong key, the error is tied to the key field.
+    pg.fill("#api-key", "feqa_wrong_key")
+    pg.click("#sign-in-button")
+    pg.wait_for_selector("#api-key-error:not([hidden])")
+    assert "unauthorized" in pg.inner_text("#api-key-error")
+    assert pg.get_attribute("#api-key", "aria-invalid") == "true"
+    assert "api-key-error" in pg.get_attribute("#api-key", "aria-describedby")
+
+    # When signed in with the real key, the cookie is HttpOnly + SameSite=Strict and the page says who.
+    pg.fill("#api-key", key)
+    pg.press("#api-key", "Enter")
+    pg.wait_for_selector("#signed-in:not([hidden])")
+    assert "clinic-a" in pg.inner_text("#auth-state")
+    cookie = next(c for c in pg.context.cookies() if c["name"] == "feqa_key")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert pg.evaluate("document.cookie").find("feqa_key") == -1  # invisible to page scripts
+    pg.wait_for_selector("#model-warning:not([hidden])")
+    assert "Not for clinical use" in pg.inner_text("#model-warning")
+
+    # Upload a real video for one task and submit.
+    pg.fill("#patient-ref", "P-0042")
+    pg.set_input_files("#file-smile", str(real_video()))
+    assert "pyfeat_single_face.mp4" in pg.inner_text("#chosen-smile")
+    pg.click("#submit")
+    pg.wait_for_selector("#progress:not([hidden])")
+    bar = pg.locator("#progress-list [role=progressbar]").first
+    assert bar.get_attribute("aria-valuemin") == "0" and bar.get_attribute("aria-valuemax") == "100"
+    assert bar.get_attribute("aria-labelledby")
+    assert pg.get_attribute("#status-line", "aria-live") == "polite"
+    pg.screenshot(path=str(artifacts_dir / "webform-progress.png"), full_page=True)
+
+    # Then the report shows the score, the model facts, the warning and the pictures.
+    pg.wait_for_selector("#report:not([hidden])", timeout=240_000)
+    card = pg.locator("#results article[data-expression=smile]")
+    text = card.inner_text()
+    if card.locator(".score-value").count():
+        value = int(card.locator(".score-value").inner_text())
+        assert 0 <= value <= 4
+        assert card.locator(".score-meaning").inner_text().lower() == MEANINGS[value]
+    else:  # the quality gate abstained: the page must say so plainly, without a number
+        assert "Not scored" in text and "not scorable" in text
+    assert "untrained" in text.lower() and "version" in text
+    assert "Not for clinical use" in pg.inner_text("#report-warning")
+    assert pg.inner_text("#r-patient") == "P-0042"
+    images = card.locator(".pictures img")
+    assert images.count() == 2
+    for i in range(2):
+        images.nth(i).scroll_into_view_if_needed()
+        pg.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=images.nth(i).element_handle())
+    pg.screenshot(path=str(artifacts_dir / "webform-report.png"), full_page=True)
+    (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(artifacts_dir / "webform-report.png", ROOT / "docs" / "img" / "webform.png")
+
+    # The printed report: controls hidden, facts and warning shown, one page.
+    pg.emulate_media(media="print")
+    assert not pg.is_visible("#print") and not pg.is_visible("#assess") and not pg.is_visible("#sign-out")
+    assert pg.is_visible("#r-patient") and pg.is_visible("#report-warning") and pg.is_visible(".item .facts")
+    pdf = pg.pdf(format="A4")
+    (artifacts_dir / "webform-report.pdf").write_bytes(pdf)
+    assert len(re.findall(rb"/Type\s*/Page(?!s)", pdf)) == 1
+    pg.screenshot(path=str(artifacts_dir / "webform-print.png"), full_page=True)
+    pg.emulate_media(media="screen")
+
+    # The FHIR link downloads the Observation with the cookie.
+    fhir = pg.request.get(pg.get_attribute("#fhir-link", "href"))
+    assert fhir.ok and fhir.json()["resourceType"] == "Observation"
+
+    # Signing out drops the cookie: the API then refuses the browser.
+    pg.click("#sign-out")
+    pg.wait_for_selector("#sign-in:not([hidden])")
+    assert not [c for c in pg.context.cookies() if c["name"] == "feqa_key"]
+    assert pg.request.get("/v1/models").status == 401
+
+
+def test_bad_files_show_their_error_next_to_the_expression_input(page, stack, artifacts_dir, tmp_path):
+    sign_in(page, stack.create_key("clinic-b"))
+    pg = page
+    # Given a file that is not a video, the form refuses it before upload, next to its input.
+    pg.set_input_files("#file-frown", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hello"}])
+    assert pg.is_visible("#error-frown")
+    assert "unsupported_media_type" in pg.inner_text("#error-frown")
+    assert pg.get_attribute("#file-frown", "aria-invalid") == "true"
+    assert "error-frown" in pg.get_attribute("#file-frown", "aria-describedby")
+
+    # Given a file that claims to be MP4 but is not, the API rejects it and its code shows at that input.
+    pg.set_input_files("#file-frown", files=[{"name": "broken.mp4", "mimeType": "video/mp4",
+                                              "buffer": b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 500}])
+    assert pg.get_attribute("#file-frown", "aria-invalid") is None  # a new choice clears the old error
+    pg.click("#submit")
+    pg.wait_for_selector("#error-frown:not([hidden])")
+    assert "not_a_video" in pg.inner_text("#error-frown")
+    assert pg.get_attribute("#file-frown", "aria-invalid") == "true"
+    assert pg.evaluate("document.activeElement.id") == "file-frown"  # focus moved to the field at fault
+    assert pg.is_hidden("#error-smile")
+    assert pg.is_hidden("#progress")
+    pg.locator("#task-frown").screenshot(path=str(artifacts_dir / "webform-field-error.png"))
+
+    # Nothing chosen at all: a form-level error, no request.
+    pg.click("#task-frown button.clear")
+    pg.click("#submit")
+    assert "at least one task" in pg.inner_text("#form-error")
+
+
+def test_keyboard_only_sign_in_protocol_switch_and_webcam_recording(page, stack, artifacts_dir):
+    pg = page
+    key = stack.create_key("clinic-c")
+    pg.goto("/")
+    # Tab from the top reaches the key field; typing and Enter signs in.
+    for _ in range(6):
+        pg.keyboard.press("Tab")
+        if pg.evaluate("document.activeElement.id") == "api-key":
+            break
+    assert pg.evaluate("document.activeElement.id") == "api-key"
+    outline = pg.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline not in ("none", ""), "the focused field must show a visible focus outline"
+    pg.keyboard.type(key)
+    pg.keyboard.press("Enter")
+    pg.wait_for_selector("#signed-in:not([hidden])")
+
+    # Arrow keys switch the protocol radio group; the Toronto tasks appear, PFED5's hide.
+    pg.focus("input[name=protocol][value=pfed5]")
+    pg.keyboard.press("ArrowDown")
+    assert pg.is_visible("#task-blow") and not pg.is_visible("#task-smile")
+    assert pg.is_visible("text=Fill your cheeks with air")
+    pg.keyboard.press("ArrowUp")
+    assert pg.is_visible("#task-smile")
+
+    # Record with the (fake) webcam from the keyboard: Enter on the buttons, countdown, running length.
+    pg.focus("#task-smile button.record")
+    pg.keyboard.press("Enter")
+    pg.wait_for_selector("#rec-start:not([disabled])")
+    assert pg.evaluate("document.activeElement.id") == "rec-start"
+    chosen_type = pg.evaluate("""() => ['video/webm;codecs=vp9','video/webm;codecs=vp8','video/webm','video/mp4']
+        .find(t => MediaRecorder.isTypeSupported(t))""")
+    pg.keyboard.press("Enter")
+    pg.wait_for_function("() => document.getElementById('countdown').textContent === '3'", timeout=3000)
+    pg.wait_for_selector("#rec-stop:not([disabled])", timeout=6000)
+    pg.wait_for_function("() => document.getElementById('rec-time').textContent >= '00:02'", timeout=6000)
+    assert pg.evaluate("document.activeElement.id") == "rec-stop"
+    pg.locator("#task-smile").screenshot(path=str(artifacts_dir / "webform-recording.png"))
+    pg.keyboard.press("Enter")
+    pg.wait_for_function("() => document.getElementById('chosen-smile').textContent.includes('Recorded')")
+    chosen = pg.inner_text("#chosen-smile")
+    ext = "mp4" if "mp4" in chosen_type else "webm"
+    assert f"smile-recording.{ext}" in chosen and "Recorded 00:0" in chosen
+    pg.keyboard.press("Escape")
+    assert pg.is_hidden("#recorder")
+    assert pg.evaluate("document.activeElement.className") == "record"  # focus returns to its button
