@@ -84,7 +84,9 @@ class Settings(BaseSettings):
         if self.redis_url:
             return self.redis_url
         # No server on a single machine: the broker is a SQLite file beside the job store.
-        return f"sqla+sqlite:///{self.var_dir / 'broker.sqlite3'}"
+        # (worker.celery_app registers the "feqa-sqlite" transport: kombu's SQLAlchemy one, polled faster.)
+        self.var_dir.mkdir(parents=True, exist_ok=True)
+        return f"feqa-sqlite+sqlite:///{self.var_dir / 'broker.sqlite3'}"
 
     @property
     def storage_root(self) -> Path:

@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -196,13 +196,17 @@ class Store:
             error_code="deleted", error_message="assessment deleted", video_deleted_at=utcnow()))
 
     # --- worker side ---------------------------------------------------------------------
-    def claim_item(self, item_id: int, worker: str, max_attempts: int) -> Item | None:
-        """Mark the item running for `worker`. None when it is already finished (a redelivered task).
-        An item found "running" again belongs to a worker that died; after `max_attempts` such
-        starts it is failed instead, so a video that always kills its worker cannot loop forever."""
+    def claim_item(self, item_id: int, worker: str, max_attempts: int,
+                   alive: Callable[[str], bool] = lambda _w: False) -> Item | None:
+        """Mark the item running for `worker`. None when it is finished (a redelivered task) or when
+        another live worker holds it. An item found running under a dead worker is taken over;
+        after `max_attempts` starts it is failed instead, so a video that always kills its worker
+        cannot loop forever."""
         with self.session() as s:
             it = s.get(Item, item_id, with_for_update=True)
             if it is None or it.status not in IN_FLIGHT or it.video_key is None:
+                return None
+            if it.status == "running" and it.worker and it.worker != worker and alive(it.worker):
                 return None
             if it.attempts >= max_attempts:
                 self._fail(s, it, "worker_lost", f"the worker stopped {it.attempts} times on this video")
@@ -215,6 +219,26 @@ class Store:
                 return None
             s.refresh(it)
             return it
+
+    def release_item(self, item_id: int, worker: str) -> None:
+        """Back to the queue before a retry, so whichever worker process gets it may claim it."""
+        with self.session() as s:
+            s.execute(update(Item).where(Item.id == item_id, Item.status == "running", Item.worker == worker)
+                      .values(status="queued", stage="queued", percent=0.0))
+
+    def requeue_orphans(self, alive: Callable[[str], bool], older_than_s: float) -> list[int]:
+        """Items running under a dead worker, or queued for longer than `older_than_s` (a lost
+        message): put back to queued and returned, for the caller to enqueue again."""
+        since = utcnow() - timedelta(seconds=older_than_s)
+        with self.session() as s:
+            rows = s.execute(select(Item.id, Item.status, Item.worker, Item.queued_at).where(
+                Item.status.in_(IN_FLIGHT), Item.video_key.is_not(None))).all()
+            ids = [i for i, status, w, at in rows
+                   if (status == "running" and not (w and alive(w))) or (status == "queued" and aware(at) < since)]
+            if ids:
+                s.execute(update(Item).where(Item.id.in_(ids), Item.status.in_(IN_FLIGHT)).values(
+                    status="queued", stage="queued", percent=0.0, queued_at=utcnow()))
+            return ids
 
     def set_progress(self, item_id: int, stage: str, percent: float) -> None:
         with self.session() as s:
@@ -266,6 +290,11 @@ class Store:
             else:
                 row.at, row.models, row.warmed, row.detail = utcnow(), models, warmed, detail
 
+    def heartbeat_age(self, worker_id: str) -> float:
+        with self.session() as s:
+            at = s.scalar(select(WorkerHeartbeat.at).where(WorkerHeartbeat.worker_id == worker_id))
+        return float("inf") if at is None else (utcnow() - aware(at)).total_seconds()
+
     def drop_heartbeat(self, worker_id: str) -> None:
         with self.session() as s:
             row = s.get(WorkerHeartbeat, worker_id)
@@ -301,14 +330,6 @@ class Store:
             rows = s.execute(select(StageDuration.stage, func.count(), func.sum(StageDuration.seconds))
                              .group_by(StageDuration.stage))
             return [(stage, int(n), float(total or 0.0)) for stage, n, total in rows]
-
-    def stale_items(self, older_than_s: float) -> list[int]:
-        """Items queued or running for longer than `older_than_s` (lost messages; re-enqueue them)."""
-        since = utcnow() - timedelta(seconds=older_than_s)
-        with self.session() as s:
-            rows = s.execute(select(Item.id, Item.queued_at).where(Item.status.in_(IN_FLIGHT),
-                                                                    Item.video_key.is_not(None)))
-            return [i for i, at in rows if aware(at) < since]
 
     def expired_videos(self, retention_h: float) -> list[tuple[int, str]]:
         """Videos of scored items past retention. A failed item keeps its video for a retry until

@@ -33,6 +33,8 @@ def create_app(settings: Settings | None = None, *, queue: Queue | None = None) 
     app.state.store = Store(settings.db_url)            # runs the migrations
     app.state.storage = LocalStorage(settings.storage_root)
     app.state.queue = queue or Queue(settings)
+    if queue is None:
+        _ = app.state.queue.celery   # import Celery now rather than in the first upload
     app.state.key_cache = KeyCache()
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     app.state.metrics = metrics.Metrics(app.state.store)

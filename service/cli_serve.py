@@ -1,0 +1,98 @@
+"""`feqa serve`: the API and a scoring worker on this machine, with no other service needed.
+
+By default the job store and the broker are SQLite files under var/ and the storage is
+var/storage; set DATABASE_URL / REDIS_URL / FEQA_STORAGE_DIR to share them with `feqa worker`
+processes elsewhere. Also manages API keys and purges expired data.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+
+HELP = "run the inference API with a local worker; manage API keys; purge expired data"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=None, help="bind address (default FEQA_HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="port (default FEQA_PORT or 8000)")
+    parser.add_argument("--workers", type=int, default=1, help="local scoring worker processes (0 = none)")
+    parser.add_argument("--model-dir", default=None, help="model directory (default FEQA_MODEL_DIR, models/demo)")
+    keys = parser.add_mutually_exclusive_group()
+    keys.add_argument("--create-key", metavar="TENANT", help="print a new API key for TENANT once, then exit")
+    keys.add_argument("--revoke-key", metavar="KEY_ID", help="revoke a key by its id (the part after feqa_)")
+    keys.add_argument("--purge", action="store_true", help="delete expired videos and assessments, then exit")
+
+
+def _apply(args: argparse.Namespace) -> None:
+    """Command-line options become settings for this process and the worker it starts."""
+    for opt, env in (("host", "FEQA_HOST"), ("port", "FEQA_PORT"), ("model_dir", "FEQA_MODEL_DIR")):
+        if getattr(args, opt, None) is not None:
+            os.environ[env] = str(getattr(args, opt))
+    from service.settings import get_settings
+
+    get_settings.cache_clear()
+
+
+def _admin(args: argparse.Namespace) -> int | None:
+    from service.settings import get_settings
+    from service.store import Store
+
+    settings = get_settings()
+    if args.create_key:
+        key = Store(settings.db_url).create_key(args.create_key)
+        print(key)
+        print(f"# API key for tenant {args.create_key!r}: shown once, store it safely", file=sys.stderr)
+        return 0
+    if args.revoke_key:
+        ok = Store(settings.db_url).revoke_key(args.revoke_key)
+        print("revoked" if ok else "no such key", file=sys.stderr)
+        return 0 if ok else 1
+    if args.purge:
+        from service.housekeeping import purge
+        from service.storage import LocalStorage
+
+        print(purge(Store(settings.db_url), LocalStorage(settings.storage_root), settings))
+        return 0
+    return None
+
+
+def start_workers(n: int) -> list[subprocess.Popen]:
+    cmd = [sys.executable, "-m", "service.cli", "worker", "--concurrency", "1"]
+    return [subprocess.Popen(cmd + ["--name", f"feqa-local-{i}@%h"]) for i in range(n)]
+
+
+def run(args: argparse.Namespace) -> int:
+    _apply(args)
+    done = _admin(args)
+    if done is not None:
+        return done
+    import uvicorn
+
+    from service.manifests import read_manifests
+    from service.settings import get_settings
+    from service.store import Store
+
+    settings = get_settings()
+    Store(settings.db_url)   # migrate once before the worker and the API open the database
+    _, problem = read_manifests(settings.model_dir)
+    if problem:
+        print(f"\nWARNING: {problem}\nThe API accepts uploads, but /readyz answers 503 and nothing is "
+              "scored until models are there.\n", file=sys.stderr)
+    if not settings.anonymous_allowed:
+        print("API keys required: create one with `feqa serve --create-key TENANT`", file=sys.stderr)
+    workers = start_workers(args.workers)
+    try:
+        uvicorn.run("service.api.main:app_factory", factory=True, host=settings.host, port=settings.port,
+                    log_level="info", proxy_headers=False)
+    finally:
+        for p in workers:
+            p.send_signal(signal.SIGTERM)
+        for p in workers:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    return 0

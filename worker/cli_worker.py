@@ -1,0 +1,43 @@
+"""`feqa worker`: a Celery worker that serves the scoring queue on this machine.
+
+It needs to reach the broker (REDIS_URL), the job store (DATABASE_URL) and the shared storage
+(FEQA_STORAGE_DIR); add as many as you like, on any machine. Use one process per GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+
+HELP = "run a scoring worker (Celery) for the queue"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--concurrency", "-c", type=int, default=1, help="worker processes (one per GPU)")
+    parser.add_argument("--pool", "-P", default="prefork", choices=["prefork", "solo", "threads"],
+                        help="prefork isolates a crashing video from the worker (default)")
+    parser.add_argument("--queue", "-Q", default=None, help="queue name (default FEQA_QUEUE or feqa.gpu)")
+    parser.add_argument("--model-dir", default=None, help="model directory (default FEQA_MODEL_DIR)")
+    parser.add_argument("--name", "-n", default=None, help="worker node name (default feqa@<host>)")
+    parser.add_argument("--loglevel", "-l", default="INFO")
+
+
+def celery_argv(args: argparse.Namespace, queue: str) -> list[str]:
+    name = args.name or f"feqa-{os.getpid()}@{socket.gethostname()}"
+    return ["worker", "-Q", queue, "-c", str(args.concurrency), "-P", args.pool, "-n", name,
+            "-l", args.loglevel, "--without-gossip", "--without-mingle", "-E"]
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.model_dir:
+        os.environ["FEQA_MODEL_DIR"] = str(args.model_dir)
+    if args.queue:
+        os.environ["FEQA_QUEUE"] = args.queue
+    from service.settings import get_settings
+
+    get_settings.cache_clear()
+    settings = get_settings()
+    from worker.tasks import app  # registers the tasks and the process signals
+
+    app.worker_main(celery_argv(args, settings.queue))
+    return 0
