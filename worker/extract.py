@@ -123,6 +123,20 @@ class _Track:
         self.crops = collections.deque(maxlen=self.tp)
 
 
+def _backend(contract: PreprocessContract, mesh: FaceMesh, limits: ExtractLimits):
+    """(tracker, points -> (63, k) slots, nose-tip point index) for the contract's landmark scheme."""
+    if contract.landmark_scheme == "mediapipe468_63":
+        return FaceTracker(mesh, redetect_every=limits.redetect_every), lm.slots_from_468, lm.NOSE_TIP_468
+    if contract.landmark_scheme == "insightface106_63":
+        from model.errors import ModelUnavailable
+        from worker.face import InsightFaceBackend, insightface_available
+
+        if not insightface_available():
+            raise ModelUnavailable("the insightface model pack (SCRFD + 2d106det) is not installed on this worker")
+        return InsightFaceBackend(), lm.slots_from_106, lm.NOSE_TIP_106
+    raise ValueError(f"unknown landmark scheme {contract.landmark_scheme!r}")
+
+
 _END = object()
 
 
@@ -168,7 +182,7 @@ def _prefetch(frames: Iterator, depth: int = 6) -> Iterator:
 def _track_video(path, contract: PreprocessContract, limits: ExtractLimits, mesh: FaceMesh,
                  progress) -> tuple[_Track, QualityAccumulator, DecodeReport, dict]:
     report = DecodeReport()
-    tracker = FaceTracker(mesh, redetect_every=limits.redetect_every)
+    tracker, to_slots, nose_index = _backend(contract, mesh, limits)
     box = _CropBox(limits.box_smoothing)
     acc = QualityAccumulator(fps=contract.fps, thresholds=limits.quality)
     track = _Track(contract.tp)
@@ -187,12 +201,12 @@ def _track_video(path, contract: PreprocessContract, limits: ExtractLimits, mesh
         if step.pts is not None:
             cx, cy, side = box.update(step.pts, reset=step.reacquired)
             crop = crop_face(fr.rgb, cx, cy, side, size)
-            slots3 = lm.slots_from_468(step.pts)
+            slots3 = to_slots(step.pts)
             xy = to_crop(slots3, cx, cy, side, size)
             track.src.append(fr.index)
             track.slots.append(xy)
-            track.nose.append(to_crop(step.pts[lm.NOSE_TIP_468], cx, cy, side, size))
-            track.z.append(slots3[:, 2] * size / side)
+            track.nose.append(to_crop(step.pts[nose_index], cx, cy, side, size))
+            track.z.append(slots3[:, 2] * size / side if slots3.shape[1] > 2 else np.zeros(len(xy), np.float32))
             track.rgb.append(sample_rgb(crop, xy))
             track.boxes.append(np.array([cx - side / 2, cy - side / 2, side, side], np.float32))
             track.crops.append(crop)

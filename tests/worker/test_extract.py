@@ -133,6 +133,7 @@ def test_trajectories_follow_known_motion(tmp_path, face_frame):
     # then what is left is the landmark noise: under 1% of the inter-ocular (outer eye corner) distance
     iod = np.median(np.linalg.norm(frame_xy[:, 0] - frame_xy[:, 18], axis=-1))
     rms = np.sqrt(((still - still.mean(0)) ** 2).sum(-1).mean())
+    print("known-motion residual (share of iod):", rms / iod)
     assert rms < 0.01 * iod, rms / iod
     # and the trajectory channels are those landmarks relative to the first window frame's nose tip
     idx, _ = lm.trajectory_window(40, 32)
@@ -186,3 +187,13 @@ def test_overlay_accepts_frames_and_landmarks(tmp_path, face_frame, mesh):
     slots = lm.slots_from_468(detect_landmarks(face_frame, mesh))[:, :2]
     p = overlay_png(face_frame, tmp_path / "o.png", landmarks=slots)
     assert p.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_insightface_scheme_needs_its_model_pack(tmp_path, monkeypatch):
+    from model.errors import ModelUnavailable
+    from worker.face import insightface_available
+
+    monkeypatch.setenv("FEQA_INSIGHTFACE_DIR", str(tmp_path))      # an empty pack directory
+    assert not insightface_available()
+    with pytest.raises(ModelUnavailable):
+        extract(SINGLE_FACE, PreprocessContract(landmark_scheme="insightface106_63"))
