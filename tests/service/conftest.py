@@ -1,0 +1,74 @@
+"""Fixtures for the service tests: untrained models, a real video, in-process apps for unit tests."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, VIDEOS
+
+
+@pytest.fixture(scope="session")
+def video_path() -> Path:
+    for p in (ROOT / "tests" / "data" / "pyfeat_single_face.mp4", VIDEOS / "pyfeat_single_face.mp4"):
+        if p.is_file():
+            return p
+    pytest.fail("pyfeat_single_face.mp4 is neither in tests/data nor in ../shared/videos")
+
+
+@pytest.fixture(scope="session")
+def video_bytes(video_path: Path) -> bytes:
+    return video_path.read_bytes()
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """Untrained compact models for smile (results say trained_on "untrained")."""
+    from tests.servers import untrained_models
+
+    return untrained_models(tmp_path_factory.mktemp("models"), ["smile"])
+
+
+@pytest.fixture()
+def settings(tmp_path):
+    from service.settings import Settings
+
+    return Settings(var_dir=tmp_path / "var", model_dir=tmp_path / "no-models", rate_limit_per_minute=0)
+
+
+class RecordingQueue:
+    """Stands in for the broker in in-process API unit tests (integration tests use real workers)."""
+
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+
+    def enqueue(self, item_ids: list[int]) -> None:
+        self.sent.extend(item_ids)
+
+
+@pytest.fixture()
+def queue() -> RecordingQueue:
+    return RecordingQueue()
+
+
+@pytest.fixture()
+def app(settings, queue):
+    from service.api.main import create_app
+
+    return create_app(settings, queue=queue)
+
+
+@pytest.fixture()
+def client(app):
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as c:
+        yield c
+
+
+def pg_url_or_skip() -> str:
+    url = os.environ.get("DATABASE_URL_TEST")
+    if not url:
+        pytest.skip("DATABASE_URL_TEST is not set: no PostgreSQL to test against (CI sets it)")
+    return url
