@@ -189,11 +189,11 @@ def _track_video(path, contract: PreprocessContract, limits: ExtractLimits, mesh
     size = contract.crop_size
     timing = {"decode_s": 0.0, "track_s": 0.0}
     t_mark = time.perf_counter()
-    # decoding and tracking are interleaved frame by frame: report "decoding" once, then tracking progress
+    # decoding and tracking are interleaved frame by frame: report "decoding" once, then tracking progress,
+    # always from this thread (a progress callback may write to a database session)
     if progress:
         progress("decoding", 0.0)
-    decode_progress = (lambda f: progress("tracking", f)) if progress else None
-    for fr in _prefetch(iter_frames(path, contract.fps, limits.decode, report, decode_progress)):
+    for fr in _prefetch(iter_frames(path, contract.fps, limits.decode, report)):
         t1 = time.perf_counter()
         timing["decode_s"] += t1 - t_mark       # time waiting for the decoder thread
         step = tracker.step(fr.rgb)
@@ -213,6 +213,8 @@ def _track_video(path, contract: PreprocessContract, limits: ExtractLimits, mesh
         acc.add_frame(fr.index, fr.rgb.shape, step, step.pts, crop)
         t_mark = time.perf_counter()
         timing["track_s"] += t_mark - t1
+        if progress and fr.index % 10 == 0 and report.duration_header_s:
+            progress("tracking", min(0.99, fr.t / report.duration_header_s))
     return track, acc, report, timing
 
 

@@ -48,6 +48,8 @@ def _open(path: str | Path):
         raise VideoError(f"not a readable video file ({e.__class__.__name__})", code="not_a_video") from e
     except av.error.FFmpegError as e:
         raise VideoError(f"not a readable video file: {e}", code="not_a_video") from e
+    except (OSError, ValueError) as e:       # unreadable path, odd metadata: still "not a video we can read"
+        raise VideoError(f"not a readable video file ({e.__class__.__name__})", code="not_a_video") from e
     return container
 
 
@@ -178,6 +180,7 @@ class DecodeReport:
     duplicated: int = 0
     dropped: int = 0
     duration_s: float = 0.0
+    duration_header_s: float | None = None
     decode_errors: int = 0
 
     def to_dict(self) -> dict:
@@ -233,7 +236,7 @@ def iter_frames(path: str | Path, fps: float = 25.0, limits: DecodeLimits | None
         report.container, report.codec = container.format.name, cc.name
         report.src_width, report.src_height = stream.width, stream.height
         report.fps_header, report.fps_out = (float(rate) if rate else None), float(fps)
-        duration = _duration_s(container, stream)
+        duration = report.duration_header_s = _duration_s(container, stream)
         if duration is not None and duration > limits.max_duration_s + 0.5:
             raise VideoError(f"the video is {duration:.1f} s long; the limit is {limits.max_duration_s:.0f} s",
                              code="video_too_long", details={"duration_s": duration})
