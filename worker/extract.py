@@ -146,20 +146,23 @@ def _prefetch(frames: Iterator, depth: int = 6) -> Iterator:
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def put(item) -> bool:
+        while not stop.is_set():      # never block for good: the consumer may have stopped
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for item in frames:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
-            q.put(_END)
+            put(_END)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer
-            q.put(e)
+            put(e)
 
     worker = threading.Thread(target=produce, name="feqa-decode", daemon=True)
     worker.start()

@@ -197,3 +197,20 @@ def test_insightface_scheme_needs_its_model_pack(tmp_path, monkeypatch):
     assert not insightface_available()
     with pytest.raises(ModelUnavailable):
         extract(SINGLE_FACE, PreprocessContract(landmark_scheme="insightface106_63"))
+
+
+def test_decode_thread_ends_when_tracking_fails(monkeypatch):
+    import threading
+
+    from worker import extract as ex_mod
+
+    class Boom(RuntimeError):
+        pass
+
+    def fail(*a, **k):
+        raise Boom("tracker failed")
+
+    monkeypatch.setattr(ex_mod.QualityAccumulator, "add_frame", fail)
+    with pytest.raises(Boom):
+        extract(SINGLE_FACE, PreprocessContract())
+    assert not [t for t in threading.enumerate() if t.name == "feqa-decode" and t.is_alive()]
