@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -65,9 +66,9 @@ def tracking_speed(frames: list[np.ndarray], mesh=None) -> dict:
     tracker = FaceTracker(mesh, redetect_every=10)
     tracker.step(frames[0])                     # warm-up
     tracker.reset()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     found = sum(tracker.step(f).pts is not None for f in frames)
-    dt = time.perf_counter() - t
+    dt, cpu = time.perf_counter() - t, time.process_time() - c
     t = time.perf_counter()
     for f in frames[:50]:
         dets = mesh.detector(f)
@@ -76,6 +77,8 @@ def tracking_speed(frames: list[np.ndarray], mesh=None) -> dict:
     dt_det = time.perf_counter() - t
     return {"frames": len(frames), "size": f"{frames[0].shape[1]}x{frames[0].shape[0]}",
             "tracking_fps": round(len(frames) / dt, 1), "tracking_ms_per_frame": round(1000 * dt / len(frames), 2),
+            # CPU time of this process: what one core it had to itself would give, whatever else runs
+            "tracking_fps_per_cpu_s": round(len(frames) / cpu, 1), "tracking_cpu_ms_per_frame": round(1000 * cpu / len(frames), 2),
             "detect_every_frame_fps": round(min(50, len(frames)) / dt_det, 1), "face_found_share": found / len(frames)}
 
 
@@ -85,16 +88,16 @@ def decode_only(video: str) -> dict:
 
     from worker.video import DecodeReport, iter_frames
 
-    t = time.perf_counter()
+    t, cpu0 = time.perf_counter(), time.process_time()
     with av.open(video) as c:
         s = c.streams.video[0]
         s.codec_context.thread_type = "AUTO"
         n = sum(1 for _ in c.decode(s))
-    raw = time.perf_counter() - t
+    raw, raw_cpu = time.perf_counter() - t, time.process_time() - cpu0
     t = time.perf_counter()
     rep = DecodeReport()
     kept = sum(1 for _ in iter_frames(video, 25.0, report=rep))
-    return {"decode_only_s": round(raw, 3), "decoded_frames": n, "decode_rgb25_s": round(time.perf_counter() - t, 3),
+    return {"decode_only_s": round(raw, 3), "decode_only_cpu_s": round(raw_cpu, 3), "decoded_frames": n, "decode_rgb25_s": round(time.perf_counter() - t, 3),
             "kept_frames": kept, "duration_s": round(rep.duration_s, 2),
             "size": f"{rep.width}x{rep.height}", "fps_in": rep.fps_in}
 
@@ -103,10 +106,10 @@ def whole_extraction(video: str, mesh=None) -> dict:
     from model.contract import PreprocessContract
     from worker.extract import extract
 
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     ex = extract(video, PreprocessContract(), mesh=mesh)
-    return {"extract_s": round(time.perf_counter() - t, 3), "stage_s": ex.meta["timing_s"],
-            "scorable": ex.quality["scorable"]}
+    return {"extract_s": round(time.perf_counter() - t, 3), "extract_cpu_s": round(time.process_time() - c, 3),
+            "stage_s": ex.meta["timing_s"], "scorable": ex.quality["scorable"]}
 
 
 def known_transforms(n: int) -> list[np.ndarray]:
@@ -163,14 +166,18 @@ def main(args=None) -> dict:
     o = _opts(args)
     mesh = FaceMesh(threads=1)
     frames = [_to_720p(f) for f in _frames(o["video"], int(o["frames"]))]
-    res = {"video": Path(o["video"]).name}
+    res = {"video": Path(o["video"]).name, "cpus": os.cpu_count(), "load_avg_before": os.getloadavg()}
     res["tracking_1280x720"] = tracking_speed(frames, mesh)
     res["decode"] = decode_only(o["video"])
     res["extraction"] = whole_extraction(o["video"], mesh)
     res["jitter"] = landmark_jitter(frames[0], known_transforms(int(o["jitter_steps"])), mesh)
+    res["load_avg_after"] = os.getloadavg()
+    # wall-clock numbers depend on what else runs on the machine (load_avg); CPU-time numbers do not
     res["targets"] = {
-        "tracking_fps>=150": res["tracking_1280x720"]["tracking_fps"] >= 150,
-        "extract_10s_720p<=3s": res["extraction"]["extract_s"] <= 3.0,
+        "tracking_fps>=150 (wall)": res["tracking_1280x720"]["tracking_fps"] >= 150,
+        "tracking_fps>=150 (per CPU second)": res["tracking_1280x720"]["tracking_fps_per_cpu_s"] >= 150,
+        "extract_10s_720p<=3s (wall)": res["extraction"]["extract_s"] <= 3.0,
+        "extract_10s_720p<=3s (CPU seconds, all threads)": res["extraction"]["extract_cpu_s"] <= 3.0,
         "jitter<=1%iod": (res["jitter"].get("jitter_iod_mean") or 1) <= 0.01,
     }
     return res
