@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, VIDEOS
-from tests.servers import feqa_stack, untrained_models
+from tests.servers import api_server, feqa_stack, service_env, untrained_models
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]
 
@@ -34,6 +34,23 @@ def real_video() -> Path:
         if candidate.is_file():
             return candidate
     pytest.fail("no real face video: tests/data/pyfeat_single_face.mp4 and ../shared/videos are both missing")
+
+
+def faceless_video(path: Path) -> Path:
+    """A real, decodable H.264 clip of a plain grey wall: no face to score."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for i in range(60):
+            frame = av.VideoFrame.from_ndarray(np.full((240, 320, 3), 90 + i, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +90,7 @@ def sign_in(pg, key: str) -> None:
     pg.wait_for_selector("#signed-in:not([hidden])")
 
 
-def test_sign_in_upload_and_read_the_report(page, stack, artifacts_dir):
+def test_sign_in_upload_and_read_the_report(page, stack, artifacts_dir, tmp_path):
     key = stack.create_key("clinic-a")
     pg = page
     pg.goto("/")
@@ -96,10 +113,14 @@ def test_sign_in_upload_and_read_the_report(page, stack, artifacts_dir):
     pg.wait_for_selector("#model-warning:not([hidden])")
     assert "Not for clinical use" in pg.inner_text("#model-warning")
 
-    # Upload a real video for one task and submit.
+    # Upload a real face video for one task and a video without a face for another, and submit.
     pg.fill("#patient-ref", "P-0042")
     pg.set_input_files("#file-smile", str(real_video()))
     assert "pyfeat_single_face.mp4" in pg.inner_text("#chosen-smile")
+    pg.set_input_files("#file-frown", str(faceless_video(tmp_path / "wall.mp4")))
+    pg.screenshot(path=str(artifacts_dir / "webform-form.png"), full_page=True)
+    (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(artifacts_dir / "webform-form.png", ROOT / "docs" / "img" / "webform.png")
     pg.click("#submit")
     pg.wait_for_selector("#progress:not([hidden])")
     bar = pg.locator("#progress-list [role=progressbar]").first
@@ -126,9 +147,17 @@ def test_sign_in_upload_and_read_the_report(page, stack, artifacts_dir):
     for i in range(2):
         images.nth(i).scroll_into_view_if_needed()
         pg.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=images.nth(i).element_handle())
-    pg.screenshot(path=str(artifacts_dir / "webform-report.png"), full_page=True)
-    (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(artifacts_dir / "webform-report.png", ROOT / "docs" / "img" / "webform.png")
+    # The faceless video is not scored: the page says why, gives no number, and marks its input.
+    wall = pg.locator("#results article[data-expression=frown]")
+    assert wall.locator(".score-value").count() == 0
+    assert re.search(r"Not scored|Failed", wall.inner_text())
+    assert re.search(r"no_face|face_too_rare|no face", wall.inner_text(), re.I)
+    assert pg.inner_text("#r-status") in ("partly failed", "succeeded")
+    if pg.inner_text("#r-status") == "partly failed":  # a failure: the form returns with the error at its input
+        assert pg.get_attribute("#file-frown", "aria-invalid") == "true"
+        assert "no_face" in pg.inner_text("#error-frown") or "face" in pg.inner_text("#error-frown")
+    pg.locator("#report").screenshot(path=str(artifacts_dir / "webform-report.png"))
+    shutil.copyfile(artifacts_dir / "webform-report.png", ROOT / "docs" / "img" / "webform-report.png")
 
     # The printed report: controls hidden, facts and warning shown, one page.
     pg.emulate_media(media="print")
@@ -225,3 +254,25 @@ def test_keyboard_only_sign_in_protocol_switch_and_webcam_recording(page, stack,
     pg.keyboard.press("Escape")
     assert pg.is_hidden("#recorder")
     assert pg.evaluate("document.activeElement.className") == "record"  # focus returns to its button
+
+
+def test_anonymous_use_on_loopback_when_the_server_allows_it(browser, stack, tmp_path):
+    # Given the key-only stack, the page asks for a key and the API refuses the keyless browser.
+    ctx = browser.new_context(base_url=stack.base_url)
+    pg = ctx.new_page()
+    pg.goto("/")
+    assert "Ask your administrator" in pg.inner_text("#api-key-hint")
+    assert pg.request.get("/v1/session").json()["authenticated"] is False
+    ctx.close()
+    # Given a server on loopback that allows anonymous use, the page says so and the API answers without a key.
+    env = service_env(tmp_path / "var", anonymous=True)
+    with api_server(env, tmp_path / "var") as (base, _proc):
+        ctx = browser.new_context(base_url=base)
+        pg = ctx.new_page()
+        pg.goto("/")
+        pg.wait_for_function("() => document.getElementById('api-key-hint').textContent.includes('Not signed in')")
+        session = pg.request.get("/v1/session").json()
+        assert (session["authenticated"], session["method"], session["anonymous_allowed"]) == (True, "anonymous", True)
+        assert pg.request.get("/v1/models").ok
+        assert pg.is_visible("#sign-in") and pg.is_hidden("#signed-in")
+        ctx.close()

@@ -8,6 +8,9 @@
   const VIDEO_EXT = /\.(mp4|m4v|mov|webm|mkv|avi|3gp|ogv|mpg|mpeg)$/i;
   const RECORDER_TYPES = ["video/webm;codecs=vp9", "video/webm;codecs=vp8", "video/webm", "video/mp4"];
   const POLL_MS = 1000;
+  // Failures that are a verdict on the video, not a fault: shown as "not scored", with what to do.
+  const QUALITY_CODES = new Set(["no_face", "face_too_rare", "several_faces", "video_too_short", "face_too_small",
+    "too_dark", "not_scorable"]);
 
   const $ = (sel, root) => (root || document).querySelector(sel);
   const $$ = (sel, root) => Array.from((root || document).querySelectorAll(sel));
@@ -580,8 +583,11 @@
       if (pics) card.append(pics);
     } else {
       const err = item.error || {};
-      card.append(el("p", { className: "score failed" }, el("strong", { text: "Failed" }),
-        " – " + (err.message || "the video could not be processed") + (err.code ? " (" + err.code + ")" : "")));
+      const verdict = QUALITY_CODES.has(err.code);
+      card.append(el("p", { className: "score failed" }, el("strong", { text: verdict ? "Not scored" : "Failed" }),
+        " – " + (err.message || "the video could not be processed") + (err.code ? " (" + err.code + ")" : "") +
+        (verdict ? ". Record this task again." : "")));
+      if (verdict) card.append(el("p", { className: "q-bad", text: "Video quality: not scorable" }));
       if (result && result.quality) card.append(qualityBlock(result.quality, result.reasons));
     }
     return card;
