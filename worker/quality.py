@@ -43,7 +43,8 @@ def head_pose(pts: np.ndarray) -> tuple[float, float, float]:
 
     Face axes: x from the right to the left outer eye corner (33 -> 263), y from the forehead (10) to the chin
     (152) made orthogonal to x, z = x cross y (into the screen). Frontal upright face -> (0, 0, 0); yaw > 0
-    when the face turns towards the image's left, pitch > 0 chin up, roll > 0 clockwise in the image.
+    when the nose turns towards the image's right (the subject's own left), pitch > 0 chin up, roll > 0
+    clockwise in the image. Mesh depth is only roughly metric, so treat the angles as approximate.
     """
     p = pts.astype(np.float64)
     ex = p[263] - p[33]

