@@ -1,0 +1,18 @@
+"""Fixtures for the fault-injection tests: real API, Celery worker and Redis processes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.faults.support import real_video, shared_models
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory) -> Path:
+    return shared_models(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def video() -> Path:
+    return real_video()
