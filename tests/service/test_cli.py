@@ -1,0 +1,39 @@
+"""The service's commands: feqa score, feqa serve --create-key / --purge."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+from tests.servers import PYTHON, ROOT, service_env
+
+
+def feqa(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, "-m", "service.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          env=env or os.environ.copy(), timeout=300)
+
+
+def test_score_prints_the_result_with_model_facts(model_dir, video_path):
+    r = feqa("score", str(video_path), "--expression", "smile", "--model-dir", str(model_dir))
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert 0 <= res["score"] <= 4 and res["model"]["trained_on"] == "untrained"
+    assert res["not_for_clinical_use"] is True and "not for clinical use" in r.stderr
+
+
+def test_score_reports_a_missing_model_with_its_code(model_dir, video_path):
+    r = feqa("score", str(video_path), "--expression", "frown", "--model-dir", str(model_dir))
+    assert r.returncode == 2 and json.loads(r.stdout)["error"]["code"] == "model_unavailable"
+
+
+def test_create_key_prints_a_working_key_once(tmp_path):
+    env = service_env(tmp_path / "var")
+    r = feqa("serve", "--create-key", "clinic-x", env=env)
+    assert r.returncode == 0, r.stderr
+    key = r.stdout.strip()
+    assert key.startswith("feqa_")
+    from service.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'var' / 'feqa.sqlite3'}")
+    assert store.verify_key(key).tenant == "clinic-x"
+    assert feqa("serve", "--purge", env=env).returncode == 0
