@@ -39,7 +39,7 @@ class ExtractLimits:
     min_face_frames: int = 8           # fewer face frames -> video_too_short
     refuse_face_share: float = 0.2     # face on fewer frames than this share -> face_too_rare
     redetect_every: int = 10           # detector period while tracking (frames)
-    box_smoothing: float = 0.35        # EMA weight of the new crop box (1 = no smoothing)
+    box_smoothing: tuple[float, float] = (0.5, 0.2)   # EMA weight of the new box centre / side (1 = none)
 
 
 @dataclass
@@ -72,8 +72,11 @@ class Extraction:
 class _CropBox:
     """Square crop box following the face, smoothed by an exponential moving average."""
 
-    def __init__(self, alpha: float) -> None:
-        self.alpha, self.state = alpha, None     # (cx, cy, side)
+    def __init__(self, alpha: tuple[float, float]) -> None:
+        # the centre follows the head within about a frame; the side (face size) changes slowly, so it is
+        # smoothed harder: the crop scale then hardly jitters
+        self.alpha = np.array([alpha[0], alpha[0], alpha[1]])
+        self.state = None     # (cx, cy, side)
 
     def update(self, pts: np.ndarray, reset: bool) -> np.ndarray:
         lo, hi = pts[:, :2].min(0), pts[:, :2].max(0)
