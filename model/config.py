@@ -65,8 +65,9 @@ class ModelConfig:
             raise ValueError(f"tp={self.tp} must be a multiple of {self.traj_local_frames} x 2^(stages-1)")
         if self.global_frames > self.traj_max_frames // self.traj_local_frames:
             raise ValueError(f"tp={self.tp} too long for bias tables sized for {self.traj_max_frames} frames")
-        if any(c % 32 for c in self.traj_channels):
-            raise ValueError("trajectory channels must be multiples of 32 (8 G-conv groups x 4 heads)")
+        if any(c % 32 or c % (8 * self.traj_heads) for c in self.traj_channels):
+            raise ValueError("trajectory channels must be multiples of 32 (8 G-conv groups of C/4) and of "
+                             "8 x traj_heads")
         if self.frame_size % self.rgb_size:
             raise ValueError("rgb_size must divide frame_size")
         if self.streams == "both" and self.traj_channels[-1] != self.dim:
@@ -110,8 +111,9 @@ PAPER = ModelConfig()
 COMPACT = ModelConfig(
     name="compact",
     tf=32,
-    traj_channels=(64, 64, 128, 128),
+    traj_channels=(32, 64, 128, 128),
     traj_depths=(1, 1, 1, 1),
+    traj_heads=1,                    # attention-matrix work scales with heads; it dominates at small widths
     rgb_size=112,
     rgb_widths=(16, 32, 64, 128),
     spatial_heads=2,
