@@ -20,6 +20,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-dir", default=None, help="model directory (default FEQA_MODEL_DIR)")
     parser.add_argument("--name", "-n", default=None, help="worker node name (default feqa@<host>)")
     parser.add_argument("--loglevel", "-l", default="INFO")
+    parser.add_argument("--healthcheck", action="store_true",
+                        help="exit 0 when a worker on this host has its models loaded and warmed (container check)")
+
+
+def healthcheck() -> int:
+    from service.settings import get_settings
+    from service.store import Store
+
+    settings = get_settings()
+    host = socket.gethostname()
+    workers = Store(settings.db_url).ready_workers(settings.heartbeat_max_age_s)
+    ok = [w.worker_id for w in workers if w.worker_id.rpartition(":")[0] == host]
+    print("ready: " + ", ".join(ok) if ok else f"no warmed worker on {host}")
+    return 0 if ok else 1
 
 
 def celery_argv(args: argparse.Namespace, queue: str) -> list[str]:
@@ -29,6 +43,8 @@ def celery_argv(args: argparse.Namespace, queue: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.healthcheck:
+        return healthcheck()
     if args.model_dir:
         os.environ["FEQA_MODEL_DIR"] = str(args.model_dir)
     if args.queue:
