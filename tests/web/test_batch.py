@@ -127,3 +127,31 @@ def test_manifest_of_good_videos_exits_0_and_a_wrong_key_exits_2(stack, tmp_path
     refused = batch(stack, "feqa_not_a_key", str(manifest), "--out", str(tmp_path / "x.csv"))
     assert refused.returncode == 2
     assert "unauthorized" in refused.stderr
+
+
+def test_python_client_round_trip_against_the_real_service(stack):
+    from service.client import ApiError, FeqaClient
+
+    key = stack.create_key("integrator")
+    with FeqaClient(stack.base_url, key) as client:
+        versions = client.model_versions()
+        assert set(versions) == {"smile", "frown"}
+        created = client.submit([(real_video(), "smile")], patient_ref="P9", protocol="pfed5",
+                                idempotency_key="round-trip-1")
+        assert created["status"] == "queued" and created["id"]
+        seen: list[str] = []
+        done = client.wait(created["id"], timeout=240, poll=0.3, on_update=lambda j: seen.append(j["status"]))
+        assert done["status"] == "succeeded" and seen[-1] == "succeeded"
+        item = done["items"][0]
+        assert item["result"]["model"]["version"] == versions["smile"]
+        assert client.download(item["links"]["overlay"])[:8] == b"\x89PNG\r\n\x1a\n"
+        assert client.fhir(created["id"])["resourceType"] == "Observation"
+        # The same idempotency key gives the same assessment back.
+        assert client.submit([(real_video(), "smile")], idempotency_key="round-trip-1")["id"] == created["id"]
+        client.delete(created["id"])
+        with pytest.raises(ApiError) as gone:
+            client.get(created["id"])
+        assert gone.value.status in (404, 410)
+        with pytest.raises(ApiError) as err:
+            client.submit([(real_video(), "grin")])
+        assert (err.value.status, err.value.code) == (422, "unknown_expression")

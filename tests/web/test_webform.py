@@ -276,3 +276,27 @@ def test_anonymous_use_on_loopback_when_the_server_allows_it(browser, stack, tmp
         assert pg.request.get("/v1/models").ok
         assert pg.is_visible("#sign-in") and pg.is_hidden("#signed-in")
         ctx.close()
+
+
+def test_page_and_static_files_are_local_and_safe(stack):
+    import httpx
+
+    with httpx.Client(base_url=stack.base_url) as http:
+        page = http.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        csp = page.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        # No CDN: every script, stylesheet and image the page names is served by this server.
+        for ref in re.findall(r'(?:src|href)="([^"#]+)"', page.text):
+            assert ref.startswith("/"), f"external reference {ref!r} in the page"
+            assert http.get(ref).status_code == 200, ref
+        js = http.get("/static/app.js")
+        assert js.headers["content-type"].startswith(("text/javascript", "application/javascript"))
+        assert js.headers["x-content-type-options"] == "nosniff"
+        assert "http://" not in js.text and "https://" not in js.text
+        for bad in ("/static/..%2f..%2fsettings.py", "/static/%2e%2e/templates/index.html", "/static/nope.js"):
+            r = http.get(bad)
+            assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json", bad
+        # The session endpoint validates its body and names the field.
+        r = http.post("/v1/session", json={})
+        assert r.status_code == 422 and "api_key" in r.text

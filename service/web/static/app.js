@@ -286,7 +286,7 @@
     $("#rec-start").disabled = true;
     $("#rec-stop").disabled = true;
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-      status.textContent = "This browser cannot use the webcam here (it needs a secure https:// address). Upload a file instead.";
+      status.textContent = "This browser cannot use the webcam here (it needs a secure HTTPS address). Upload a file instead.";
       return;
     }
     rec.type = pickRecorderType();
