@@ -162,3 +162,27 @@ def test_probe_imports_no_heavy_modules():
             "sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code, str(SINGLE_FACE)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("name,codec,pix_fmt", [("gray.mkv", "ffv1", "gray"),
+                                                ("hevc10.mp4", "libx265", "yuv420p10le"),
+                                                ("odd.avi", "mpeg4", "yuv420p")])
+def test_unusual_pixel_formats_and_sizes(tmp_path, face_frames, name, codec, pix_fmt):
+    frames = [f[:95, :157] for f in _small(face_frames, 6, (158, 96))] if name == "odd.avi" else _small(face_frames, 6)
+    path = write_clip(tmp_path / name, frames, codec=codec, pix_fmt=pix_fmt,
+                      options={"x265-params": "log-level=error"} if codec == "libx265" else None)
+    out, rep = decode_all(path)
+    assert len(out) == 6 and out[0].rgb.shape == frames[0].shape and out[0].rgb.dtype == np.uint8
+    if pix_fmt == "gray":
+        assert np.array_equal(out[0].rgb[..., 0], out[0].rgb[..., 1])
+
+
+def test_random_bytes_and_html_are_not_videos(tmp_path):
+    rnd = tmp_path / "random.mp4"
+    rnd.write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
+    html = tmp_path / "page.webm"
+    html.write_bytes(b"<html><body>hello</body></html>" * 100)
+    for path in (rnd, html):
+        with pytest.raises(VideoError) as e:
+            probe(path)
+        assert e.value.code == "not_a_video"
