@@ -26,6 +26,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  # a synthetic camera, granted without a prompt, for the recording test
                  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 EXPRESSIONS = ("smile", "frown")
+MAX_UPLOAD = 5_000_000
 MEANINGS = ("normal", "slight", "mild", "moderate", "severe")
 
 
@@ -57,7 +58,9 @@ def faceless_video(path: Path) -> Path:
 def stack(tmp_path_factory) -> Iterator:
     tmp = tmp_path_factory.mktemp("webform")
     models = untrained_models(tmp / "models", EXPRESSIONS)
-    with feqa_stack(tmp, model_dir=models, broker="redis", anonymous=False) as s:
+    # A small upload limit, so that the form's size check can be seen without a huge file.
+    with feqa_stack(tmp, model_dir=models, broker="redis", anonymous=False,
+                    env={"FEQA_MAX_UPLOAD_BYTES": str(MAX_UPLOAD)}) as s:
         yield s
 
 
@@ -189,6 +192,12 @@ def test_bad_files_show_their_error_next_to_the_expression_input(page, stack, ar
     assert "unsupported_media_type" in pg.inner_text("#error-frown")
     assert pg.get_attribute("#file-frown", "aria-invalid") == "true"
     assert "error-frown" in pg.get_attribute("#file-frown", "aria-describedby")
+
+    # Given a video larger than the server's limit, the form says so before uploading it.
+    pg.set_input_files("#file-frown", files=[{"name": "long.mp4", "mimeType": "video/mp4",
+                                              "buffer": b"\x00" * (MAX_UPLOAD + 1)}])
+    assert "upload_too_large" in pg.inner_text("#error-frown")
+    assert pg.get_attribute("#file-frown", "aria-invalid") == "true"
 
     # Given a file that claims to be MP4 but is not, the API rejects it and its code shows at that input.
     pg.set_input_files("#file-frown", files=[{"name": "broken.mp4", "mimeType": "video/mp4",

@@ -107,6 +107,8 @@ def index(request: Request, settings: SettingsDep) -> HTMLResponse:
         static_url=request.scope.get("root_path", "") + "/static",
         api_base=request.scope.get("root_path", ""),
         version=_version(),
+        max_upload_bytes=settings.max_upload_bytes,
+        max_duration_s=int(settings.max_duration_s),
     )
     return HTMLResponse(html, headers=PAGE_HEADERS)
 

@@ -8,6 +8,8 @@
   const VIDEO_EXT = /\.(mp4|m4v|mov|webm|mkv|avi|3gp|ogv|mpg|mpeg)$/i;
   const RECORDER_TYPES = ["video/webm;codecs=vp9", "video/webm;codecs=vp8", "video/webm", "video/mp4"];
   const POLL_MS = 1000;
+  const MAX_BYTES = Number(document.body.dataset.maxBytes) || 0;
+  const MAX_SECONDS = Number(document.body.dataset.maxSeconds) || 0;
   // Failures that are a verdict on the video, not a fault: shown as "not scored", with what to do.
   const QUALITY_CODES = new Set(["no_face", "face_too_rare", "several_faces", "video_too_short", "face_too_small",
     "too_dark", "not_scorable"]);
@@ -201,6 +203,14 @@
       taskError(expression, "“" + file.name + "” is empty. (empty_file)");
       return false;
     }
+    if (MAX_BYTES && file.size > MAX_BYTES) {
+      chosen.delete(expression);
+      $("#file-" + expression).value = "";
+      updateChosen(expression);
+      taskError(expression, "“" + file.name + "” is " + fmtSize(file.size) + "; the limit is " + fmtSize(MAX_BYTES) +
+        ". Trim the video or record a shorter one. (upload_too_large)");
+      return false;
+    }
     chosen.set(expression, file);
     updateChosen(expression, origin);
     return true;
@@ -339,7 +349,9 @@
     rec.recorder.start(250);
     rec.started = performance.now();
     rec.tick = setInterval(() => {
-      $("#rec-time").textContent = fmtTime((performance.now() - rec.started) / 1000);
+      const seconds = (performance.now() - rec.started) / 1000;
+      $("#rec-time").textContent = fmtTime(seconds) + (MAX_SECONDS ? " of at most " + fmtTime(MAX_SECONDS) : "");
+      if (MAX_SECONDS && seconds >= MAX_SECONDS) stopRecording();  // longer videos would be refused
     }, 250);
     $("#rec-status").textContent = "Recording " + titleOf(rec.expression) + ". Press Stop recording when the task is done.";
     $("#rec-stop").disabled = false;
@@ -410,6 +422,42 @@
     return null;
   }
 
+  function upload(path, data, key) {
+    // XMLHttpRequest rather than fetch: only it reports upload progress, which large videos need.
+    const box = $("#upload");
+    const bar = $("#upload-bar");
+    const status = $("#upload-status");
+    const show = (pct) => {
+      bar.setAttribute("aria-valuenow", String(pct));
+      $(".fill", bar).style.width = pct + "%";
+      status.textContent = pct < 100 ? "Uploading… " + pct + "%" : "Uploaded; checking the videos…";
+    };
+    box.hidden = false;
+    show(0);
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open("POST", API + path);
+      xhr.withCredentials = true;
+      xhr.setRequestHeader("Accept", "application/json");
+      xhr.setRequestHeader("Idempotency-Key", key);
+      xhr.upload.addEventListener("progress", (e) => { if (e.lengthComputable) show(Math.round((100 * e.loaded) / e.total)); });
+      xhr.addEventListener("load", () => {
+        box.hidden = true;
+        let body = {};
+        try { body = JSON.parse(xhr.responseText || "{}"); } catch (e) { body = {}; }
+        if (xhr.status >= 200 && xhr.status < 300) resolve(body);
+        else reject(Object.assign({ status: xhr.status }, body, { code: body.code || "http_" + xhr.status }));
+      });
+      const fail = () => {
+        box.hidden = true;
+        reject({ status: 0, code: "network_error", detail: "The upload was interrupted. Check the connection and try again." });
+      };
+      xhr.addEventListener("error", fail);
+      xhr.addEventListener("abort", fail);
+      xhr.send(data);
+    });
+  }
+
   async function submit(event) {
     event.preventDefault();
     showFormError("");
@@ -434,7 +482,7 @@
     button.textContent = "Uploading…";
     closeRecorder();
     try {
-      const created = await api("POST", "/v1/assessments", { body: data, headers: { "Idempotency-Key": newKey() } });
+      const created = await upload("/v1/assessments", data, newKey());
       startProgress(created.id, expressions);
     } catch (p) {
       const where = problemField(p, expressions);
