@@ -7,12 +7,22 @@ from __future__ import annotations
 
 from celery import Celery
 from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport.sqlalchemy import Channel as SQLAChannel
 from kombu.transport.sqlalchemy import Transport as SQLATransport
+from sqlalchemy import event
 
+from service.db import sqlite_pragmas
 from service.settings import Settings, get_settings
 
 TASK_ASSESS = "feqa.assess_item"
 TASK_PURGE = "feqa.purge"
+
+
+class SQLiteChannel(SQLAChannel):
+    def _engine_from_config(self):
+        engine = super()._engine_from_config()
+        event.listen(engine, "connect", sqlite_pragmas)   # WAL + busy timeout, as for the job store
+        return engine
 
 
 class SQLiteTransport(SQLATransport):
@@ -20,6 +30,7 @@ class SQLiteTransport(SQLATransport):
     (The SQLAlchemy transport hands every transport option to create_engine, so the interval
     cannot be passed as an option.)"""
 
+    Channel = SQLiteChannel
     polling_interval = 0.2
 
 

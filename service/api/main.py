@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None, *, queue: Queue | None = None) 
     app.state.key_cache = KeyCache()
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     app.state.metrics = metrics.Metrics(app.state.store)
-    app.middleware("http")(app.state.metrics.middleware)
+    app.add_middleware(metrics.MetricsMiddleware, metrics=app.state.metrics)
     problems.install(app)
     for router in (assessments.router, models.router, health.router, metrics.router):
         app.include_router(router)

@@ -40,14 +40,32 @@ class Metrics:
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10))
         self.registry.register(StoreCollector(store))
 
-    async def middleware(self, request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        # The route template, not the path: ids must not explode the label set.
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        self.requests.labels(request.method, route, str(response.status_code)).inc()
-        self.latency.labels(request.method, route).observe(time.perf_counter() - start)
-        return response
+
+
+class MetricsMiddleware:
+    """Plain ASGI middleware (BaseHTTPMiddleware would add a task and a stream per request)."""
+
+    def __init__(self, app, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), [500]
+
+        async def send_wrapper(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            # The route template, not the path: ids must not explode the label set.
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(scope["method"], route, str(status[0])).inc()
+            self.metrics.latency.labels(scope["method"], route).observe(time.perf_counter() - start)
 
 
 @router.get("/metrics", include_in_schema=False)
