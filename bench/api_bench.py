@@ -60,6 +60,24 @@ def five_mb_video(out: Path, size: int = 5 * 1024 * 1024) -> bytes:
     return out.read_bytes()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux): the API's own cost, apart from the load generator."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    import os
+
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def with_cpu(stack, fn, *args) -> dict:
+    pid = stack.procs[0].popen.pid
+    c0 = cpu_seconds(pid)
+    out = fn(stack, *args)
+    cpu = cpu_seconds(pid) - c0
+    out["api_cpu_ms_per_request"] = round(1000 * cpu / max(1, out["n"]), 2)
+    out["api_requests_per_cpu_second"] = round(out["n"] / cpu, 1) if cpu else None
+    return out
+
+
 def summary(lat_s: list[float]) -> dict:
     ms = [x * 1000 for x in lat_s]
     return {"n": len(ms), "p50_ms": round(percentile(ms, 50), 1), "p95_ms": round(percentile(ms, 95), 1),
@@ -94,7 +112,6 @@ def bench_upload(stack, key: str, video: bytes, clients: int, uploads: int) -> d
                             data={"expression": "smile"})
         return r.status_code
 
-    asyncio.run(_run_clients(clients, clients, one))   # warm-up round
     lat, codes, wall = asyncio.run(_run_clients(clients, uploads, one))
     return {"video_mb": round(len(video) / 2**20, 2), "clients": clients, **summary(lat), "codes": codes,
             "uploads_per_s": round(len(lat) / wall, 1), "target_p99_ms": TARGETS["upload_p99_ms"]}
@@ -180,9 +197,9 @@ def main(argv: list[str] | None = None) -> dict:
                             env={"FEQA_RATE_LIMIT_PER_MINUTE": "0"}) as stack:
                 key = stack.create_key("bench")
                 if "upload" in only:
-                    out["upload"] = bench_upload(stack, key, video, args.clients, args.uploads)
+                    out["upload"] = with_cpu(stack, bench_upload, key, video, args.clients, args.uploads)
                 if "status" in only:
-                    out["status"] = bench_status(stack, key, video, args.clients, args.status_seconds)
+                    out["status"] = with_cpu(stack, bench_status, key, video, args.clients, args.status_seconds)
         if "e2e" in only:
             model_dir = args.model_dir or untrained_models(args.work_dir / "models-untrained", ["smile"])
             out["e2e"] = bench_e2e(tmp, model_dir, args.e2e_runs)
