@@ -68,8 +68,8 @@ class ModelConfig:
         if any(c % 32 or c % (8 * self.traj_heads) for c in self.traj_channels):
             raise ValueError("trajectory channels must be multiples of 32 (8 G-conv groups of C/4) and of "
                              "8 x traj_heads")
-        if self.frame_size % self.rgb_size:
-            raise ValueError("rgb_size must divide frame_size")
+        if self.frame_size % self.rgb_size or self.rgb_size % 16:
+            raise ValueError("rgb_size must divide frame_size and be a multiple of 16 (the layer3 token grid)")
         if self.streams == "both" and self.traj_channels[-1] != self.dim:
             raise ValueError("the last trajectory stage must have `dim` channels")
 
