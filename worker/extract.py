@@ -25,7 +25,7 @@ import numpy as np
 from model.contract import PreprocessContract
 from model.errors import VideoError
 from worker import landmarks as lm
-from worker.face import FaceMesh, FaceTracker, default_mesh
+from worker.face import FaceMesh, FaceTracker, default_mesh, iou, mesh_box
 from worker.quality import QualityAccumulator, QualityThresholds
 from worker.video import DecodeLimits, DecodeReport, iter_frames
 
@@ -40,6 +40,8 @@ class ExtractLimits:
     refuse_face_share: float = 0.2     # face on fewer frames than this share -> face_too_rare
     redetect_every: int = 10           # detector period while tracking (frames)
     box_smoothing: tuple[float, float] = (0.5, 0.2)   # EMA weight of the new box centre / side (1 = none)
+    split_gap_s: float = 2.0           # a face lost longer than this starts a new segment
+    cut_threshold: float = 30.0        # mean abs. change of a 32x32 grey face-crop thumbnail that means a cut
 
 
 @dataclass
@@ -78,15 +80,16 @@ class _CropBox:
         self.alpha = np.array([alpha[0], alpha[0], alpha[1]])
         self.state = None     # (cx, cy, side)
 
-    def update(self, pts: np.ndarray, reset: bool) -> np.ndarray:
+    def update(self, pts: np.ndarray, reset: bool) -> tuple[np.ndarray, bool]:
+        """New (cx, cy, side) and whether the face jumped (moved over half the box in one frame: a cut)."""
         lo, hi = pts[:, :2].min(0), pts[:, :2].max(0)
         new = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, CROP_MARGIN * max(hi - lo)], np.float64)
-        jump = self.state is not None and np.hypot(*(new[:2] - self.state[:2])) > 0.5 * self.state[2]
+        jump = bool(self.state is not None and np.hypot(*(new[:2] - self.state[:2])) > 0.5 * self.state[2])
         if self.state is None or reset or jump:
             self.state = new
         else:
             self.state = self.alpha * new + (1 - self.alpha) * self.state
-        return self.state.copy()
+        return self.state.copy(), jump
 
 
 def crop_face(rgb: np.ndarray, cx: float, cy: float, side: float, size: int) -> np.ndarray:
@@ -112,7 +115,7 @@ def sample_rgb(crop: np.ndarray, xy: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _Track:
-    """What is kept per face frame: small arrays for every frame, crops only for the last Tp face frames."""
+    """One continuous segment of face frames: small arrays for every frame, crops for the last Tp frames."""
     tp: int
     src: list = field(default_factory=list)        # output frame index of each face frame
     slots: list = field(default_factory=list)      # (63, 2) crop px
@@ -124,6 +127,39 @@ class _Track:
 
     def __post_init__(self) -> None:
         self.crops = collections.deque(maxlen=self.tp)
+        self.mesh_box = None                       # last mesh box in frame pixels
+
+
+class _Segments:
+    """Face frames split where the track was lost for long, re-found elsewhere, jumped, or the face crop changed
+    all at once (a cut): a video may
+    show someone else for a while. The longest segment is taken as the patient's. Crops are kept only for the
+    current and the longest segment so far (memory stays bounded)."""
+
+    def __init__(self, tp: int, split_gap: int) -> None:
+        self.tp, self.split_gap, self.all = tp, split_gap, []
+
+    def for_frame(self, index: int, pts: np.ndarray, reacquired: bool, jumped: bool) -> _Track:
+        cur = self.all[-1] if self.all else None
+        box = mesh_box(pts)
+        if cur is None or jumped or (reacquired and (index - cur.src[-1] - 1 > self.split_gap
+                                                      or iou(box, cur.mesh_box) < 0.2)):
+            longest = self.longest()
+            for seg in self.all:
+                if seg is not longest:
+                    seg.crops = None
+            cur = _Track(self.tp)
+            self.all.append(cur)
+        cur.mesh_box = box
+        return cur
+
+    def longest(self) -> _Track | None:
+        # ties go to the later segment (the reference keeps the latter portion of a clip)
+        return max(reversed(self.all), key=lambda t: len(t.src)) if self.all else None
+
+    @property
+    def n_frames(self) -> int:
+        return sum(len(t.src) for t in self.all)
 
 
 def _backend(contract: PreprocessContract, mesh: FaceMesh, limits: ExtractLimits):
@@ -186,13 +222,14 @@ def _prefetch(frames: Iterator, depth: int = 6) -> Iterator:
 
 
 def _track_video(path, contract: PreprocessContract, limits: ExtractLimits, mesh: FaceMesh,
-                 progress) -> tuple[_Track, QualityAccumulator, DecodeReport, dict]:
+                 progress) -> tuple[_Segments, QualityAccumulator, DecodeReport, dict]:
     report = DecodeReport()
     tracker, to_slots, nose_index = _backend(contract, mesh, limits)
     box = _CropBox(limits.box_smoothing)
     acc = QualityAccumulator(fps=contract.fps, thresholds=limits.quality)
-    track = _Track(contract.tp)
+    segments = _Segments(contract.tp, int(round(limits.split_gap_s * contract.fps)))
     size = contract.crop_size
+    prev_thumb = None          # the last face crop, small: a shot change swaps the whole crop at once
     timing = {"decode_s": 0.0, "track_s": 0.0}
     t_mark = time.perf_counter()
     # decoding and tracking are interleaved frame by frame: report "decoding" once, then tracking progress,
@@ -205,8 +242,12 @@ def _track_video(path, contract: PreprocessContract, limits: ExtractLimits, mesh
         step = tracker.step(fr.rgb)
         crop = None
         if step.pts is not None:
-            cx, cy, side = box.update(step.pts, reset=step.reacquired)
+            (cx, cy, side), jumped = box.update(step.pts, reset=step.reacquired)
             crop = crop_face(fr.rgb, cx, cy, side, size)
+            thumb = cv2.resize(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY), (32, 32), interpolation=cv2.INTER_AREA)
+            cut = prev_thumb is not None and float(cv2.absdiff(thumb, prev_thumb).mean()) > limits.cut_threshold
+            prev_thumb = thumb
+            track = segments.for_frame(fr.index, step.pts, step.reacquired, jumped or cut)
             slots3 = to_slots(step.pts)
             xy = to_crop(slots3, cx, cy, side, size)
             track.src.append(fr.index)
@@ -221,11 +262,11 @@ def _track_video(path, contract: PreprocessContract, limits: ExtractLimits, mesh
         timing["track_s"] += t_mark - t1
         if progress and fr.index % 10 == 0 and report.duration_header_s:
             progress("tracking", min(0.99, fr.t / report.duration_header_s))
-    return track, acc, report, timing
+    return segments, acc, report, timing
 
 
-def _refuse_if_needed(track: _Track, acc: QualityAccumulator, limits: ExtractLimits, quality: dict) -> None:
-    n, total = len(track.src), acc.n_frames
+def _refuse_if_needed(segments: _Segments, acc: QualityAccumulator, limits: ExtractLimits, quality: dict) -> None:
+    n, total = segments.n_frames, acc.n_frames
     details = {"quality": quality}
     if total < limits.min_face_frames:
         raise VideoError(f"the video has only {total} frames; record at least a few seconds",
@@ -236,9 +277,28 @@ def _refuse_if_needed(track: _Track, acc: QualityAccumulator, limits: ExtractLim
     if n / total < limits.refuse_face_share:
         raise VideoError(f"a face was found on only {n} of {total} frames; keep the face in view",
                          code="face_too_rare", details=details)
-    if n < limits.min_face_frames:
-        raise VideoError(f"a face was found on only {n} frames; record at least a few seconds",
-                         code="video_too_short", details=details)
+    longest = len(segments.longest().src)
+    if longest < limits.min_face_frames:
+        raise VideoError(f"the face was followed for only {longest} frames in a row; record at least a few "
+                         "seconds with the face in view", code="video_too_short", details=details)
+
+
+def _segment_quality(quality: dict, segments: _Segments, used: _Track, fps: float, limits: ExtractLimits) -> None:
+    """Add what segment was used; a gap inside it over max_gap_s is the blocking `long_gap`."""
+    src = np.asarray(used.src)
+    inner = int((np.diff(src) - 1).max()) if src.size > 1 else 0
+    quality["segments"] = len(segments.all)
+    quality["used_segment_frames"] = [int(src[0]), int(src[-1])]
+    quality["used_face_frames"] = int(src.size)
+    quality["longest_inner_gap_frames"], quality["longest_inner_gap_s"] = inner, round(inner / fps, 3)
+    reasons, warnings = quality["reasons"], quality["warnings"]
+    if "long_gap" in reasons and inner / fps <= limits.quality.max_gap_s:
+        reasons.remove("long_gap")
+    elif "long_gap" not in reasons and inner / fps > limits.quality.max_gap_s:
+        reasons.append("long_gap")
+    if len(segments.all) > 1:
+        warnings.append("face_track_split")
+    quality["scorable"] = not reasons
 
 
 def _channels(contract: PreprocessContract, xy, z, rgb) -> np.ndarray:
@@ -280,9 +340,11 @@ def extract(video_path: str | Path, contract: PreprocessContract | None = None, 
     contract = contract or PreprocessContract()
     limits = limits or ExtractLimits()
     t0 = time.perf_counter()
-    track, acc, report, timing = _track_video(video_path, contract, limits, mesh or default_mesh(), progress)
+    segments, acc, report, timing = _track_video(video_path, contract, limits, mesh or default_mesh(), progress)
     quality = acc.report()
-    _refuse_if_needed(track, acc, limits, quality)
+    _refuse_if_needed(segments, acc, limits, quality)
+    track = segments.longest()
+    _segment_quality(quality, segments, track, contract.fps, limits)
     trajs, index_t, frames, lms, boxes, crops, idx, sel = _build(track, contract)
     if progress:
         progress("tracking", 1.0)
@@ -292,7 +354,8 @@ def extract(video_path: str | Path, contract: PreprocessContract | None = None, 
         "landmark_scheme": contract.landmark_scheme,
         "crop_size": contract.crop_size,
         "contract_sha256": contract.sha256(),
-        "n_face_frames": len(track.src),
+        "n_face_frames": segments.n_frames,
+        "n_used_face_frames": len(track.src),
         "window_frames": [int(src[idx.min()]), int(src[-1])],      # output-frame span of the window
         "window_s": [round(float(src[idx.min()]) / contract.fps, 3), round(float(src[-1]) / contract.fps, 3)],
         "traj_padding": "loop" if len(track.src) < contract.tp else "latter",

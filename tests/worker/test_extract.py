@@ -214,3 +214,21 @@ def test_decode_thread_ends_when_tracking_fails(monkeypatch):
     with pytest.raises(Boom):
         extract(SINGLE_FACE, PreprocessContract())
     assert not [t for t in threading.enumerate() if t.name == "feqa-decode" and t.is_alive()]
+
+
+def test_cut_to_another_person_splits_and_keeps_the_longest_segment(tmp_path, face_frames):
+    # given 30 frames of one man, then a hard cut to another person filmed in the same place for 12 frames
+    import cv2
+
+    from tests.worker.conftest import first_frames
+
+    other = cv2.resize(first_frames(shared_video("liveportrait_d6.mp4"), 1)[0], (360, 360))
+    second = face_frames[0].copy()
+    second[:, 140:500] = other
+    path = write_clip(tmp_path / "cut.mkv", face_frames[:30] + [second] * 12, codec="ffv1")
+    ex = extract(path, PreprocessContract(tp=32, tf=16))
+    q = ex.quality
+    # then the two shots are separate segments and the model inputs come from the longer one only
+    assert q["segments"] == 2 and q["used_segment_frames"] == [0, 29] and q["used_face_frames"] == 30
+    assert ex.meta["window_frames"] == [0, 29] and max(ex.meta["rgb_source_frames"]) <= 29
+    assert "face_track_split" in q["warnings"] and q["n_face_frames"] == 42
