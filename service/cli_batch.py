@@ -96,7 +96,7 @@ def jobs_from_folder(root: Path, expressions: tuple[str, ...]) -> list[Job]:
     jobs = []
     for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES):
         expr, patient = parse_name(path, root, expressions)
-        jobs.append(Job(path, expr, patient))
+        jobs.append(Job(path.resolve(), expr, patient))  # absolute: re-runs from another folder match rows
     return jobs
 
 
@@ -115,7 +115,7 @@ def jobs_from_manifest(manifest: Path, expressions: tuple[str, ...]) -> list[Job
             expr = row.get("expression") or None
             if expr is not None and expr not in expressions:
                 expr = None
-            jobs.append(Job(video, expr, row.get("patient_ref") or None))
+            jobs.append(Job(video.resolve(), expr, row.get("patient_ref") or None))
     return jobs
 
 
@@ -228,13 +228,22 @@ def process(client: Any, job: Job, versions: dict[str, str], args: argparse.Name
 
 # -- the command ----------------------------------------------------------------------------------
 def collect_jobs(args: argparse.Namespace) -> list[Job]:
+    """The videos to score; with --protocol, videos of the other protocol's expressions are left out."""
     src = Path(args.input)
-    expressions = _expressions(args.protocol)
+    expressions = _expressions(None)
     if src.is_dir():
-        return jobs_from_folder(src, expressions)
-    if src.is_file() and src.suffix.lower() == ".csv":
-        return jobs_from_manifest(src, expressions)
-    raise ValueError(f"{src}: not a folder of videos nor a .csv manifest")
+        jobs = jobs_from_folder(src, expressions)
+    elif src.is_file() and src.suffix.lower() == ".csv":
+        jobs = jobs_from_manifest(src, expressions)
+    else:
+        raise ValueError(f"{src}: not a folder of videos nor a .csv manifest")
+    if args.protocol:
+        wanted = set(_expressions(args.protocol))
+        kept = [j for j in jobs if j.expression is None or j.expression in wanted]
+        if len(kept) < len(jobs):
+            print(f"feqa batch: leaving out {len(jobs) - len(kept)} video(s) of other protocols", file=sys.stderr)
+        jobs = kept
+    return jobs
 
 
 def is_done(previous: dict[str, str] | None, versions: dict[str, str]) -> bool:

@@ -35,9 +35,14 @@ def test_given_the_three_naming_conventions_then_expression_and_patient_are_foun
                     "clench_teeth.webm": ("clench_teeth", "P0044"), "holiday.mp4": (None, None)}
 
 
-def test_given_a_protocol_then_other_protocols_expressions_are_not_recognised(tmp_path):
+def test_given_a_protocol_then_videos_of_the_other_protocol_are_left_out(tmp_path):
     assert parse_name(tmp_path / "p1_blow.mp4", tmp_path, PFED5_EXPRESSIONS) == (None, None)
     assert parse_name(tmp_path / "p1_frown.mp4", tmp_path, PFED5_EXPRESSIONS) == ("frown", "p1")
+    for name in ("p1_blow.mp4", "p1_frown.mp4", "p1_grin.mp4"):
+        touch(tmp_path / "in" / name)
+    args = parse([str(tmp_path / "in"), "--out", "o.csv", "--protocol", "pfed5"])
+    assert sorted((j.video.name, j.expression) for j in collect_jobs(args)) == [
+        ("p1_frown.mp4", "frown"), ("p1_grin.mp4", None)]  # unrecognised stays: it is reported, not hidden
 
 
 def test_given_a_manifest_then_relative_paths_resolve_against_its_folder(tmp_path):
