@@ -27,6 +27,7 @@ def purge(store: Store, storage: LocalStorage, settings: Settings) -> dict[str, 
         storage.delete_prefix(f"artifacts/{a.id}/")
         store.audit(a.tenant, "system", "purge", a.id)
         assessments += 1
-    if videos or assessments:
-        log.info("purged %d video(s) and %d assessment(s)", videos, assessments)
-    return {"videos": videos, "assessments": assessments}
+    partial = storage.remove_stale_parts(settings.partial_upload_max_age_s)
+    if videos or assessments or partial:
+        log.info("purged %d video(s), %d assessment(s), %d partial upload(s)", videos, assessments, partial)
+    return {"videos": videos, "assessments": assessments, "partial_uploads": partial}

@@ -10,6 +10,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from model.errors import FeqaError
@@ -29,6 +30,7 @@ UNKNOWN_PROTOCOL = "unknown_protocol"    # 422
 NOT_READY = "not_ready"                  # 503
 NOTHING_TO_RETRY = "nothing_to_retry"    # 409
 INTERNAL_ERROR = "internal_error"        # 500
+DATABASE_UNAVAILABLE = "database_unavailable"  # 503: the job store does not answer
 
 TITLES = {400: "Bad request", 401: "Unauthorized", 404: "Not found", 405: "Method not allowed",
           409: "Conflict", 413: "Content too large", 415: "Unsupported media type",
@@ -74,6 +76,15 @@ def install(app: FastAPI) -> None:
         code = {404: NOT_FOUND, 401: UNAUTHORIZED, 429: RATE_LIMITED}.get(exc.status_code, INVALID_REQUEST)
         return problem_response(exc.status_code, code, str(exc.detail), instance=request.url.path,
                                 headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(sa_exc.OperationalError)
+    @app.exception_handler(sa_exc.InterfaceError)
+    @app.exception_handler(sa_exc.TimeoutError)
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        # The database is down or unreachable: a temporary condition, not a bug; say when to come back.
+        log.error("database unavailable (%s) on %s %s", type(exc).__name__, request.method, request.url.path)
+        return problem_response(503, DATABASE_UNAVAILABLE, "the job store is not reachable; try again shortly",
+                                instance=request.url.path, headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

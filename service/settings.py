@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     max_duration_s: float = 120.0
     max_items: int = 10
     upload_chunk_bytes: int = 1024 * 1024
+    partial_upload_max_age_s: float = 600.0   # a *.part file untouched this long is a dead upload
 
     # Queue and workers.
     queue: str = "feqa.gpu"

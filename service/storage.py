@@ -46,6 +46,23 @@ class LocalStorage:
         else:
             p.unlink(missing_ok=True)
 
+    def remove_stale_parts(self, max_age_s: float) -> int:
+        """Delete partial uploads (`*.part`) nobody has written for `max_age_s`: left by an API process
+        that was killed mid-upload. A live upload touches its file with every chunk, so it is spared."""
+        import time
+
+        now, removed = time.time(), 0
+        for part in list(self.root.rglob("*.part")):   # listed first: emptied directories are removed below
+            try:
+                if now - part.stat().st_mtime > max_age_s:
+                    part.unlink()
+                    removed += 1
+                    if part.parent != self.root and not any(part.parent.iterdir()):
+                        part.parent.rmdir()
+            except OSError:   # gone already, or a concurrent upload just wrote to the directory
+                continue
+        return removed
+
 
 class ChunkWriter:
     """Writes an upload chunk by chunk to `<key>.part`, hashing as it goes; `commit` renames it
