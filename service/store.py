@@ -258,6 +258,14 @@ class Store:
             self._touch(s, item_id)
             return True
 
+    def set_artifacts(self, item_id: int, artifacts: dict[str, str], durations: dict[str, float]) -> None:
+        """Pictures drawn after the result was published."""
+        with self.session() as s:
+            res = s.execute(update(Item).where(Item.id == item_id, Item.status == "succeeded")
+                            .values(artifacts=artifacts))
+            if res.rowcount == 1:
+                s.add_all([StageDuration(item_id=item_id, stage=k, seconds=float(v)) for k, v in durations.items()])
+
     def fail_item(self, item_id: int, code: str, message: str) -> bool:
         with self.session() as s:
             it = s.get(Item, item_id, with_for_update=True)

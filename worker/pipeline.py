@@ -78,8 +78,12 @@ def write_pictures(extraction: Any, out_dir: Path) -> dict[str, Path]:
 
 
 def assess(video_path: str | Path, expression: str, scorer: Any, *, progress: Progress | None = None,
-           artifacts_dir: Path | None = None, limits: Any = None) -> dict:
-    """The per-expression result: score (clipped 0..4) + grade, model facts, quality report, abstention."""
+           artifacts_dir: Path | None = None, limits: Any = None,
+           on_result: Callable[[dict], None] | None = None) -> dict:
+    """The per-expression result: score (clipped 0..4) + grade, model facts, quality report, abstention.
+
+    `on_result(result)` is called as soon as the score is known, before the pictures are drawn
+    (they take longer than scoring on CPU), so a caller can publish the result early."""
     from worker.extract import extract
 
     t0 = time.perf_counter()
@@ -101,8 +105,11 @@ def assess(video_path: str | Path, expression: str, scorer: Any, *, progress: Pr
         raw = scorer.score(expression, extraction.trajs[None], extraction.index_t[None], extraction.frames[None])
         result.update(graded(float(np.asarray(raw).reshape(-1)[0])))
         clock("scoring", 1.0)
+    result["timings"] = {**clock.finish(), "total": round(time.perf_counter() - t0, 4)}
+    if on_result is not None:
+        on_result(dict(result))
     if artifacts_dir is not None:
         clock("plotting", 0.0)
         write_pictures(extraction, Path(artifacts_dir))
-    result["timings"] = {**clock.finish(), "total": round(time.perf_counter() - t0, 4)}
+        result["timings"] = {**clock.finish(), "total": round(time.perf_counter() - t0, 4)}
     return result

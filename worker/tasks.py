@@ -167,7 +167,9 @@ class Throttled:
             self.last = (stage, pct)
 
 
-def run_item(st: ProcessState, item) -> tuple[dict, dict[str, str]]:
+def run_item(st: ProcessState, item) -> bool:
+    """Score the item, publish the result as soon as it is known, then draw the pictures.
+    Returns whether this run wrote the result (False for a duplicate delivery)."""
     from worker.extract import ExtractLimits
     from worker.pipeline import assess
     from worker.video import DecodeLimits
@@ -180,11 +182,20 @@ def run_item(st: ProcessState, item) -> tuple[dict, dict[str, str]]:
     prefix = f"artifacts/{item.assessment_id}/{item.idx}"
     out_dir = st.storage.path(prefix)
     shutil.rmtree(out_dir, ignore_errors=True)   # a rerun starts clean
+    written = []
+
+    def publish(result: dict) -> None:
+        stages = {k: v for k, v in result.get("timings", {}).items()}
+        written.append(st.store.finish_item(item.id, result, {}, stages))
+
     result = assess(st.storage.path(item.video_key), item.expression, st.scorer,
-                    progress=Throttled(st.store, item.id), artifacts_dir=out_dir,
+                    progress=Throttled(st.store, item.id), artifacts_dir=out_dir, on_result=publish,
                     limits=ExtractLimits(decode=DecodeLimits(max_duration_s=settings.max_duration_s)))
-    artifacts = {p.stem: f"{prefix}/{p.name}" for p in out_dir.glob("*.png")}
-    return result, artifacts
+    if written and written[0]:
+        artifacts = {p.stem: f"{prefix}/{p.name}" for p in out_dir.glob("*.png")}
+        plotting = result.get("timings", {}).get("plotting")
+        st.store.set_artifacts(item.id, artifacts, {"plotting": plotting} if plotting is not None else {})
+    return bool(written and written[0])
 
 
 def drop_video(st: ProcessState, item) -> None:
@@ -203,7 +214,7 @@ def assess_item(self, item_id: int) -> str:
     if item is None:
         return "skipped"
     try:
-        result, artifacts = run_item(st, item)
+        wrote = run_item(st, item)
     except InputError as exc:          # VideoError and friends: the input will not get better
         st.store.fail_item(item_id, exc.code, exc.message)
         drop_video(st, item)
@@ -220,10 +231,9 @@ def assess_item(self, item_id: int) -> str:
         log.exception("item %s failed", item_id)
         st.store.fail_item(item_id, code, f"scoring failed ({type(exc).__name__}); try again later")
         return code
-    durations = {k: v for k, v in result.get("timings", {}).items()}
-    if st.store.finish_item(item_id, result, artifacts, durations):
+    if wrote:
         drop_video(st, item)
-    return "succeeded"
+    return "succeeded" if wrote else "duplicate"
 
 
 @app.task(name=TASK_PURGE)

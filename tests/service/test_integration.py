@@ -43,6 +43,12 @@ def test_single_machine_serve_scores_a_real_video(tmp_path, model_dir, video_byt
         body = stack.wait_done(http, r.json()["id"], timeout=60)
         elapsed = time.monotonic() - t0
         item = check_scored(body)
+        # the pictures follow the result (drawn after it is published); their links appear when written
+        deadline = time.monotonic() + 30
+        while not all(item["links"].values()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            item = http.get(f"/v1/assessments/{body['id']}").json()["items"][0]
+        assert set(item["links"]) == {"overlay", "trajectories"} and all(item["links"].values())
         # the pictures are served, the uploaded video is gone (retention 0 h), the FHIR export names the model
         for link in item["links"].values():
             png = http.get(link)
@@ -52,6 +58,7 @@ def test_single_machine_serve_scores_a_real_video(tmp_path, model_dir, video_byt
         assert fhir["component"][0]["valueQuantity"]["value"] == pytest.approx(item["result"]["score"], abs=1e-3)
         metrics = http.get("/metrics").text
         assert 'feqa_job_stage_seconds_count{stage="tracking"} 1.0' in metrics
+        assert 'feqa_job_stage_seconds_count{stage="plotting"} 1.0' in metrics
         print(f"single machine: 2.4 s clip scored {elapsed:.2f} s after upload")
 
 
