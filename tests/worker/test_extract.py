@@ -232,3 +232,55 @@ def test_cut_to_another_person_splits_and_keeps_the_longest_segment(tmp_path, fa
     assert q["segments"] == 2 and q["used_segment_frames"] == [0, 29] and q["used_face_frames"] == 30
     assert ex.meta["window_frames"] == [0, 29] and max(ex.meta["rgb_source_frames"]) <= 29
     assert "face_track_split" in q["warnings"] and q["n_face_frames"] == 42
+
+
+def test_insightface_scheme_wiring_with_a_stand_in_model(monkeypatch):
+    # given a stand-in for insightface's FaceAnalysis (the real pack cannot be downloaded here) that returns
+    # 106 points per face, taken from our mesh so that they sit on the face
+    import sys
+    import types
+
+    from tests.worker.conftest import first_frames
+    from worker import face as face_mod
+    from worker.face import detect_landmarks
+
+    class Face:
+        def __init__(self, pts):
+            self.landmark_2d_106 = pts[:106, :2]
+            self.bbox = np.r_[pts[:, :2].min(0), pts[:, :2].max(0)]
+            self.det_score = 0.9
+
+    class FaceAnalysis:
+        def __init__(self, **kw):
+            self.kw = kw
+
+        def prepare(self, **kw):
+            pass
+
+        def get(self, bgr):
+            pts = detect_landmarks(np.ascontiguousarray(bgr[:, :, ::-1]))
+            return [] if pts is None else [Face(pts)]
+
+    app = types.ModuleType("insightface.app")
+    app.FaceAnalysis = FaceAnalysis
+    pkg = types.ModuleType("insightface")
+    pkg.app = app
+    monkeypatch.setitem(sys.modules, "insightface", pkg)
+    monkeypatch.setitem(sys.modules, "insightface.app", app)
+    monkeypatch.setattr(face_mod, "insightface_available", lambda: True)
+    # when the contract asks for the 106-point scheme
+    ex = extract(SINGLE_FACE, PreprocessContract(tp=64, tf=16, landmark_scheme="insightface106_63"))
+    # then the 63 slots come from the 106 points through the reference index map, relative to point 86
+    assert ex.trajs.shape == (63, 64, 5) and ex.meta["landmark_scheme"] == "insightface106_63"
+    assert ex.meta["window_frames"][0] == 0
+    mesh_pts = detect_landmarks(first_frames(SINGLE_FACE, 1)[0])
+    expected = lm.slots_from_106(mesh_pts[:106, :2])
+    # same geometry up to the crop's scale and offset: compare shapes after removing both
+    got = ex.landmarks[0]
+
+    def norm(p):
+        p = p - p.mean(0)
+        return p / np.linalg.norm(p)
+
+    assert np.abs(norm(got) - norm(expected)).max() < 0.01
+    assert ex.quality["pose"] is None          # no 3-D mesh in this scheme
