@@ -130,6 +130,8 @@ def probe(path: str | Path, limits: DecodeLimits | None = None) -> dict:
         if rotation in (90, 270):
             w, h = h, w
         duration = _duration_s(container, stream)
+        if duration is None:        # e.g. browser MediaRecorder WebM: no duration in the header
+            duration = _scan_duration(container, stream, frame, limits)
         if duration is not None and duration > limits.max_duration_s + 0.5:
             raise VideoError(f"the video is {duration:.1f} s long; the limit is {limits.max_duration_s:.0f} s",
                              code="video_too_long", details={"duration_s": duration})
@@ -142,6 +144,27 @@ def probe(path: str | Path, limits: DecodeLimits | None = None) -> dict:
         }
     finally:
         container.close()
+
+
+def _scan_duration(container, stream, first_frame, limits: DecodeLimits) -> float | None:
+    """Duration from packet timestamps (demuxing only, no decoding); stops once past the limit."""
+    import av
+
+    tb = stream.time_base
+    if tb is None or first_frame.pts is None:
+        return None
+    t0, end = float(first_frame.pts * tb), None
+    try:
+        for packet in container.demux(stream):
+            if packet.pts is None:
+                continue
+            t = float((packet.pts + (packet.duration or 0)) * tb)
+            end = t if end is None else max(end, t)
+            if end - t0 > limits.max_duration_s + 0.5:
+                break
+    except av.error.FFmpegError:
+        pass                        # a damaged tail: the duration so far is what can be said
+    return None if end is None else end - t0
 
 
 def _check_dims(w: int, h: int, limits: DecodeLimits) -> None:

@@ -186,3 +186,28 @@ def test_random_bytes_and_html_are_not_videos(tmp_path):
         with pytest.raises(VideoError) as e:
             probe(path)
         assert e.value.code == "not_a_video"
+
+
+def test_webm_without_duration_in_header(tmp_path, face_frames):
+    # given a WebM written the way a browser's MediaRecorder does it (live: no duration, no cues)
+    path = tmp_path / "recorded.webm"
+    frames = _small(face_frames, 30)
+    with av.open(str(path), "w", format="webm", options={"live": "1"}) as out:
+        st = out.add_stream("libvpx", rate=25)
+        st.width, st.height, st.pix_fmt = 160, 96, "yuv420p"
+        for i, img in enumerate(frames):
+            fr = av.VideoFrame.from_ndarray(img, format="rgb24")
+            fr.pts = i
+            for p in st.encode(fr):
+                out.mux(p)
+        for p in st.encode():
+            out.mux(p)
+    with av.open(str(path)) as c:
+        assert c.duration is None                    # the premise
+    # then probe still measures its duration (from packet timestamps) and applies the limit
+    assert probe(path)["duration_s"] == pytest.approx(1.2, abs=0.05)
+    with pytest.raises(VideoError) as e:
+        probe(path, DecodeLimits(max_duration_s=0.5))
+    assert e.value.code == "video_too_long"
+    out, rep = decode_all(path)
+    assert len(out) == 30 and rep.duration_s == pytest.approx(1.2, abs=0.05)
