@@ -38,7 +38,6 @@ class Settings(BaseSettings):
     allow_anonymous: bool = True              # only honoured when `host` is a loopback address
     anonymous_tenant: str = "local"
     rate_limit_per_minute: int = 600          # per API key; 0 disables
-    cors_origins: list[str] = []
 
     # Uploads.
     max_upload_bytes: int = 200 * 1024 * 1024

@@ -37,3 +37,16 @@ def test_create_key_prints_a_working_key_once(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'var' / 'feqa.sqlite3'}")
     assert store.verify_key(key).tenant == "clinic-x"
     assert feqa("serve", "--purge", env=env).returncode == 0
+
+
+def test_serve_says_clearly_when_the_model_directory_is_empty(tmp_path):
+    from tests.servers import feqa_serve
+
+    empty = tmp_path / "models-empty"
+    empty.mkdir()
+    with feqa_serve(tmp_path, model_dir=empty, workers=0, ready=False) as stack:
+        import httpx
+
+        assert httpx.get(f"{stack.base_url}/readyz").status_code == 503
+        log = stack.procs[0].log.read_text()
+    assert "WARNING: no models in" in log and "make demo-models" in log
