@@ -26,7 +26,7 @@ from model.contract import PreprocessContract
 from model.errors import VideoError
 from worker import landmarks as lm
 from worker.face import FaceMesh, FaceTracker, default_mesh, iou, mesh_box
-from worker.quality import QualityAccumulator, QualityThresholds
+from worker.quality import QualityAccumulator, QualityThresholds, head_pose
 from worker.video import DecodeLimits, DecodeReport, iter_frames
 
 CROP_MARGIN = 1.1          # crop side = 1.1 x the longest side of the mesh's bounding box
@@ -42,6 +42,7 @@ class ExtractLimits:
     box_smoothing: tuple[float, float] = (0.5, 0.2)   # EMA weight of the new box centre / side (1 = none)
     split_gap_s: float = 2.0           # a face lost longer than this starts a new segment
     cut_threshold: float = 30.0        # mean abs. change of a 32x32 grey face-crop thumbnail that means a cut
+    guess_rotation: bool = True        # no upright face at all: try the frames turned by 90/180/270 degrees
 
 
 @dataclass
@@ -222,7 +223,7 @@ def _prefetch(frames: Iterator, depth: int = 6) -> Iterator:
 
 
 def _track_video(path, contract: PreprocessContract, limits: ExtractLimits, mesh: FaceMesh,
-                 progress) -> tuple[_Segments, QualityAccumulator, DecodeReport, dict]:
+                 progress, extra_rotation: int = 0) -> tuple[_Segments, QualityAccumulator, DecodeReport, dict]:
     report = DecodeReport()
     tracker, to_slots, nose_index = _backend(contract, mesh, limits)
     box = _CropBox(limits.box_smoothing)
@@ -236,7 +237,7 @@ def _track_video(path, contract: PreprocessContract, limits: ExtractLimits, mesh
     # always from this thread (a progress callback may write to a database session)
     if progress:
         progress("decoding", 0.0)
-    for fr in _prefetch(iter_frames(path, contract.fps, limits.decode, report)):
+    for fr in _prefetch(iter_frames(path, contract.fps, limits.decode, report, extra_rotation=extra_rotation)):
         t1 = time.perf_counter()
         timing["decode_s"] += t1 - t_mark       # time waiting for the decoder thread
         step = tracker.step(fr.rgb)
@@ -263,6 +264,37 @@ def _track_video(path, contract: PreprocessContract, limits: ExtractLimits, mesh
         if progress and fr.index % 10 == 0 and report.duration_header_s:
             progress("tracking", min(0.99, fr.t / report.duration_header_s))
     return segments, acc, report, timing
+
+
+def _sideways_turn(quality: dict) -> int:
+    """Faces found but lying on their side (median roll beyond 60 degrees): the counter-clockwise turn of the
+    frames that makes them upright. The full-range detector finds some sideways faces, so a lost rotation
+    tag does not always end in no_face."""
+    pose = quality.get("pose")
+    if not pose or abs(pose["roll"]["median"]) <= 60:
+        return 0
+    return int(round(pose["roll"]["median"] / 90.0)) * 90 % 360
+
+
+def guess_rotation(path, mesh: FaceMesh, decode_limits: DecodeLimits, samples: int = 10) -> int:
+    """For a video with no face found: the counter-clockwise turn (90, 180, 270) under which an upright face is
+    found on at least 3 of `samples` frames, one a second (rotation metadata lost in re-encoding), else 0."""
+    import itertools
+
+    from worker.face import detect_landmarks
+
+    # one frame per second is plenty to see a face
+    frames = [f.rgb for f in itertools.islice(iter_frames(path, 1.0, decode_limits), samples)]
+    if not frames:
+        return 0
+    def upright(img: np.ndarray) -> bool:
+        # the mesh finds faces at any roll (its ROI turns with the eyes): count only faces that are upright
+        pts = detect_landmarks(np.ascontiguousarray(img), mesh)
+        return pts is not None and abs(head_pose(pts)[2]) < 45
+
+    hits = {turn: sum(upright(np.rot90(f, k=turn // 90)) for f in frames) for turn in (90, 270, 180)}
+    best = max(hits, key=hits.get)
+    return best if hits[best] >= min(3, len(frames)) else 0
 
 
 def _refuse_if_needed(segments: _Segments, acc: QualityAccumulator, limits: ExtractLimits, quality: dict) -> None:
@@ -340,8 +372,15 @@ def extract(video_path: str | Path, contract: PreprocessContract | None = None, 
     contract = contract or PreprocessContract()
     limits = limits or ExtractLimits()
     t0 = time.perf_counter()
-    segments, acc, report, timing = _track_video(video_path, contract, limits, mesh or default_mesh(), progress)
+    mesh = mesh or default_mesh()
+    segments, acc, report, timing = _track_video(video_path, contract, limits, mesh, progress)
     quality = acc.report()
+    guessed = _sideways_turn(quality) if limits.guess_rotation else 0
+    if not segments.n_frames and limits.guess_rotation and acc.n_frames >= limits.min_face_frames:
+        guessed = guess_rotation(video_path, mesh, limits.decode)
+    if guessed:
+        segments, acc, report, timing = _track_video(video_path, contract, limits, mesh, progress, guessed)
+        quality = acc.report()
     _refuse_if_needed(segments, acc, limits, quality)
     track = segments.longest()
     _segment_quality(quality, segments, track, contract.fps, limits)
@@ -351,6 +390,7 @@ def extract(video_path: str | Path, contract: PreprocessContract | None = None, 
     src = np.asarray(track.src)
     meta = {
         **report.to_dict(),
+        "rotation_guessed": guessed,      # extra counter-clockwise turn found by guess_rotation (0 = none)
         "landmark_scheme": contract.landmark_scheme,
         "crop_size": contract.crop_size,
         "contract_sha256": contract.sha256(),

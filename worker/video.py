@@ -236,8 +236,11 @@ class _Converter:
 
 def iter_frames(path: str | Path, fps: float = 25.0, limits: DecodeLimits | None = None,
                 report: DecodeReport | None = None,
-                progress: Callable[[float], None] | None = None) -> Iterator[DecodedFrame]:
+                progress: Callable[[float], None] | None = None, extra_rotation: int = 0) -> Iterator[DecodedFrame]:
     """Decode `path` to upright RGB frames resampled to `fps` by timestamps (nearest source frame).
+
+    `extra_rotation` (counter-clockwise degrees) is applied on top of the file's own rotation: for video whose
+    rotation metadata was lost (see `worker.extract`).
 
     Fills `report` (a DecodeReport) as it goes; it is complete when the iterator is exhausted. Raises
     VideoError for unreadable, empty, too long or too large input.
@@ -263,7 +266,7 @@ def iter_frames(path: str | Path, fps: float = 25.0, limits: DecodeLimits | None
         if duration is not None and duration > limits.max_duration_s + 0.5:
             raise VideoError(f"the video is {duration:.1f} s long; the limit is {limits.max_duration_s:.0f} s",
                              code="video_too_long", details={"duration_s": duration})
-        yield from _resample(container, stream, fps, limits, report, duration, progress)
+        yield from _resample(container, stream, fps, limits, report, duration, progress, extra_rotation)
     finally:
         container.close()
 
@@ -294,7 +297,8 @@ def _decoded(container, stream, report: DecodeReport):
         report.decode_errors += 1   # truncated file: keep what was decoded
 
 
-def _resample(container, stream, fps, limits, report, duration, progress) -> Iterator[DecodedFrame]:
+def _resample(container, stream, fps, limits, report, duration, progress, extra_rotation=0
+              ) -> Iterator[DecodedFrame]:
     step = 1.0 / fps
     fallback = float(report.fps_header or fps)
     convert: _Converter | None = None
@@ -309,7 +313,8 @@ def _resample(container, stream, fps, limits, report, duration, progress) -> Ite
         if t is None or (last_t is not None and t <= last_t):
             continue           # no timestamp or out of order: skip rather than reorder
         if convert is None:
-            report.rotation = _normalise_rotation(frame.rotation) or _tag_rotation(stream)
+            report.rotation = ((_normalise_rotation(frame.rotation) or _tag_rotation(stream))
+                               + _normalise_rotation(extra_rotation)) % 360
             convert = _Converter(limits, report.rotation)
             t0 = t
         if last_t is not None:

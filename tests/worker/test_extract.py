@@ -284,3 +284,38 @@ def test_insightface_scheme_wiring_with_a_stand_in_model(monkeypatch):
 
     assert np.abs(norm(got) - norm(expected)).max() < 0.01
     assert ex.quality["pose"] is None          # no 3-D mesh in this scheme
+
+
+def test_sideways_video_without_rotation_metadata_is_turned_upright(tmp_path, face_frames):
+    # given a clip whose frames are stored turned a quarter counter-clockwise and no rotation metadata
+    turned = [np.ascontiguousarray(np.rot90(f, k=1)) for f in face_frames[:30]]
+    path = write_clip(tmp_path / "sideways.mp4", turned)
+    ex = extract(path, PreprocessContract(tp=32, tf=16))
+    # then extraction finds the turn that makes the face upright and records it
+    assert ex.meta["rotation_guessed"] == 270 and ex.meta["rotation"] == 270
+    assert (ex.meta["width"], ex.meta["height"]) == (640, 360)
+    rs = lm.region_slices()
+    assert ex.landmarks[:, rs["left_eye"], 1].mean() < ex.landmarks[:, rs["upper_lip"], 1].mean()
+    assert ex.quality["n_face_frames"] == 30
+
+
+def test_video_too_long_raised_from_the_decode_thread():
+    from worker.extract import ExtractLimits
+    from worker.video import DecodeLimits
+
+    with pytest.raises(VideoError) as e:
+        extract(SINGLE_FACE, limits=ExtractLimits(decode=DecodeLimits(max_duration_s=1.0)))
+    assert e.value.code == "video_too_long"
+
+
+def test_upside_down_video_is_turned_upright(tmp_path, face_frames, mesh):
+    from worker.extract import guess_rotation
+    from worker.video import DecodeLimits
+
+    flipped = [np.ascontiguousarray(np.rot90(f, k=2)) for f in face_frames[:30]]
+    path = write_clip(tmp_path / "upside_down.mp4", flipped)
+    assert guess_rotation(path, mesh, DecodeLimits()) == 180
+    ex = extract(path, PreprocessContract(tp=32, tf=16))
+    assert ex.meta["rotation_guessed"] == 180
+    rs = lm.region_slices()
+    assert ex.landmarks[:, rs["left_eye"], 1].mean() < ex.landmarks[:, rs["upper_lip"], 1].mean()
