@@ -7,7 +7,7 @@ OpenCV or anything from the rest of this project), so it can be copied next to a
 
     with FeqaClient("https://feqa.example.org", api_key="...") as client:
         job = client.submit([("smile.mp4", "smile"), ("frown.mp4", "frown")], patient_ref="P-0042")
-        done = client.wait(job["id"])                 # polls until succeeded / failed / partly_failed
+        done = client.wait(job["id"], pictures=True)  # until succeeded / failed / partly_failed + pictures
         for item in done["items"]:
             print(item["expression"], item["status"], (item.get("result") or {}).get("score"))
         observation = client.fhir(job["id"])          # FHIR R4 Observation (dict)
@@ -175,15 +175,19 @@ class FeqaClient:
     def get(self, assessment_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/assessments/{assessment_id}")
 
-    def wait(self, assessment_id: str, *, timeout: float = 900.0, poll: float = 1.0,
+    def wait(self, assessment_id: str, *, timeout: float = 900.0, poll: float = 1.0, pictures: bool = False,
              on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        """Poll until the assessment is in a terminal status; raise TimeoutError after `timeout` s."""
+        """Poll until the assessment is in a terminal status; raise TimeoutError after `timeout` s.
+
+        The score is published before the pictures are drawn: with `pictures=True`, also wait until
+        every succeeded item has its `overlay` and `trajectories` links.
+        """
         deadline = time.monotonic() + timeout
         while True:
             job = self.get(assessment_id)
             if on_update:
                 on_update(job)
-            if job.get("status") in TERMINAL_STATUSES:
+            if job.get("status") in TERMINAL_STATUSES and not (pictures and _pictures_pending(job)):
                 return job
             if time.monotonic() > deadline:
                 raise TimeoutError(f"assessment {assessment_id} still {job.get('status')} after {timeout:.0f} s")
@@ -201,6 +205,12 @@ class FeqaClient:
     def download(self, url: str) -> bytes:
         """A picture from an item's `links` (relative or absolute URL)."""
         return self.request("GET", url).content
+
+
+def _pictures_pending(job: dict[str, Any]) -> bool:
+    return any(item.get("status") == "succeeded"
+               and not ((item.get("links") or {}).get("overlay") and (item.get("links") or {}).get("trajectories"))
+               for item in job.get("items") or [])
 
 
 def _mime(path: str | Path) -> str:

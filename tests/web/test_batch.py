@@ -140,7 +140,8 @@ def test_python_client_round_trip_against_the_real_service(stack):
                                 idempotency_key="round-trip-1")
         assert created["status"] == "queued" and created["id"]
         seen: list[str] = []
-        done = client.wait(created["id"], timeout=240, poll=0.3, on_update=lambda j: seen.append(j["status"]))
+        done = client.wait(created["id"], timeout=240, poll=0.3, pictures=True,
+                           on_update=lambda j: seen.append(j["status"]))
         assert done["status"] == "succeeded" and seen[-1] == "succeeded"
         item = done["items"][0]
         assert item["result"]["model"]["version"] == versions["smile"]

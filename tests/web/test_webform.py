@@ -146,6 +146,7 @@ def test_sign_in_upload_and_read_the_report(page, stack, artifacts_dir, tmp_path
     assert "Not for clinical use" in pg.inner_text("#report-warning")
     assert pg.inner_text("#r-patient") == "P-0042"
     images = card.locator(".pictures img")
+    images.nth(1).wait_for(timeout=120_000)  # pictures are drawn after the score is published
     assert images.count() == 2
     for i in range(2):
         images.nth(i).scroll_into_view_if_needed()

@@ -19,6 +19,8 @@
   const chosen = new Map(); // expression -> File (from the input, a drop or a recording)
   let session = { authenticated: false };
   let pollTimer = null;
+  let reportFor = null;     // the assessment whose report is on screen
+  let picturePolls = 0;     // polls spent waiting for pictures drawn after the result
 
   // ---------------------------------------------------------------- helpers
   function el(tag, attrs, ...children) {
@@ -402,7 +404,6 @@
     const node = $("#form-error");
     node.textContent = message || "";
     node.hidden = !message;
-    if (message) node.focus && node.setAttribute("tabindex", "-1");
   }
 
   function problemField(problem, expressions) {
@@ -521,7 +522,9 @@
     list.replaceChildren(...expressions.map((e, i) => progressRow(e, i)));
     $("#progress").hidden = false;
     $("#status-line").textContent = "Uploaded. Waiting for a worker…";
-    $("#progress-title").focus && $("#progress-title").setAttribute("tabindex", "-1");
+    // The form (and the focused submit button) is hidden now: move focus to the progress heading.
+    $("#progress-title").setAttribute("tabindex", "-1");
+    $("#progress-title").focus();
     poll(id);
   }
 
@@ -568,8 +571,39 @@
       return;
     }
     updateProgress(job);
-    if (TERMINAL.has(job.status)) showReport(job);
-    else pollTimer = setTimeout(() => poll(id), POLL_MS);
+    if (!TERMINAL.has(job.status)) {
+      pollTimer = setTimeout(() => poll(id), POLL_MS);
+      return;
+    }
+    if (reportFor !== job.id) {
+      reportFor = job.id;
+      picturePolls = 0;
+      showReport(job);
+    } else {
+      refreshPictures(job);
+    }
+    // The worker publishes the score first and draws the pictures afterwards: keep asking for a while.
+    if (picturesPending(job) && picturePolls++ < 120) pollTimer = setTimeout(() => poll(id), POLL_MS);
+    else for (const p of $$(".pictures-pending")) p.textContent = "Pictures are not available for this video.";
+  }
+
+  function hasPictures(item) {
+    const links = item.links || {};
+    return Boolean(links.overlay && links.trajectories);
+  }
+
+  function picturesPending(job) {
+    return (job.items || []).some((i) => i.status === "succeeded" && !hasPictures(i));
+  }
+
+  function refreshPictures(job) {
+    for (const item of job.items || []) {
+      const card = $(`#results article[data-expression="${item.expression}"]`);
+      if (!card || !hasPictures(item) || $(".pictures", card)) continue;
+      const pending = $(".pictures-pending", card);
+      if (pending) pending.remove();
+      card.append(pictures(item));
+    }
   }
 
   // ---------------------------------------------------------------- results
@@ -627,8 +661,8 @@
       const warn = notClinicalReason(result.model);
       if (warn) card.append(el("p", { className: "warning small", text: warn }));
       card.append(modelFacts(result.model));
-      const pics = pictures(item);
-      if (pics) card.append(pics);
+      const pics = hasPictures(item) ? pictures(item) : null;
+      card.append(pics || el("p", { className: "pictures-pending hint", role: "status", text: "Drawing the pictures…" }));
     } else {
       const err = item.error || {};
       const verdict = QUALITY_CODES.has(err.code);
@@ -672,6 +706,8 @@
   }
 
   function newAssessment() {
+    clearTimeout(pollTimer);
+    reportFor = null;
     history.replaceState(null, "", location.pathname);
     $("#report").hidden = true;
     $("#assess").hidden = false;
