@@ -1,0 +1,85 @@
+"""The Celery task run in-process (Celery's apply) on a real video with real untrained models:
+exactly-once results, video errors fail without retry, the video is deleted after scoring."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from service.storage import LocalStorage
+from service.store import NewItem, Store
+from tests.conftest import VIDEOS
+
+
+@pytest.fixture()
+def task_env(tmp_path, model_dir):
+    from model.scorer import Scorer
+    from worker import tasks
+
+    st = tasks.ProcessState(store=Store(f"sqlite:///{tmp_path / 'db.sqlite3'}"),
+                            storage=LocalStorage(tmp_path / "storage"), worker_id=f"{tasks.HOST}:{os.getpid()}")
+    st.scorer, st.warmed = Scorer(model_dir), True
+    saved, tasks._state = tasks._state, st
+    yield tasks, st
+    tasks._state = saved
+
+
+def add_item(st, video: Path, expression: str = "smile") -> int:
+    aid = st.store.new_id()
+    key = f"uploads/{aid}/0.video"
+    st.storage.put_file(key, video)
+    st.store.create_assessment(aid, "t", [NewItem(expression, key, "0", video.stat().st_size)])
+    return st.store.item_ids(aid)[0]
+
+
+def test_a_task_delivered_twice_writes_one_result(task_env, video_path):
+    tasks, st = task_env
+    item_id = add_item(st, video_path)
+    assert tasks.assess_item.apply(args=[item_id]).get() == "succeeded"
+    first = st.store.get_item(item_id)
+    assert first.status == "succeeded" and 0 <= first.result["score"] <= 4
+    assert set(first.artifacts) == {"overlay", "trajectories"}
+    # the uploaded video is gone (retention 0 h), and a redelivery changes nothing
+    assert not st.storage.exists(first.video_key) and first.video_deleted_at is not None
+    assert tasks.assess_item.apply(args=[item_id]).get() == "skipped"
+    again = st.store.get_item(item_id)
+    assert again.result == first.result and again.attempts == 1
+    assert sorted(s for s, n, _ in st.store.stage_stats() if n == 1) == sorted(
+        set(first.result["timings"]) | {"plotting"})
+
+
+def test_a_video_error_fails_the_item_with_its_code_and_no_retry(task_env):
+    tasks, st = task_env
+    no_face = VIDEOS / "pyfeat_no_face.mp4"
+    if not no_face.is_file():
+        pytest.fail(f"{no_face} is missing")
+    item_id = add_item(st, no_face)
+    assert tasks.assess_item.apply(args=[item_id]).get() == "no_face"
+    it = st.store.get_item(item_id)
+    assert (it.status, it.error_code, it.attempts) == ("failed", "no_face", 1)
+    assert "face" in it.error_message
+
+
+def test_an_expression_without_a_model_fails_as_model_unavailable(task_env, video_path):
+    tasks, st = task_env
+    item_id = add_item(st, video_path, expression="frown")
+    assert tasks.assess_item.apply(args=[item_id]).get() == "model_unavailable"
+    assert st.store.get_item(item_id).error_code == "model_unavailable"
+
+
+def test_transient_errors_are_retried_twice_then_fail(task_env, video_path, monkeypatch):
+    tasks, st = task_env
+    item_id = add_item(st, video_path)
+    calls = []
+
+    def flaky(state, item):
+        calls.append(item.attempts)
+        raise OSError("storage hiccup")
+
+    monkeypatch.setattr(tasks, "run_item", flaky)
+    tasks.assess_item.apply(args=[item_id])   # eager: Celery re-applies each retry in place
+    it = st.store.get_item(item_id)
+    # three runs in all (the first + 2 retries), each claiming the item again; then failed for good
+    assert calls == [1, 2, 3]
+    assert (it.status, it.error_code) == ("failed", "internal_error")
