@@ -66,6 +66,22 @@ def _ort_times(path: Path, cfg, batches: list[int], threads: int, reps: int, flo
     return out
 
 
+def randomise_norms(model, seed: int = 1000) -> None:
+    """Give every BatchNorm non-trivial statistics, as trained weights have. With BN at its initial values
+    every folded conv bias is zero, the exporter merges the identical initialisers, and the int8 fusion then
+    leaves those convolutions in fp32: a benchmark artefact that trained models do not have."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.weight.copy_(1 + 0.1 * torch.randn(n, generator=g))
+                m.bias.copy_(0.1 * torch.randn(n, generator=g))
+                m.running_mean.copy_(0.1 * torch.randn(n, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(n, generator=g))
+
+
 def bench_config(name: str, args) -> dict:
     import torch
 
@@ -75,6 +91,7 @@ def bench_config(name: str, args) -> dict:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     model = build_model(name).eval()
+    randomise_norms(model)
     cfg = model.cfg
     flops, parts = count_flops(model, *random_inputs(cfg, batch=1))
     res = {"config": name, "params": count_params(model), "gflops_per_sample": flops / 1e9,

@@ -159,7 +159,7 @@ def export_model(model: TrampFormer, cfg: ModelConfig, out_dir: str | Path, name
         if precision == "int8":
             from model.quantize import quantize_rgb_int8
             quantize_rgb_int8(fp32, onnx_path)
-            extra["quantized"] = "int8 dynamic (RGB encoder Conv/MatMul)"
+            extra["quantized"] = "int8 static QDQ: RGB encoder Conv/MatMul (+ ResNet Add/ReLU/MaxPool)"
         elif precision == "fp32":
             fp32.replace(onnx_path)
         else:

@@ -14,13 +14,24 @@ from pathlib import Path
 
 import numpy as np
 
+QUANT_OPS = ("Conv", "MatMul", "Add", "MaxPool", "Relu")
 
-def rgb_nodes(path: str | Path, op_types: Iterable[str] = ("Conv", "MatMul")) -> list[str]:
-    """Names of the RGB encoder's Conv/MatMul nodes (the legacy exporter names nodes by module path)."""
+
+_RESNET_PREFIXES = ("/rgb/spatial/layer", "/rgb/spatial/MaxPool", "/rgb/spatial/Relu")
+
+
+def rgb_nodes(path: str | Path) -> list[str]:
+    """The RGB encoder's Conv/MatMul nodes, plus the ResNet's residual Adds, ReLUs and max-pool so that int8
+    tensors flow between convolutions without dequantising (the legacy exporter names nodes by module path)."""
     import onnx
     graph = onnx.load(str(path), load_external_data=False).graph
-    ops = set(op_types)
-    return [n.name for n in graph.node if n.op_type in ops and n.name.startswith("/rgb/")]
+    keep = []
+    for n in graph.node:
+        if n.op_type in ("Conv", "MatMul") and n.name.startswith("/rgb/"):
+            keep.append(n.name)
+        elif n.op_type in ("Add", "MaxPool", "Relu") and n.name.startswith(_RESNET_PREFIXES):
+            keep.append(n.name)
+    return keep
 
 
 class _Reader:
@@ -61,7 +72,7 @@ def quantize_rgb_int8(src: str | Path, dst: str | Path,
     samples = list(samples) if samples is not None else calibration_samples(src)
     quantize_static(
         str(src), str(dst), _Reader(samples), quant_format=QuantFormat.QDQ, nodes_to_quantize=rgb_nodes(src),
-        op_types_to_quantize=["Conv", "MatMul"], per_channel=True, activation_type=QuantType.QUInt8,
+        op_types_to_quantize=list(QUANT_OPS), per_channel=True, activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "DedicatedQDQPair": True})
     return Path(dst)
