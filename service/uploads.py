@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from service import problems
@@ -118,6 +119,10 @@ async def parse_upload(chunks: AsyncIterator[bytes], content_type: str, open_vid
             # Writing a chunk to local disk takes microseconds; a thread hop per chunk would cost more.
             parser.write(chunk)
         parser.finalize()
+    except MultipartParseError as exc:   # a malformed body is the client's error, not ours (was a 500)
+        collector.out.abort()
+        raise problems.Problem(400, problems.INVALID_REQUEST,
+                               "the multipart/form-data body is malformed; let your HTTP library build it") from exc
     except BaseException:
         collector.out.abort()
         raise
