@@ -328,6 +328,10 @@ def _segment_quality(quality: dict, segments: _Segments, used: _Track, fps: floa
         reasons.remove("long_gap")
     elif "long_gap" not in reasons and inner / fps > limits.quality.max_gap_s:
         reasons.append("long_gap")
+    # the patient's segment must itself cover enough of the video (cuts to other people do not count)
+    quality["used_share"] = round(src.size / max(1, quality["n_frames"]), 4)
+    if quality["used_share"] < limits.quality.min_face_share and "face_often_missing" not in reasons:
+        reasons.append("face_often_missing")
     if len(segments.all) > 1:
         warnings.append("face_track_split")
     quality["scorable"] = not reasons
@@ -383,8 +387,9 @@ def extract(video_path: str | Path, contract: PreprocessContract | None = None, 
         quality = acc.report()
     _refuse_if_needed(segments, acc, limits, quality)
     track = segments.longest()
-    _segment_quality(quality, segments, track, contract.fps, limits)
     trajs, index_t, frames, lms, boxes, crops, idx, sel = _build(track, contract)
+    quality = acc.report(measure_frames=set(track.src[int(idx.min()):]))    # the frames the model sees
+    _segment_quality(quality, segments, track, contract.fps, limits)
     if progress:
         progress("tracking", 1.0)
     src = np.asarray(track.src)

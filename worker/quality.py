@@ -68,11 +68,8 @@ class QualityAccumulator:
     thresholds: QualityThresholds = field(default_factory=QualityThresholds)
     n_frames: int = 0
     face_frames: list[int] = field(default_factory=list)
-    face_px: list[float] = field(default_factory=list)
-    face_frac: list[float] = field(default_factory=list)
-    poses: list[tuple[float, float, float]] = field(default_factory=list)
-    luma: list[float] = field(default_factory=list)
-    sharp: list[float] = field(default_factory=list)
+    # one row per face frame: face_px, face_fraction, yaw, pitch, roll, luma, sharpness (NaN when unknown)
+    rows: list[tuple[float, ...]] = field(default_factory=list)
     detect_runs: int = 0
     runs_with_others: int = 0
     max_other_faces: int = 0
@@ -90,14 +87,12 @@ class QualityAccumulator:
         self.face_frames.append(index)
         lo, hi = pts[:, :2].min(0), pts[:, :2].max(0)
         width = float(hi[0] - lo[0])
-        self.face_px.append(width)
-        self.face_frac.append(width / frame_shape[1])
-        if pts.shape[0] == 468:
-            self.poses.append(head_pose(pts))
+        pose = head_pose(pts) if pts.shape[0] == 468 else (math.nan,) * 3
+        luma = sharp = math.nan
         if crop is not None:
             gray = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
-            self.luma.append(float(gray.mean()))
-            self.sharp.append(sharpness(gray))
+            luma, sharp = float(gray.mean()), sharpness(gray)
+        self.rows.append((width, width / frame_shape[1], *pose, luma, sharp))
 
     def _gaps(self) -> tuple[int, int]:
         """(longest run of frames without a face anywhere, longest such run between face frames)."""
@@ -107,7 +102,9 @@ class QualityAccumulator:
         inner = int((np.diff(f) - 1).max()) if f.size > 1 else 0
         return max(inner, int(f[0]), self.n_frames - 1 - int(f[-1])), inner
 
-    def report(self) -> dict:
+    def report(self, measure_frames: set[int] | None = None) -> dict:
+        """The report. Face size, light, sharpness and head pose are measured on `measure_frames` (the frames
+        the model will see) when given, else on every face frame; presence and gaps on the whole video."""
         n_face = len(self.face_frames)
         share = n_face / self.n_frames if self.n_frames else 0.0
         gap, inner_gap = self._gaps()
@@ -120,22 +117,28 @@ class QualityAccumulator:
             "other_faces": self.runs_with_others > 0, "other_faces_max": self.max_other_faces,
             "other_faces_share": round(self.runs_with_others / self.detect_runs, 3) if self.detect_runs else 0.0,
         }
-        q.update(self._medians())
-        q.update(self._pose())
+        rows = np.asarray(self.rows, np.float64).reshape(-1, 7)
+        if measure_frames is not None:
+            rows = rows[[f in measure_frames for f in self.face_frames]]
+        q["measured_on"] = "window" if measure_frames is not None else "all_face_frames"
+        q.update(self._medians(rows))
+        q.update(self._pose(rows[:, 2:5]))
         reasons, warnings = self._verdict(q, share, inner_gap)
         q["scorable"], q["reasons"], q["warnings"] = not reasons, reasons, warnings
         return q
 
-    def _medians(self) -> dict:
-        def med(v):
-            return round(float(np.median(v)), 3) if v else None
-        return {"face_px": med(self.face_px), "face_fraction": med(self.face_frac),
-                "luma": med(self.luma), "sharpness": med(self.sharp)}
+    @staticmethod
+    def _medians(rows: np.ndarray) -> dict:
+        def med(col: int):
+            v = rows[:, col][np.isfinite(rows[:, col])]
+            return round(float(np.median(v)), 3) if v.size else None
+        return {"face_px": med(0), "face_fraction": med(1), "luma": med(5), "sharpness": med(6)}
 
-    def _pose(self) -> dict:
-        if not self.poses:
+    @staticmethod
+    def _pose(a: np.ndarray) -> dict:
+        a = a[np.isfinite(a).all(1)]
+        if not a.size:
             return {"pose": None}
-        a = np.asarray(self.poses)
         lo, hi, med = np.percentile(a, 5, 0), np.percentile(a, 95, 0), np.median(a, 0)
         return {"pose": {name: {"median": round(float(med[i]), 2), "p5": round(float(lo[i]), 2),
                                 "p95": round(float(hi[i]), 2), "range": round(float(hi[i] - lo[i]), 2)}

@@ -319,3 +319,12 @@ def test_upside_down_video_is_turned_upright(tmp_path, face_frames, mesh):
     assert ex.meta["rotation_guessed"] == 180
     rs = lm.region_slices()
     assert ex.landmarks[:, rs["left_eye"], 1].mean() < ex.landmarks[:, rs["upper_lip"], 1].mean()
+
+
+def test_stage_clip_with_cuts_is_not_scorable():
+    # several people and shot changes: the longest single-person shot is used, but it is too small a part
+    ex = _extract_real("face_recognition_short_hamilton_clip.mp4")
+    q = ex.quality
+    assert q["segments"] > 1 and "face_track_split" in q["warnings"] and q["other_faces"]
+    assert q["used_share"] < 0.5 and "face_often_missing" in q["reasons"] and not q["scorable"]
+    assert q["measured_on"] == "window"

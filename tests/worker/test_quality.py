@@ -59,3 +59,15 @@ def test_good_clip_is_scorable(face_frames, mesh):
         acc.add_frame(i, f.shape, TrackStep(pts=pts, detected=i == 0), pts, crop)
     q = acc.report()
     assert q["scorable"] and q["reasons"] == [] and q["face_px"] > 100
+
+
+def test_measures_on_the_given_frames_only(face_frame, mesh):
+    pts = detect_landmarks(face_frame, mesh)
+    acc = QualityAccumulator(fps=25.0)
+    for i in range(20):
+        crop = np.full((256, 256, 3), 20 if i < 10 else 150, np.uint8)
+        acc.add_frame(i, face_frame.shape, TrackStep(pts=pts), pts, crop)
+    assert acc.report()["luma"] == pytest.approx(85, abs=1)
+    window = acc.report(measure_frames=set(range(10, 20)))
+    assert window["luma"] == pytest.approx(150, abs=1) and "too_dark" not in window["reasons"]
+    assert "too_dark" in acc.report(measure_frames=set(range(10)))["reasons"]
