@@ -12,31 +12,21 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import ROOT, VIDEOS
-from tests.servers import PYTHON, feqa_stack, untrained_models
+from tests.conftest import ROOT
+from tests.servers import PYTHON
+from tests.web.conftest import real_video
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def real_video() -> Path:
-    for candidate in (ROOT / "tests" / "data" / "pyfeat_single_face.mp4", VIDEOS / "pyfeat_single_face.mp4"):
-        if candidate.is_file():
-            return candidate
-    pytest.fail("no real face video: tests/data/pyfeat_single_face.mp4 and ../shared/videos are both missing")
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator:
-    tmp = tmp_path_factory.mktemp("batch")
-    models = untrained_models(tmp / "models", ("smile", "frown"))
-    with feqa_stack(tmp, model_dir=models, broker="redis") as s:
-        yield s
+def stack(web_stack):
+    return web_stack
 
 
 def batch(stack, key: str, *args: str) -> subprocess.CompletedProcess:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, VIDEOS
-from tests.servers import api_server, feqa_stack, service_env, untrained_models
+from tests.conftest import ROOT
+from tests.servers import api_server, service_env
+from tests.web.conftest import MAX_UPLOAD, real_video
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]
 
@@ -25,16 +26,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run",
                  # a synthetic camera, granted without a prompt, for the recording test
                  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
-EXPRESSIONS = ("smile", "frown")
-MAX_UPLOAD = 5_000_000
 MEANINGS = ("normal", "slight", "mild", "moderate", "severe")
-
-
-def real_video() -> Path:
-    for candidate in (ROOT / "tests" / "data" / "pyfeat_single_face.mp4", VIDEOS / "pyfeat_single_face.mp4"):
-        if candidate.is_file():
-            return candidate
-    pytest.fail("no real face video: tests/data/pyfeat_single_face.mp4 and ../shared/videos are both missing")
 
 
 def faceless_video(path: Path) -> Path:
@@ -55,13 +47,8 @@ def faceless_video(path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator:
-    tmp = tmp_path_factory.mktemp("webform")
-    models = untrained_models(tmp / "models", EXPRESSIONS)
-    # A small upload limit, so that the form's size check can be seen without a huge file.
-    with feqa_stack(tmp, model_dir=models, broker="redis", anonymous=False,
-                    env={"FEQA_MAX_UPLOAD_BYTES": str(MAX_UPLOAD)}) as s:
-        yield s
+def stack(web_stack):
+    return web_stack
 
 
 @pytest.fixture(scope="module")
