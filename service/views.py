@@ -17,14 +17,13 @@ def assessment_url(base: str, assessment_id: str) -> str:
 
 def item_out(base: str, a: Assessment, it: Item) -> dict:
     url = assessment_url(base, a.id)
-    links = {name: f"{url}/items/{it.idx}/{name}.png" for name in ARTIFACTS
-             if it.artifacts and name in it.artifacts}
+    links = {name: f"{url}/items/{it.idx}/{name}.png" if it.artifacts and name in it.artifacts else None
+             for name in ARTIFACTS}
     out = {"index": it.idx, "expression": it.expression, "status": it.status,
            "progress": {"stage": it.stage, "percent": it.percent}, "links": links}
-    if it.result is not None:
-        out["result"] = it.result
-    if it.status == "failed":
-        out["error"] = {"code": it.error_code or "internal_error", "message": it.error_message or ""}
+    out["result"] = it.result
+    out["error"] = ({"code": it.error_code or "internal_error", "message": it.error_message or ""}
+                    if it.status == "failed" else None)
     return out
 
 

@@ -10,6 +10,7 @@ import time
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 
 from service import problems
 from service.settings import Settings
@@ -20,15 +21,17 @@ KEY_COOKIE = "feqa_key"
 AUTH_CACHE_S = 30.0   # a revoked key stops working within this time
 
 
-def get_settings(request: Request) -> Settings:
+# These are `async def` although they do no I/O: FastAPI runs a plain `def` dependency in the thread
+# pool, and a hop per dependency per request costs more than the request's own work.
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     return request.app.state.store
 
 
-def get_storage(request: Request) -> LocalStorage:
+async def get_storage(request: Request) -> LocalStorage:
     return request.app.state.storage
 
 
@@ -91,6 +94,7 @@ class RateLimiter:
 
 
 def authenticate(request: Request, store: Store, settings: Settings) -> Principal:
+    """Blocking (may query the store); `current_principal` is the async form with the key cache."""
     key = presented_key(request)
     if key is None:
         client = request.client.host if request.client else ""
@@ -108,9 +112,12 @@ def authenticate(request: Request, store: Store, settings: Settings) -> Principa
     return principal
 
 
-def current_principal(request: Request, store: StoreDep, settings: SettingsDep) -> Principal:
-    """The caller (tenant + key id); raises 401 or 429 as problem+json."""
-    principal = authenticate(request, store, settings)
+async def current_principal(request: Request, store: StoreDep, settings: SettingsDep) -> Principal:
+    """The caller (tenant + key id); raises 401 or 429 as problem+json. Only a key missing from the
+    cache costs a thread hop and a query."""
+    key = presented_key(request)
+    cached = request.app.state.key_cache.get(key) if key else None
+    principal = cached or await run_in_threadpool(authenticate, request, store, settings)
     wait = request.app.state.rate_limiter.check(principal.key_id)
     if wait > 0:
         raise problems.Problem(429, problems.RATE_LIMITED, "too many requests for this API key; slow down",
