@@ -136,11 +136,12 @@ def _write_metadata(path: Path, manifest: dict) -> None:
 def export_model(model: TrampFormer, cfg: ModelConfig, out_dir: str | Path, name: str, expression: str,
                  version: str, *, training=None, metrics: dict | None = None, trained_on: str = "simulated",
                  clinical_use: bool = False, contract: PreprocessContract | None = None, check: bool = True,
-                 precision: str = "fp32") -> Path:
+                 precision: str = "fp32", calibration: list[dict[str, np.ndarray]] | None = None) -> Path:
     """Export `<out_dir>/<name>.onnx` plus the `<name>.json` manifest; returns the .onnx path.
 
     precision "int8" quantises the RGB encoder's convolutions and matmuls (model.quantize) after the fp32
-    export; its check compares against PyTorch fp32 with the tolerance recorded in the manifest.
+    export, calibrated on `calibration` (a list of input dicts; real clips are better than the default
+    random ones); its check compares against PyTorch fp32 with the tolerance recorded in the manifest.
     """
     check_expression(expression)
     if cfg != model.cfg:
@@ -158,7 +159,7 @@ def export_model(model: TrampFormer, cfg: ModelConfig, out_dir: str | Path, name
         fp32 = export_onnx(model, Path(tmp) / "fp32.onnx")
         if precision == "int8":
             from model.quantize import quantize_rgb_int8
-            quantize_rgb_int8(fp32, onnx_path)
+            quantize_rgb_int8(fp32, onnx_path, calibration)
             extra["quantized"] = "int8 static QDQ: RGB encoder Conv/MatMul (+ ResNet Add/ReLU/MaxPool)"
         elif precision == "fp32":
             fp32.replace(onnx_path)

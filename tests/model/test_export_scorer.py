@@ -124,3 +124,19 @@ def test_xy_trajectory_model_selects_channels_and_needs_no_frames(tmp_path):
     with torch.no_grad():
         ref = model(torch.from_numpy(trajs[..., :2].copy()), torch.from_numpy(index_t), None).numpy()
     assert np.abs(out - ref).max() < 1e-4
+
+
+def test_int8_export_stays_close_to_fp32(tmp_path):
+    from model.bench import randomise_norms
+    from model.quantize import calibration_samples
+    cfg = get_config("compact", tp=64, tf=16)
+    torch.manual_seed(0)
+    model = TrampFormer(cfg).eval()
+    randomise_norms(model)
+    fp32 = export_model(model, cfg, tmp_path, "fp32", "sit_at_rest", "0.1", trained_on="untrained", check=False)
+    path = export_model(model, cfg, tmp_path, "int8", "sit_at_rest", "0.1", trained_on="untrained",
+                        precision="int8", calibration=calibration_samples(fp32, n=1))
+    m = json.loads(path.with_suffix(".json").read_text())
+    assert m["precision"] == "int8" and m["export_check"]["max_abs_vs_torch"] <= m["export_check"]["atol"]
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
