@@ -19,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=None, help="bind address (default FEQA_HOST or 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default FEQA_PORT or 8000)")
     parser.add_argument("--workers", type=int, default=1, help="local scoring worker processes (0 = none)")
+    parser.add_argument("--api-workers", type=int, default=1,
+                        help="API processes (uvicorn workers; key cache and rate limit are per process)")
     parser.add_argument("--model-dir", default=None, help="model directory (default FEQA_MODEL_DIR, models/demo)")
     keys = parser.add_mutually_exclusive_group()
     keys.add_argument("--create-key", metavar="TENANT", help="print a new API key for TENANT once, then exit")
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     workers = start_workers(args.workers)
     try:
         uvicorn.run("service.api.main:app_factory", factory=True, host=settings.host, port=settings.port,
-                    log_level="info", proxy_headers=False)
+                    log_level="info", proxy_headers=False, workers=max(1, args.api_workers))
     finally:
         for p in workers:
             p.send_signal(signal.SIGTERM)
