@@ -18,6 +18,7 @@ How a clip is made:
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -386,7 +387,7 @@ def simulate(out_dir: str | Path, *, identities: int = 8, per_severity: int = 2,
             cur = (ident.id, img, mesh, MeshWarp(mesh[:, :2], img.shape[:2]))
         _, img, mesh, warp = cur
         key = f"{ident.id}|{expr}|{sev}|{k}|{seed}"
-        rng = np.random.default_rng(int.from_bytes(key.encode(), "little") % (2**63))
+        rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little"))
         name = f"{ident.id}_{expr}_s{sev}_{k}.mp4"
         path = out / "videos" / name
         if not path.exists():
