@@ -221,18 +221,20 @@ def default_mesh() -> FaceMesh:
     return FaceMesh()
 
 
-def detect_landmarks(image_rgb: np.ndarray, mesh: FaceMesh | None = None) -> np.ndarray | None:
+def detect_landmarks(image_rgb: np.ndarray, mesh: FaceMesh | None = None,
+                     min_presence: float = 0.8) -> np.ndarray | None:
     """468 face-mesh points of the highest-scoring face in one RGB uint8 image.
 
     Returns (468, 3) float32 (x, y in image pixels; z relative depth in the same pixel scale, smaller =
     nearer the camera) or None when no face is found. Left/right are the subject's own (mesh index 263 is
-    the subject's left eye outer corner, 1 the nose tip).
+    the subject's left eye outer corner, 1 the nose tip). `min_presence`: the mesh's face-presence
+    probability needed (real faces give about 1.0; cartoon faces reach about 0.5).
     """
     mesh = mesh or default_mesh()
     image_rgb = np.ascontiguousarray(image_rgb)
     for det in mesh.detector(image_rgb):
         pts, presence = mesh.landmarks_for(image_rgb, det)
-        if presence >= 0.5:
+        if presence >= min_presence:
             return pts
     return None
 
@@ -281,7 +283,12 @@ class FaceTracker:
     def _others(self, dets: list[Detection], box: np.ndarray | None) -> int:
         if box is None:     # nothing confirmed by the mesh on this frame: no "other" face either
             return 0
-        return sum(1 for d in dets if iou(d.box, box) < 0.3)
+
+        def same(d: Detection) -> bool:
+            # the detector's box is tighter than the mesh's, so overlap alone can be low for the same face
+            cx, cy = (d.box[0] + d.box[2]) / 2, (d.box[1] + d.box[3]) / 2
+            return iou(d.box, box) >= 0.3 or (box[0] <= cx <= box[2] and box[1] <= cy <= box[3])
+        return sum(1 for d in dets if not same(d))
 
     def step(self, image_rgb: np.ndarray) -> TrackStep:
         st = TrackStep(pts=None)
