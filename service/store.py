@@ -190,7 +190,7 @@ class Store:
     @staticmethod
     def _scrub(s: Session, a: Assessment) -> None:
         a.deleted_at = a.updated_at = utcnow()
-        a.patient_ref = None
+        a.patient_ref = a.idempotency_key = None   # the key may be used again for a new upload
         s.execute(update(Item).where(Item.assessment_id == a.id).values(
             status="failed", stage="done", result=None, artifacts=None, video_key=None, video_sha256=None,
             error_code="deleted", error_message="assessment deleted", video_deleted_at=utcnow()))
@@ -344,16 +344,16 @@ class Store:
         its assessment expires or is deleted."""
         since = utcnow() - timedelta(hours=retention_h)
         with self.session() as s:
-            rows = s.execute(select(Item.id, Item.video_key, Item.finished_at).where(
+            rows = s.execute(select(Item.id, Item.video_key).where(
                 Item.status == "succeeded", Item.video_key.is_not(None), Item.video_deleted_at.is_(None),
-                Item.finished_at.is_not(None)))
-            return [(i, k) for i, k, at in rows if aware(at) <= since]
+                Item.finished_at <= since))
+            return [(i, k) for i, k in rows]
 
     def expired_assessments(self, retention_days: float) -> list[Assessment]:
         since = utcnow() - timedelta(days=retention_days)
         with self.session() as s:
-            rows = s.scalars(select(Assessment).where(Assessment.deleted_at.is_(None)))
-            return [a for a in rows if aware(a.created_at) < since]
+            return list(s.scalars(select(Assessment).where(Assessment.deleted_at.is_(None),
+                                                           Assessment.created_at < since)))
 
     def expire_assessment(self, assessment_id: str) -> None:
         with self.session() as s:

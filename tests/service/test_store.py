@@ -2,6 +2,8 @@
 Runs on SQLite and, when DATABASE_URL_TEST is set, on PostgreSQL."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import sqlalchemy as sa
 
@@ -152,3 +154,32 @@ def test_heartbeats_make_workers_ready(store):
     store.heartbeat("h:1", [{"expression": "smile"}], warmed=True)
     assert [w.worker_id for w in store.ready_workers(60)] == ["h:1"]
     assert store.heartbeat_age("h:1") < 5 and store.heartbeat_age("nope") == float("inf")
+
+
+def test_purge_removes_expired_videos_and_assessments(store, tmp_path):
+    from service.housekeeping import purge
+    from service.settings import Settings
+    from service.storage import LocalStorage
+
+    storage = LocalStorage(tmp_path / "storage")
+    aid, item = one_item(store, "t1", idem="k")
+    storage.put_file(f"uploads/{aid}/0.video", Path(__file__))
+    store.claim_item(item, "w", 3)
+    store.finish_item(item, {"score": 1.0}, {}, {})
+    def counts(settings) -> tuple[int, int]:
+        r = purge(store, storage, settings)
+        return r["videos"], r["assessments"]
+
+    keep = Settings(var_dir=tmp_path, video_retention_hours=1, result_retention_days=1)
+    assert counts(keep) == (0, 0)
+    now = Settings(var_dir=tmp_path, video_retention_hours=0, result_retention_days=1)
+    assert counts(now) == (1, 0)
+    assert not storage.exists(f"uploads/{aid}/0.video") and store.get_item(item).video_deleted_at is not None
+    expire = Settings(var_dir=tmp_path, video_retention_hours=0, result_retention_days=0)
+    assert counts(expire) == (0, 1)
+    assert store.get_assessment("t1", aid) is None
+    assert [e.action for e in store.audit_events(aid)] == ["purge"]
+    # the idempotency key of a purged or deleted assessment starts a new one
+    again, created = store.create_assessment(store.new_id(), "t1", [NewItem("smile", "u/0.video", "0", 1)],
+                                             idempotency_key="k")
+    assert created and again != aid
