@@ -6,6 +6,7 @@ import json
 import pytest
 
 from service.store import NewItem
+from tests.service.conftest import RecordingQueue
 
 
 def post(client, video: bytes, *, expression="smile", headers=None, name="a.mp4", extra=None):
@@ -147,3 +148,22 @@ def test_api_process_loads_no_onnxruntime_or_opencv(tmp_path, video_path):
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_an_unreachable_broker_is_a_503_and_keeps_nothing(settings, video_bytes):
+    from fastapi.testclient import TestClient
+
+    from service.api.main import create_app
+
+    class DownQueue:
+        def enqueue(self, ids):
+            raise ConnectionError("broker down")
+
+    app = create_app(settings, queue=DownQueue())
+    with TestClient(app) as c:
+        r = post(c, video_bytes, headers={"Idempotency-Key": "k1"})
+        assert r.status_code == 503 and r.json()["code"] == "broker_unavailable" and r.headers["retry-after"]
+        assert not any(app.state.storage.path("uploads").rglob("*.video*"))
+        app.state.queue = RecordingQueue()
+        again = post(c, video_bytes, headers={"Idempotency-Key": "k1"})
+        assert again.status_code == 202

@@ -132,13 +132,21 @@ async def create_assessment(request: Request, principal: PrincipalDep, store: St
     if not created:   # lost an idempotency race to a concurrent request
         storage.delete_prefix(f"uploads/{aid}/")
         return await _replay(request, store, settings, principal, aid2)
-    await run_in_threadpool(_enqueue_and_audit, request, store, principal, aid, expressions, upload)
+    await run_in_threadpool(_enqueue_and_audit, request, store, storage, principal, aid, expressions, upload)
     return _accepted(request, settings, aid, "queued", 202)
 
 
-def _enqueue_and_audit(request: Request, store: Store, principal: Principal, aid: str, expressions: list[str],
-                       upload: ParsedUpload) -> None:
-    request.app.state.queue.enqueue(store.item_ids(aid))
+def _enqueue_and_audit(request: Request, store: Store, storage: LocalStorage, principal: Principal, aid: str,
+                       expressions: list[str], upload: ParsedUpload) -> None:
+    try:
+        request.app.state.queue.enqueue(store.item_ids(aid))
+    except Exception as exc:   # broker down: undo, so that the client's retry starts clean
+        log.error("could not queue assessment %s (%s)", aid, type(exc).__name__)
+        store.delete_assessment(principal.tenant, aid)
+        storage.delete_prefix(f"uploads/{aid}/")
+        raise problems.Problem(503, problems.BROKER_UNAVAILABLE, "the job queue is not reachable; "
+                               "nothing was kept, send the upload again shortly",
+                               headers={"Retry-After": "5"}) from exc
     store.audit(principal.tenant, principal.key_id, "upload", aid,
                 {"items": len(expressions), "expressions": expressions, "bytes": sum(w.size for w in upload.videos)})
     log.info("assessment %s accepted: %d item(s)", aid, len(expressions))
