@@ -1,0 +1,47 @@
+"""Given predictions, when metrics are computed, then rho/MAE/accuracy/confusion are right; the training
+commands are registered with the `feqa` CLI and parse their switches."""
+from __future__ import annotations
+
+import numpy as np
+
+from service.cli import build_parser
+from training.evaluate import plot_report, regression_metrics, summarise
+
+
+def test_regression_metrics_known_values():
+    m = regression_metrics([0, 1, 2, 3, 4], [0.2, 0.9, 2.6, 2.9, 4.4])
+    assert abs(m["spearman"] - 1.0) < 1e-9
+    assert abs(m["mae"] - np.mean([0.2, 0.1, 0.6, 0.1, 0.4])) < 1e-9
+    assert m["accuracy"] == 0.8                    # 2.6 rounds to 3
+    assert m["confusion"][2][3] == 1 and np.trace(np.array(m["confusion"])) == 4
+
+
+def test_constant_predictions_give_zero_rho_not_nan():
+    assert regression_metrics([0, 1, 2], [1.0, 1.0, 1.0])["spearman"] == 0.0
+
+
+def test_report_mean_is_the_arithmetic_mean_of_expressions_and_plots_are_written(tmp_path):
+    def test(y, p):
+        return {**regression_metrics(y, p), "y_true": y, "y_pred": p}
+
+    res = {"fused-tokens": {"smile": {"test": test([0, 1, 2, 3], [0, 1, 2, 3])},
+                            "frown": {"test": test([0, 1, 2, 3], [3, 2, 1, 0])}}}
+    rep = summarise(res)
+    assert abs(rep["variants"]["fused-tokens"]["mean_spearman"]) < 1e-9
+    paths = plot_report(rep, tmp_path)
+    assert all(p.exists() and p.stat().st_size > 1000 for p in paths)
+
+
+def test_training_commands_are_registered():
+    p = build_parser()
+    a = p.parse_args(["train", "--demo", "--out", "models"])
+    assert a.demo and a.out == "models"
+    a = p.parse_args(["train", "--manifest", "m.csv", "--streams", "rgb", "--cp", "2", "--fusion-mode", "pooled",
+                      "--tp", "64", "--folds", "3"])
+    assert (a.streams, a.cp, a.fusion_mode, a.tp, a.folds) == ("rgb", 2, "pooled", 64, 3)
+    a = p.parse_args(["simulate", "--out", "x", "--identities", "4", "--per-severity", "1"])
+    assert (a.identities, a.per_severity) == (4, 1)
+    a = p.parse_args(["export", "ck.pt", "--out", "d", "--from-reference", "--expression", "smile"])
+    assert a.from_reference and a.expression == "smile"
+    a = p.parse_args(["evaluate", "a.pt", "b.pt", "--manifest", "m.csv"])
+    assert a.checkpoints == ["a.pt", "b.pt"]
