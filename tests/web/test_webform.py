@@ -331,3 +331,69 @@ def test_a_webcam_recording_is_uploaded_and_decoded_by_the_worker(browser, stack
         pg.locator("#report").screenshot(path=str(artifacts_dir / f"webform-recorded-{recorder}.png"))
     finally:
         context.close()
+
+
+def _png(width_in: float, height_in: float) -> bytes:
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(width_in, height_in), dpi=60)
+    ax.plot([0, 1, 2, 3], [1, 3, 2, 4])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def test_print_layout_fits_a_full_protocol_on_one_page(page, stack, artifacts_dir):
+    """Layout only: the five PFED5 results (one abstained, one failed) as the API shapes them, served to the
+    page by the browser's request routing, must print on one A4 page with the facts and warnings."""
+    import json as _json
+
+    pg = page
+    sign_in(pg, stack.create_key("clinic-print"))
+    model = {"name": "tramp-demo", "version": "0.1.0", "sha256": "0" * 64, "trained_on": "simulated",
+             "training_data": "simulated patients", "clinical_use": False}
+    base = "/v1/assessments/demo5"
+
+    def item(i: int, expr: str) -> dict:
+        links = {"overlay": f"{base}/items/{i}/overlay.png", "trajectories": f"{base}/items/{i}/trajectories.png"}
+        result = {"expression": expr, "score": 1.6 + i * 0.3, "score_rounded": 2, "meaning": "mild", "abstained": False,
+                  "reasons": [], "model": model, "quality": {"scorable": True, "reasons": []}}
+        out = {"index": i, "expression": expr, "status": "succeeded", "progress": {"stage": "done", "percent": 100},
+               "result": result, "links": links}
+        if expr == "squeeze_eyes":
+            result.update(score=None, score_rounded=None, meaning=None, abstained=True,
+                          reasons=["face turned away in 40% of frames"],
+                          quality={"scorable": False, "reasons": ["face turned away in 40% of frames"]})
+            out["links"] = {}
+        if expr == "clench_teeth":
+            out.update(status="failed", result=None, links={},
+                       error={"code": "several_faces", "message": "more than one face in the video"})
+        return out
+
+    job = {"id": "demo5", "status": "partly_failed", "protocol": "pfed5", "patient_ref": "P-0005",
+           "created_at": "2026-11-25T10:00:00+00:00", "updated_at": "2026-11-25T10:01:00+00:00",
+           "items": [item(i, e) for i, e in enumerate(("sit_at_rest", "smile", "frown", "squeeze_eyes", "clench_teeth"))]}
+    overlay, trajectories = _png(8, 2), _png(6, 9)
+    pg.route(f"**{base}", lambda r: r.fulfill(status=200, content_type="application/json", body=_json.dumps(job)))
+    pg.route("**/overlay.png", lambda r: r.fulfill(status=200, content_type="image/png", body=overlay))
+    pg.route("**/trajectories.png", lambda r: r.fulfill(status=200, content_type="image/png", body=trajectories))
+    pg.goto("/#assessment=demo5")
+    pg.reload()
+    pg.wait_for_selector("#report:not([hidden])")
+    abstained = pg.inner_text("#results article[data-expression=squeeze_eyes]")
+    assert "Not scored" in abstained and "face turned away" in abstained and "not scorable" in abstained
+    assert pg.locator("#results article[data-expression=squeeze_eyes] .score-value").count() == 0
+    assert "Not for clinical use: trained on simulated data" in pg.inner_text("#report-warning")
+    assert "(several_faces)" in pg.inner_text("#results article[data-expression=clench_teeth]")
+    pg.emulate_media(media="print")
+    pg.set_viewport_size({"width": 703, "height": 1032})  # A4 at 96 dpi less the 12 mm page margins
+    pdf = pg.pdf(format="A4")
+    (artifacts_dir / "webform-report-5.pdf").write_bytes(pdf)
+    pg.screenshot(path=str(artifacts_dir / "webform-print-5.png"), full_page=True)
+    assert len(re.findall(rb"/Type\s*/Page(?!s)", pdf)) == 1
+    assert pg.is_visible("#report-warning") and pg.inner_text("#r-patient") == "P-0005"
