@@ -147,6 +147,8 @@ def test_sign_in_upload_and_read_the_report(page, stack, artifacts_dir, tmp_path
     if pg.inner_text("#r-status") == "partly failed":  # a failure: the form returns with the error at its input
         assert pg.get_attribute("#file-frown", "aria-invalid") == "true"
         assert "no_face" in pg.inner_text("#error-frown") or "face" in pg.inner_text("#error-frown")
+        # Sending the form again sends only what is still to do: the scored smile video was let go.
+        assert pg.inner_text("#chosen-smile") == "" and "wall.mp4" in pg.inner_text("#chosen-frown")
     pg.locator("#report").screenshot(path=str(artifacts_dir / "webform-report.png"))
     shutil.copyfile(artifacts_dir / "webform-report.png", ROOT / "docs" / "img" / "webform-report.png")
 

@@ -690,8 +690,15 @@
     $("#report-warning").hidden = !reasons.length;
     $("#fhir-link").href = API + "/v1/assessments/" + encodeURIComponent(job.id) + "/fhir";
     $("#fhir-link").setAttribute("download", "feqa-" + job.id + "-fhir.json");
-    // Failures also show next to their inputs, for a corrected re-submission.
+    // Failures also show next to their inputs, for a corrected re-submission; the videos that were
+    // scored are let go, so that sending the form again only sends the tasks still to do.
+    const failed = items.some((i) => i.status === "failed");
     for (const item of items) {
+      if (failed && item.status === "succeeded" && chosen.has(item.expression)) {
+        chosen.delete(item.expression);
+        $("#file-" + item.expression).value = "";
+        updateChosen(item.expression);
+      }
       if (item.status === "failed" && $("#file-" + item.expression)) {
         const err = item.error || {};
         taskError(item.expression, (err.message || "Could not be processed") + " (" + (err.code || "failed") + ")");
