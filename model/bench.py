@@ -29,13 +29,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _time(fn, reps: int) -> float:
+    return _time2(fn, reps)[0]
+
+
+def _time2(fn, reps: int) -> tuple[float, float]:
+    """(best wall seconds, best process CPU seconds). On a shared machine the CPU time is the steadier
+    figure: with one thread it is the work done, whatever else runs beside it."""
     fn()                                                       # warm-up (allocation, lazy init)
-    best = float("inf")
+    wall = cpu = float("inf")
     for _ in range(reps):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+        wall, cpu = min(wall, time.perf_counter() - t), min(cpu, time.process_time() - c)
+    return wall, cpu
 
 
 def matmul_peak(threads: int, n: int = 2048, reps: int = 3) -> float:
@@ -57,12 +63,14 @@ def matmul_peak(threads: int, n: int = 2048, reps: int = 3) -> float:
 
 def _ort_times(path: Path, cfg, batches: list[int], threads: int, reps: int, flops: int) -> dict:
     from model.export import ort_feeds, ort_session, random_inputs
-    sess = ort_session(path, threads)
     out = {}
-    for b in batches:
-        feeds = ort_feeds(sess, *random_inputs(cfg, batch=b))
-        s = _time(lambda f=feeds: sess.run(None, f), reps)
-        out[f"b{b}"] = {"ms_per_sample": 1000 * s / b, "gflops_per_s": flops * b / s / 1e9}
+    for th in sorted({1, threads}):
+        sess = ort_session(path, th)
+        for b in batches:
+            feeds = ort_feeds(sess, *random_inputs(cfg, batch=b))
+            s, c = _time2(lambda f=feeds, se=sess: se.run(None, f), reps)
+            out[f"b{b}_t{th}"] = {"ms_per_sample": 1000 * s / b, "cpu_ms_per_sample": 1000 * c / b,
+                                  "gflops_per_s": flops * b / s / 1e9}
     return out
 
 
@@ -117,6 +125,7 @@ def _int8(path: Path, tmp: Path, cfg, args, flops: int) -> dict:
     from model.quantize import calibration_samples, quantize_rgb_int8
     qpath = quantize_rgb_int8(path, tmp / "int8.onnx", calibration_samples(path, n=2))
     out = _ort_times(qpath, cfg, [1], args.threads, args.reps, flops)
+    out["fp32_same_run"] = _ort_times(path, cfg, [1], args.threads, args.reps, flops)
     ref, q = ort_session(path, args.threads), ort_session(qpath, args.threads)
     diffs = []
     for seed in range(3):
@@ -135,9 +144,10 @@ def _print(res: dict) -> None:
               f"(" + ", ".join(f"{k} {v:.1f}" for k, v in r["gflops_by_part"].items()) + ")")
         for engine in ("torch_eager", "onnxruntime", "onnxruntime_int8_rgb"):
             for b, t in r.get(engine, {}).items():
-                if isinstance(t, dict):
-                    print(f"  {engine:22s} {b:>3s}: {t['ms_per_sample']:8.1f} ms/sample  "
-                          f"{t['gflops_per_s']:6.0f} GFLOP/s")
+                if isinstance(t, dict) and "ms_per_sample" in t:
+                    cpu = f"  (CPU {t['cpu_ms_per_sample']:.1f} ms)" if "cpu_ms_per_sample" in t else ""
+                    print(f"  {engine:22s} {b:>6s}: {t['ms_per_sample']:8.1f} ms/sample  "
+                          f"{t['gflops_per_s']:6.0f} GFLOP/s{cpu}")
         if "onnxruntime_int8_rgb" in r:
             print(f"  int8 score drift vs fp32 (max abs, random inputs): "
                   f"{r['onnxruntime_int8_rgb']['score_drift_vs_fp32_max_abs']:.2e}")

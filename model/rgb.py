@@ -98,14 +98,17 @@ class RGBEncoder(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def normalise(self, frames: torch.Tensor) -> torch.Tensor:
-        """(B, Tf, H, W, 3) uint8 -> (B * Tf, 3, S, S) float32, ImageNet-normalised."""
-        h, w = frames.shape[2], frames.shape[3]
-        x = frames.reshape(-1, h, w, 3).permute(0, 3, 1, 2).float()
-        x = (x / 255.0 - self.mean) / self.std
-        factor = self.cfg.frame_size // self.cfg.rgb_size
-        if factor > 1:
-            x = F.avg_pool2d(x, factor)                                   # exact box downsampling
-        return x
+        """(B, Tf, H, W, 3) uint8 -> (B * Tf, 3, S, S) float32, ImageNet-normalised.
+
+        Box downsampling (factor 224 // rgb_size) runs on the raw values before the normalisation (they
+        commute: the normalisation is a per-channel affine map), so the elementwise ops touch 1/f^2 of the
+        pixels; the layout change happens on uint8. At full resolution these memory-bound steps cost as
+        much as a small network."""
+        h, w, f = frames.shape[2], frames.shape[3], self.cfg.frame_size // self.cfg.rgb_size
+        x = frames.reshape(-1, h, w, 3).permute(0, 3, 1, 2).float()      # (N, 3, H, W)
+        if f > 1:
+            x = F.avg_pool2d(x, f)                                        # (N, 3, S, S)
+        return (x / 255.0 - self.mean) / self.std
 
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, Tf, H, W, 3) uint8 -> (B * Tf, w4)."""
