@@ -149,10 +149,10 @@ def bench_status(stack, key: str, video: bytes, clients: int, seconds: float) ->
             "codes": codes, "target_reads_per_s": TARGETS["status_reads_per_s"]}
 
 
-def bench_e2e(tmp: Path, model_dir: Path, runs: int) -> dict:
+def bench_e2e(tmp: Path, model_dir: Path, runs: int, clip: Path = CLIP_720P) -> dict:
     from tests.servers import feqa_serve
 
-    video = CLIP_720P.read_bytes()
+    video = clip.read_bytes()
     times = []
     with feqa_serve(tmp / "e2e", model_dir=model_dir) as stack, stack.client() as http:
         for _ in range(runs):
@@ -163,7 +163,7 @@ def bench_e2e(tmp: Path, model_dir: Path, runs: int) -> dict:
             times.append(time.perf_counter() - t0)
             res = body["items"][0].get("result") or {}
         timings = res.get("timings", {})
-    return {"clip": CLIP_720P.name, "runs": runs, "ready_s": [round(t, 2) for t in times],
+    return {"clip": clip.name, "abstained": res.get("abstained"), "runs": runs, "ready_s": [round(t, 2) for t in times],
             "median_ready_s": round(statistics.median(times), 2), "status": body["status"],
             "worker_stage_s": timings, "target_ready_s": TARGETS["e2e_ready_s"]}
 
@@ -175,6 +175,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--uploads", type=int, default=100)
     p.add_argument("--status-seconds", type=float, default=10.0)
     p.add_argument("--e2e-runs", type=int, default=3)
+    p.add_argument("--clip", type=Path, default=CLIP_720P, help="end-to-end clip (default: 10.9 s 1080x720)")
     p.add_argument("--model-dir", type=Path, default=None, help="default: untrained compact models exported once")
     p.add_argument("--work-dir", type=Path, default=ROOT / "var" / "bench")
     return p.parse_args(argv)
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
                     out["status"] = with_cpu(stack, bench_status, key, video, args.clients, args.status_seconds)
         if "e2e" in only:
             model_dir = args.model_dir or untrained_models(args.work_dir / "models-untrained", ["smile"])
-            out["e2e"] = bench_e2e(tmp, model_dir, args.e2e_runs)
+            out["e2e"] = bench_e2e(tmp, model_dir, args.e2e_runs, args.clip)
     return out
 
 
