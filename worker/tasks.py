@@ -191,11 +191,13 @@ def run_item(st: ProcessState, item) -> bool:
     result = assess(st.storage.path(item.video_key), item.expression, st.scorer,
                     progress=Throttled(st.store, item.id), artifacts_dir=out_dir, on_result=publish,
                     limits=ExtractLimits(decode=DecodeLimits(max_duration_s=settings.max_duration_s)))
-    if written and written[0]:
-        artifacts = {p.stem: f"{prefix}/{p.name}" for p in out_dir.glob("*.png")}
-        plotting = result.get("timings", {}).get("plotting")
-        st.store.set_artifacts(item.id, artifacts, {"plotting": plotting} if plotting is not None else {})
-    return bool(written and written[0])
+    if not (written and written[0]):   # the assessment was deleted meanwhile: keep no pictures
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return False
+    artifacts = {p.stem: f"{prefix}/{p.name}" for p in out_dir.glob("*.png")}
+    plotting = result.get("timings", {}).get("plotting")
+    st.store.set_artifacts(item.id, artifacts, {"plotting": plotting} if plotting is not None else {})
+    return True
 
 
 def drop_video(st: ProcessState, item) -> None:
