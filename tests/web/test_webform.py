@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.servers import api_server, service_env
+from tests.servers import feqa_serve, untrained_models
 from tests.web.conftest import MAX_UPLOAD, real_video
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]
@@ -263,17 +263,21 @@ def test_anonymous_use_on_loopback_when_the_server_allows_it(browser, stack, tmp
     assert "Ask your administrator" in pg.inner_text("#api-key-hint")
     assert pg.request.get("/v1/session").json()["authenticated"] is False
     ctx.close()
-    # Given a server on loopback that allows anonymous use, the page says so and the API answers without a key.
-    env = service_env(tmp_path / "var", anonymous=True)
-    with api_server(env, tmp_path / "var") as (base, _proc):
-        ctx = browser.new_context(base_url=base)
+    # Given `feqa serve` on loopback (the single-machine default: SQLite store and broker, its own worker),
+    # the page says that no key is needed, and a video goes through to a score without signing in.
+    models = untrained_models(tmp_path / "models", ("smile",))
+    with feqa_serve(tmp_path, model_dir=models) as serve:
+        ctx = browser.new_context(base_url=serve.base_url)
         pg = ctx.new_page()
         pg.goto("/")
         pg.wait_for_function("() => document.getElementById('api-key-hint').textContent.includes('Not signed in')")
         session = pg.request.get("/v1/session").json()
         assert (session["authenticated"], session["method"], session["anonymous_allowed"]) == (True, "anonymous", True)
-        assert pg.request.get("/v1/models").ok
         assert pg.is_visible("#sign-in") and pg.is_hidden("#signed-in")
+        pg.set_input_files("#file-smile", str(real_video()))
+        pg.click("#submit")
+        pg.wait_for_selector("#report:not([hidden])", timeout=240_000)
+        assert pg.inner_text("#r-status") == "succeeded"
         ctx.close()
 
 
