@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -159,13 +160,18 @@ class FeqaClient:
 
     def submit(self, videos: Sequence[tuple[str | Path, str]], *, patient_ref: str | None = None,
                protocol: str | None = None, idempotency_key: str | None = None) -> dict[str, Any]:
-        """Upload videos as `(path, expression)` pairs in one assessment. Returns {id, url, status}."""
+        """Upload videos as `(path, expression)` pairs in one assessment. Returns {id, url, status}.
+
+        Without an `idempotency_key` a random one is used, so that a retried upload (after a 5xx or a
+        dropped connection) can never create a second assessment.
+        """
+        idempotency_key = idempotency_key or uuid.uuid4().hex
         data: dict[str, Any] = {"expression": [expr for _, expr in videos]}
         if patient_ref:
             data["patient_ref"] = patient_ref
         if protocol:
             data["protocol"] = protocol
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        headers = {"Idempotency-Key": idempotency_key}
 
         def files() -> list[tuple[str, tuple[str, Any, str]]]:
             return [("video", (Path(p).name, open(p, "rb"), _mime(p))) for p, _ in videos]

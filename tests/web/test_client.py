@@ -112,3 +112,15 @@ def test_idempotency_key_depends_on_video_expression_and_model_version():
     assert base == idempotency_key("v" * 64, "smile", "1.0.0")
     assert len({base, idempotency_key("w" * 64, "smile", "1.0.0"), idempotency_key("v" * 64, "frown", "1.0.0"),
                 idempotency_key("v" * 64, "smile", "1.0.1")}) == 4
+
+
+def test_given_no_idempotency_key_when_a_submit_is_retried_then_both_attempts_carry_the_same_random_key(
+        server, tmp_path):
+    url, script = server
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"\x00" * 10)
+    script.answers = [(503, {}, {}), (202, {"id": "a3", "url": "/v1/assessments/a3", "status": "queued"}, {})]
+    with FeqaClient(url, "k", sleep=lambda s: None) as client:
+        client.submit([(video, "frown")])
+    keys = [h.get("Idempotency-Key") for _, _, h in script.seen]
+    assert len(keys) == 2 and keys[0] and keys[0] == keys[1]
