@@ -136,21 +136,26 @@ def _int8(path: Path, tmp: Path, cfg, args, flops: int) -> dict:
     return out
 
 
+def _print_times(label: str, times: dict) -> None:
+    for key, t in times.items():
+        if isinstance(t, dict) and "ms_per_sample" in t:
+            print(f"  {label:24s} {key:>6s}: {t['ms_per_sample']:8.1f} ms/sample  {t['gflops_per_s']:6.0f} GFLOP/s"
+                  + (f"  (CPU {t['cpu_ms_per_sample']:.1f} ms)" if "cpu_ms_per_sample" in t else ""))
+
+
 def _print(res: dict) -> None:
     print(f"onnxruntime MatMul 2048^2 fp32 peak: {res['matmul_peak_gflops']['1']:.0f} GFLOP/s (1 thread), "
           f"{res['matmul_peak_gflops']['2']:.0f} GFLOP/s (2 threads); load average {res['loadavg']}")
     for r in res["configs"]:
         print(f"\n[{r['config']}] params {r['params'] / 1e6:.2f} M, {r['gflops_per_sample']:.1f} GFLOPs/sample "
               f"(" + ", ".join(f"{k} {v:.1f}" for k, v in r["gflops_by_part"].items()) + ")")
-        for engine in ("torch_eager", "onnxruntime", "onnxruntime_int8_rgb"):
-            for b, t in r.get(engine, {}).items():
-                if isinstance(t, dict) and "ms_per_sample" in t:
-                    cpu = f"  (CPU {t['cpu_ms_per_sample']:.1f} ms)" if "cpu_ms_per_sample" in t else ""
-                    print(f"  {engine:22s} {b:>6s}: {t['ms_per_sample']:8.1f} ms/sample  "
-                          f"{t['gflops_per_s']:6.0f} GFLOP/s{cpu}")
+        _print_times("torch eager", r.get("torch_eager", {}))
+        _print_times("onnxruntime fp32", r.get("onnxruntime", {}))
         if "onnxruntime_int8_rgb" in r:
-            print(f"  int8 score drift vs fp32 (max abs, random inputs): "
-                  f"{r['onnxruntime_int8_rgb']['score_drift_vs_fp32_max_abs']:.2e}")
+            q = r["onnxruntime_int8_rgb"]
+            _print_times("onnxruntime int8 RGB", q)
+            _print_times("  fp32, same moment", q["fp32_same_run"])
+            print(f"  int8 score drift vs fp32 (max abs, random inputs): {q['score_drift_vs_fp32_max_abs']:.2e}")
 
 
 def main(args: argparse.Namespace) -> dict:
