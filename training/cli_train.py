@@ -37,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--fusion-blocks", type=int)
     a.add_argument("--tp", type=int, choices=[64, 128, 256])
     a.add_argument("--ablations", action="store_true", help="with --demo: also RGB-only, trajectory-only, pooled")
+    a.add_argument("--ablation-expressions", default="",
+                   help="with --demo --ablations: only these expressions for the ablation variants")
     a.add_argument("--identities", type=int, default=8, help="with --demo: simulated pseudo-identities")
     a.add_argument("--per-severity", type=int, default=2, help="with --demo: clips per identity and severity")
 
@@ -67,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
 
         run_demo(args.out, work=args.work if args.work != "var/train" else "var/demo", identities=args.identities,
                  per_severity=args.per_severity, seed=args.seed, epochs=args.epochs, workers=args.workers,
-                 ablations=args.ablations, progress=not args.quiet)
+                 ablations=args.ablations, progress=not args.quiet,
+                 ablation_expressions=[e for e in args.ablation_expressions.split(",") if e] or None)
         return 0
     if not args.manifest:
         print("give --manifest CSV (or --demo)")

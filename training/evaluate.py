@@ -33,11 +33,15 @@ def summarise(results: dict, meta: dict | None = None) -> dict:
         rows = {e: {k: v for k, v in r["test"].items()} for e, r in per_expr.items()}
         for e, r in per_expr.items():
             rows[e]["val_best"] = r.get("val_best")
+            rows[e]["train_seconds"] = r.get("train_seconds")
         rhos = [r["test"]["spearman"] for r in per_expr.values()]
         maes = [r["test"]["mae"] for r in per_expr.values()]
         accs = [r["test"]["accuracy"] for r in per_expr.values()]
-        report["variants"][variant] = {"per_expression": rows, "mean_spearman": float(np.mean(rhos)),
-                                       "mean_mae": float(np.mean(maes)), "mean_accuracy": float(np.mean(accs))}
+        report["variants"][variant] = {"per_expression": rows, "expressions": list(per_expr),
+                                       "mean_spearman": float(np.mean(rhos)),
+                                       "mean_mae": float(np.mean(maes)), "mean_accuracy": float(np.mean(accs)),
+                                       "train_seconds": round(sum(r.get("train_seconds") or 0
+                                                                  for r in per_expr.values()), 1)}
     return report
 
 

@@ -31,7 +31,8 @@ IDENTITY_DIR = Path(__file__).resolve().parent / "identities"
 FPS = 25.0
 FRAME_SIZE = 256
 DISCLAIMER = "SIMULATED DATA - NOT FOR CLINICAL USE"
-CLIP_SECONDS = {"sit_at_rest": 2.6, "smile": 3.0, "frown": 3.0, "squeeze_eyes": 3.0, "clench_teeth": 3.0}
+# 64 frames: the whole clip fits the demo's Tp=64 trajectory window, so every window starts from a neutral face
+CLIP_SECONDS = {e: 2.56 for e in PFED5_EXPRESSIONS}
 
 # Face-mesh (MediaPipe 468) indices; "right"/"left" are the subject's own.
 MOUTH_CORNERS = {"right": 61, "left": 291}
@@ -244,7 +245,7 @@ def plan_clip(expression: str, severity: int, rng: np.random.Generator) -> ClipP
     s = float(severity)
     dur = n / FPS
     if expression == "sit_at_rest":
-        rate = max(0.05, 0.55 - 0.12 * s) * rng.uniform(0.7, 1.3)   # blinks per second
+        rate = max(0.05, 0.6 - 0.14 * s) * rng.uniform(0.8, 1.2)   # blinks per second
         nb = rng.poisson(rate * dur)
     else:
         nb = rng.integers(0, 2) if expression != "squeeze_eyes" else 0
@@ -252,11 +253,11 @@ def plan_clip(expression: str, severity: int, rng: np.random.Generator) -> ClipP
     return ClipPlan(
         expression=expression, severity=severity, n_frames=n,
         amplitude=float(np.clip(1.0 - 0.2 * s + rng.normal(0, 0.035), 0.1, 1.1)),
-        onset_s=float(0.15 + 0.18 * s + rng.uniform(0, 0.15)),
-        rise_s=float(0.3 + 0.18 * s + rng.uniform(-0.05, 0.05)),
+        onset_s=float(0.35 + 0.2 * s + rng.uniform(0, 0.15)),
+        rise_s=float(0.3 + 0.15 * s + rng.uniform(-0.05, 0.05)),
         asym=float(np.clip(0.08 * s * rng.uniform(0.6, 1.4), 0, 0.6)),
         weak_side=float(rng.choice([-1.0, 1.0])),
-        tremor_px=float(0.006 * s * rng.uniform(0.7, 1.3)),     # in interocular units
+        tremor_px=float(0.012 * s * rng.uniform(0.7, 1.3)),     # in interocular units
         tremor_hz=float(rng.uniform(4.0, 6.0)),
         blinks=blinks,
         lips_part=float(np.clip((s - 1.5) / 2.5, 0, 1) * rng.uniform(0.7, 1.2)),
@@ -275,7 +276,8 @@ def mesh_motion(geo: FaceGeometry, plan: ClipPlan, rng: np.random.Generator) -> 
         smile = expression_field(geo, "smile")
         phase = rng.uniform(0, 2 * np.pi)
         disp += (plan.twitch * 0.5 * (1 + np.sin(2 * np.pi * 0.6 * t + phase)))[:, None, None] * smile * 0.5
-        disp += plan.lips_part * lips_part_field(geo)[None]
+        # the lips fall open as the face relaxes (parted lips at rest are a sign of hypomimia)
+        disp += (plan.lips_part * _smoothstep((t - 0.3) / 1.5))[:, None, None] * lips_part_field(geo)[None]
     # asymmetry: the weak side moves less
     weak = np.where(geo.side == plan.weak_side, 1.0 - plan.asym, 1.0)
     disp *= weak[None, :, None]
@@ -315,8 +317,8 @@ def render_clip(img: np.ndarray, mesh: np.ndarray, warp: MeshWarp, plan: ClipPla
     disp = mesh_motion(geo, plan, rng)
     n = plan.n_frames
     h, w = img.shape[:2]
-    rot = _smooth_walk(rng, n, 3.0)                    # degrees
-    tx, ty = _smooth_walk(rng, n, 4.0), _smooth_walk(rng, n, 3.0)
+    rot = _smooth_walk(rng, n, 2.0)                    # degrees
+    tx, ty = _smooth_walk(rng, n, 3.0), _smooth_walk(rng, n, 2.0)
     sc = 1 + _smooth_walk(rng, n, 0.02)
     gain = rng.uniform(0.8, 1.15) * (1 + _smooth_walk(rng, n, 0.05))
     colour = rng.uniform(0.9, 1.1, 3).astype(np.float32)
@@ -324,7 +326,7 @@ def render_clip(img: np.ndarray, mesh: np.ndarray, warp: MeshWarp, plan: ClipPla
     bank = rng.normal(0, noise, (4, h, w, 3)).astype(np.float32)  # sensor noise, a few fields reused
     centre = tuple(float(v) for v in geo.xy[1])
     teeth = plan.expression == "clench_teeth"
-    mouth_open = (disp[:, 14, 1] - disp[:, 13, 1]) / (0.13 * geo.iod)
+    mouth_open = (disp[:, 14, 1] - disp[:, 13, 1]) / (0.1 * geo.iod)
     frames = np.empty((n, h, w, 3), np.uint8)
     for i in range(n):
         f = warp(img, disp[i])
