@@ -70,6 +70,8 @@ class ModelConfig:
                              "8 x traj_heads")
         if self.frame_size % self.rgb_size or self.rgb_size % 16:
             raise ValueError("rgb_size must divide frame_size and be a multiple of 16 (the layer3 token grid)")
+        if self.streams == "both" and self.fusion_blocks < 1:
+            raise ValueError("a two-stream model needs at least one fusion block")
         if self.streams == "both" and self.traj_channels[-1] != self.dim:
             raise ValueError("the last trajectory stage must have `dim` channels")
 

@@ -73,7 +73,7 @@ def test_frame_count_sets_the_number_of_clip_tokens():
 
 
 @pytest.mark.parametrize("bad", [dict(tf=20), dict(cp=4), dict(streams="audio"), dict(fusion_mode="x"),
-                                 dict(tp=100), dict(rgb_size=56)])
+                                 dict(tp=100), dict(rgb_size=56), dict(fusion_blocks=0)])
 def test_invalid_configs_are_refused(bad):
     with pytest.raises(ValueError):
         get_config("compact", **bad)
