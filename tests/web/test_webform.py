@@ -30,12 +30,12 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 MEANINGS = ("normal", "slight", "mild", "moderate", "severe")
 
 
-
 def _publish_screenshot(src: Path, name: str) -> None:
     """Refresh the README's screenshot only when asked: a test run must not modify tracked files."""
     if os.environ.get("FEQA_UPDATE_DOCS_IMG") == "1":
         (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, ROOT / "docs" / "img" / name)
+
 
 def faceless_video(path: Path) -> Path:
     """A real, decodable H.264 clip of a plain grey wall: no face to score."""
