@@ -9,6 +9,7 @@ The score drift against fp32 must be measured per model (`model.bench` reports i
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -70,9 +71,16 @@ def quantize_rgb_int8(src: str | Path, dst: str | Path,
                       samples: Iterable[dict[str, np.ndarray]] | None = None) -> Path:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     samples = list(samples) if samples is not None else calibration_samples(src)
-    quantize_static(
-        str(src), str(dst), _Reader(samples), quant_format=QuantFormat.QDQ, nodes_to_quantize=rgb_nodes(src),
-        op_types_to_quantize=list(QUANT_OPS), per_channel=True, activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "DedicatedQDQPair": True})
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)      # silences its generic "consider pre-processing" advice
+    try:
+        quantize_static(
+            str(src), str(dst), _Reader(samples), quant_format=QuantFormat.QDQ,
+            nodes_to_quantize=rgb_nodes(src), op_types_to_quantize=list(QUANT_OPS), per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "DedicatedQDQPair": True})
+    finally:
+        root.setLevel(level)
     return Path(dst)
