@@ -97,9 +97,10 @@ def test_postgres_job_store(tmp_path, model_dir, video_bytes):
                 check_scored(stack.wait_done(http, r.json()["id"]))
 
 
-def test_a_worker_killed_mid_task_is_recovered_once(tmp_path, model_dir, video_bytes):
-    # given a Redis stack whose only worker dies while scoring
-    with feqa_stack(tmp_path, model_dir=model_dir, broker="redis") as stack:
+@pytest.mark.parametrize("broker", ["sqlite", "redis"])
+def test_a_worker_killed_mid_task_is_recovered_once(tmp_path, model_dir, video_bytes, broker):
+    # given a stack whose only worker dies while scoring (the SQLite broker loses the message with it)
+    with feqa_stack(tmp_path, model_dir=model_dir, broker=broker) as stack:
         key = stack.create_key("t")
         with stack.client(key) as http:
             aid = upload(http, video_bytes).json()["id"]
