@@ -2,12 +2,21 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
 
-from service.db import Base
+from service.db import Base, get_engine
 
 config = context.config
 target_metadata = Base.metadata
+
+
+def _url() -> str:
+    """The URL given by service.db.migrate, else the configured database (for the alembic CLI)."""
+    url = config.get_main_option("sqlalchemy.url")
+    if url:
+        return url
+    from service.settings import get_settings
+
+    return get_settings().db_url
 
 
 def run() -> None:
@@ -17,7 +26,7 @@ def run() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    engine = get_engine(_url())   # creates var/ for SQLite
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
         with context.begin_transaction():
@@ -25,7 +34,7 @@ def run() -> None:
 
 
 if context.is_offline_mode():
-    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata,
+    context.configure(url=_url(), target_metadata=target_metadata,
                       literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
