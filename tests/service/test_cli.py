@@ -50,3 +50,16 @@ def test_serve_says_clearly_when_the_model_directory_is_empty(tmp_path):
         assert httpx.get(f"{stack.base_url}/readyz").status_code == 503
         log = stack.procs[0].log.read_text()
     assert "WARNING: no models in" in log and "make demo-models" in log
+
+
+def test_worker_healthcheck_follows_this_hosts_heartbeat(tmp_path):
+    import socket
+
+    from service.store import Store
+
+    env = service_env(tmp_path / "var")
+    store = Store(f"sqlite:///{tmp_path / 'var' / 'feqa.sqlite3'}")
+    assert feqa("worker", "--healthcheck", env=env).returncode == 1
+    store.heartbeat(f"{socket.gethostname()}:1", [{"expression": "smile"}], warmed=True)
+    r = feqa("worker", "--healthcheck", env=env)
+    assert r.returncode == 0 and "ready" in r.stdout
