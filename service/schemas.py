@@ -34,6 +34,7 @@ class ModelFacts(BaseModel):
 class ErrorInfo(BaseModel):
     code: str
     message: str
+    details: dict[str, Any] | None = Field(None, description="e.g. the quality report of a video without a usable face")
 
 
 class ItemResult(BaseModel):

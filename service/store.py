@@ -174,7 +174,7 @@ class Store:
             if ids:
                 s.execute(update(Item).where(Item.id.in_(ids)).values(
                     status="queued", stage="queued", percent=0.0, attempts=0, error_code=None,
-                    error_message=None, result=None, queued_at=utcnow(), finished_at=None))
+                    error_message=None, error_details=None, result=None, queued_at=utcnow(), finished_at=None))
                 a.updated_at = utcnow()
             return ids
 
@@ -193,7 +193,8 @@ class Store:
         a.patient_ref = a.idempotency_key = None   # the key may be used again for a new upload
         s.execute(update(Item).where(Item.assessment_id == a.id).values(
             status="failed", stage="done", result=None, artifacts=None, video_key=None, video_sha256=None,
-            error_code="deleted", error_message="assessment deleted", video_deleted_at=utcnow()))
+            error_code="deleted", error_message="assessment deleted", error_details=None,
+            video_deleted_at=utcnow()))
 
     # --- worker side ---------------------------------------------------------------------
     def claim_item(self, item_id: int, worker: str, max_attempts: int,
@@ -251,7 +252,7 @@ class Store:
         with self.session() as s:
             res = s.execute(update(Item).where(Item.id == item_id, Item.status == "running").values(
                 status="succeeded", stage="done", percent=100.0, result=result, artifacts=artifacts,
-                finished_at=utcnow(), error_code=None, error_message=None))
+                finished_at=utcnow(), error_code=None, error_message=None, error_details=None))
             if res.rowcount != 1:
                 return False
             s.add_all([StageDuration(item_id=item_id, stage=k, seconds=float(v)) for k, v in durations.items()])
@@ -266,17 +267,18 @@ class Store:
             if res.rowcount == 1:
                 s.add_all([StageDuration(item_id=item_id, stage=k, seconds=float(v)) for k, v in durations.items()])
 
-    def fail_item(self, item_id: int, code: str, message: str) -> bool:
+    def fail_item(self, item_id: int, code: str, message: str, details: dict | None = None) -> bool:
         with self.session() as s:
             it = s.get(Item, item_id, with_for_update=True)
             if it is None or it.status not in IN_FLIGHT:
                 return False
-            self._fail(s, it, code, message)
+            self._fail(s, it, code, message, details)
             return True
 
     @staticmethod
-    def _fail(s: Session, it: Item, code: str, message: str) -> None:
+    def _fail(s: Session, it: Item, code: str, message: str, details: dict | None = None) -> None:
         it.status, it.stage, it.error_code, it.error_message = "failed", "done", code, message[:2000]
+        it.error_details = details or None
         it.finished_at = utcnow()
         Store._touch(s, it.id)
 

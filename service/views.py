@@ -22,8 +22,8 @@ def item_out(base: str, a: Assessment, it: Item) -> dict:
     out = {"index": it.idx, "expression": it.expression, "status": it.status,
            "progress": {"stage": it.stage, "percent": it.percent}, "links": links}
     out["result"] = it.result
-    out["error"] = ({"code": it.error_code or "internal_error", "message": it.error_message or ""}
-                    if it.status == "failed" else None)
+    out["error"] = ({"code": it.error_code or "internal_error", "message": it.error_message or "",
+                     "details": it.error_details} if it.status == "failed" else None)
     return out
 
 

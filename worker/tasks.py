@@ -200,6 +200,14 @@ def run_item(st: ProcessState, item) -> bool:
     return True
 
 
+def json_safe(details: dict | None) -> dict | None:
+    """Error details as plain JSON (they may hold numpy numbers); None when empty."""
+    import json
+
+    return json.loads(json.dumps(details, default=lambda o: o.item() if hasattr(o, "item") else str(o))) \
+        if details else None
+
+
 def drop_video(st: ProcessState, item) -> None:
     if get_settings().video_retention_hours <= 0 and item.video_key:
         st.storage.delete(item.video_key)
@@ -218,7 +226,7 @@ def assess_item(self, item_id: int) -> str:
     try:
         wrote = run_item(st, item)
     except InputError as exc:          # VideoError and friends: the input will not get better
-        st.store.fail_item(item_id, exc.code, exc.message)
+        st.store.fail_item(item_id, exc.code, exc.message, json_safe(exc.details))
         drop_video(st, item)
         return exc.code
     except SoftTimeLimitExceeded:

@@ -59,6 +59,7 @@ def test_a_video_error_fails_the_item_with_its_code_and_no_retry(task_env):
     it = st.store.get_item(item_id)
     assert (it.status, it.error_code, it.attempts) == ("failed", "no_face", 1)
     assert "face" in it.error_message
+    assert it.error_details["quality"]["scorable"] is False   # the quality report says why
 
 
 def test_an_expression_without_a_model_fails_as_model_unavailable(task_env, video_path):
