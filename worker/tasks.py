@@ -87,6 +87,8 @@ def heartbeat_loop(st: ProcessState) -> None:
     n = 0
     while not st.stop.wait(0 if n == 0 else settings.heartbeat_interval_s):
         try:
+            if n and n % 6 == 0 and not st.warmed:
+                load_models(st)   # models shipped after the worker started: become ready without a restart
             _beat(st)
             if n % 6 == 0:
                 housekeeping(st)

@@ -116,3 +116,16 @@ def test_a_worker_killed_mid_task_is_recovered_once(tmp_path, model_dir, video_b
         check_scored(body)
         item = stack.store().get_item(stack.store().item_ids(aid)[0])
         assert item.attempts == 2 and item.status == "succeeded"
+
+
+def test_a_worker_becomes_ready_when_models_arrive(tmp_path, model_dir):
+    import shutil
+
+    models = tmp_path / "models-later"
+    models.mkdir()
+    with feqa_stack(tmp_path, model_dir=models, ready=False) as stack:
+        time.sleep(3)
+        assert httpx.get(f"{stack.base_url}/readyz").status_code == 503
+        for f in model_dir.iterdir():
+            shutil.copy(f, models / f.name)
+        stack.wait_ready(timeout=60)
