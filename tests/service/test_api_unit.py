@@ -167,3 +167,14 @@ def test_an_unreachable_broker_is_a_503_and_keeps_nothing(settings, video_bytes)
         app.state.queue = RecordingQueue()
         again = post(c, video_bytes, headers={"Idempotency-Key": "k1"})
         assert again.status_code == 202
+
+
+def test_a_video_longer_than_the_limit_is_refused_before_queueing(settings, queue, video_bytes):
+    from fastapi.testclient import TestClient
+
+    from service.api.main import create_app
+
+    settings.max_duration_s = 1.0   # the test clip lasts 2.4 s
+    with TestClient(create_app(settings, queue=queue)) as c:
+        r = post(c, video_bytes)
+    assert r.status_code == 422 and r.json()["code"] == "video_too_long" and queue.sent == []
