@@ -35,7 +35,7 @@ def full_run(paper):
     seen: dict[str, torch.Tensor] = {}
     hooks = [mod.register_forward_hook(lambda _m, _i, out, key=key: seen.__setitem__(key, out))
              for key, mod in (("frame", paper.rgb.spatial), ("clip", paper.rgb.temporal),
-                              ("clip_tokens", paper.rgb), ("traj_map", paper.traj))]
+                              ("clip_tokens", paper.rgb), ("traj_map", paper.traj), ("fused", paper.fusion))]
     frames = rgb_fx["input.rgb_uint8"].permute(0, 1, 3, 4, 2).contiguous()   # (N,T,C,H,W) -> (N,T,H,W,C)
     try:
         with torch.inference_mode(), FlopCounter(paper) as fc:
@@ -107,6 +107,7 @@ def test_full_model_score(paper, full_run):
     seen, _, full = full_run
     assert max_abs(paper.traj.pool(seen["traj_map"]).unsqueeze(1), full["output.traj_feats"]) < TOL
     assert max_abs(seen["clip_tokens"].mean(1, keepdim=True), full["output.rgb_feats"]) < TOL
+    assert max_abs(seen["fused"].mean(1), full["output.fused"]) < TOL
     assert seen["score"].shape == (1,)
     assert max_abs(seen["score"], full["output.score"].reshape(1)) < TOL
 
