@@ -151,6 +151,17 @@ class Store:
             items = list(s.scalars(select(Item).where(Item.assessment_id == a.id).order_by(Item.idx)))
             return a, items
 
+    def read_audited(self, tenant: str, assessment_id: str, actor: str,
+                     action: str = "read") -> tuple[Assessment, list[Item]] | None:
+        """`get_assessment` and its audit row in one transaction (the polling path)."""
+        with self.session() as s:
+            a = s.get(Assessment, assessment_id)
+            if a is None or a.tenant != tenant or a.deleted_at is not None:
+                return None
+            items = list(s.scalars(select(Item).where(Item.assessment_id == a.id).order_by(Item.idx)))
+            s.add(AuditEvent(tenant=tenant, actor=actor, action=action, assessment_id=a.id))
+            return a, items
+
     def item_ids(self, assessment_id: str, status: str | None = None) -> list[int]:
         q = select(Item.id).where(Item.assessment_id == assessment_id)
         if status:

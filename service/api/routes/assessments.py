@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse, JSONResponse
 
 from model.contract import EXPRESSIONS, PROTOCOLS, check_expression
@@ -173,13 +172,14 @@ async def get_assessment(assessment_id: str, request: Request, principal: Princi
     # directly (the response model documents it; validating every poll would double the cost).
     body = await run_in_threadpool(_read_assessment, store, principal, assessment_id,
                                    base_url(request, settings))
-    return JSONResponse(jsonable_encoder(body))
+    return JSONResponse(body)
 
 
 def _read_assessment(store: Store, principal: Principal, assessment_id: str, base: str) -> dict:
-    a, items = _load(store, principal, assessment_id)
-    store.audit(principal.tenant, principal.key_id, "read", a.id)
-    return assessment_out(base, a, items)
+    found = store.read_audited(principal.tenant, assessment_id, principal.key_id)
+    if found is None:
+        raise problems.Problem(404, problems.NOT_FOUND, f"no assessment {assessment_id!r}")
+    return assessment_out(base, *found)
 
 
 @router.get("/{assessment_id}/items/{index}/{name}.png", response_class=FileResponse,
