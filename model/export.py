@@ -144,6 +144,8 @@ def export_model(model: TrampFormer, cfg: ModelConfig, out_dir: str | Path, name
     random ones); its check compares against PyTorch fp32 with the tolerance recorded in the manifest.
     """
     check_expression(expression)
+    if clinical_use and not trained_on.startswith("clinical:"):
+        raise ValueError(f"clinical_use=True needs a model trained on clinical data, not trained_on={trained_on!r}")
     if cfg != model.cfg:
         raise ValueError("cfg does not match the model's own configuration")
     contract = contract or contract_for_config(cfg)

@@ -141,3 +141,11 @@ def test_int8_export_stays_close_to_fp32(tmp_path):
     assert m["precision"] == "int8" and m["export_check"]["max_abs_vs_torch"] <= m["export_check"]["atol"]
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def test_only_clinically_trained_models_can_be_marked_for_clinical_use(tmp_path):
+    cfg = get_config("compact", tp=64, tf=16, streams="trajectory")
+    with pytest.raises(ValueError, match="clinical"):
+        export_model(TrampFormer(cfg), cfg, tmp_path, "x", "smile", "0.1", trained_on="simulated",
+                     clinical_use=True)
+    assert not list(tmp_path.iterdir())
