@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 HELP = "run the inference API with a local worker; manage API keys; purge expired data"
 
@@ -61,9 +62,38 @@ def _admin(args: argparse.Namespace) -> int | None:
     return None
 
 
-def start_workers(n: int) -> list[subprocess.Popen]:
-    cmd = [sys.executable, "-m", "service.cli", "worker", "--concurrency", "1"]
-    return [subprocess.Popen(cmd + ["--name", f"feqa-local-{i}@%h"]) for i in range(n)]
+class Workers:
+    """The local worker subprocesses, restarted when one dies (a crash must not leave the machine
+    without a worker; the items it held are re-queued by the next worker's heartbeat)."""
+
+    def __init__(self, n: int) -> None:
+        self.procs: list[subprocess.Popen] = [self._start(i) for i in range(n)]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="feqa-worker-watch", daemon=True)
+        if n:
+            self._thread.start()
+
+    @staticmethod
+    def _start(i: int) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "service.cli", "worker", "--concurrency", "1", "--name", f"feqa-local-{i}@%h"]
+        return subprocess.Popen(cmd)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(2.0):
+            for i, p in enumerate(self.procs):
+                if p.poll() is not None and not self._stop.is_set():
+                    print(f"feqa serve: worker {i} exited with {p.returncode}; starting it again", file=sys.stderr)
+                    self.procs[i] = self._start(i)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for p in self.procs:
+            p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,16 +115,10 @@ def run(args: argparse.Namespace) -> int:
               "scored until models are there.\n", file=sys.stderr)
     if not settings.anonymous_allowed:
         print("API keys required: create one with `feqa serve --create-key TENANT`", file=sys.stderr)
-    workers = start_workers(args.workers)
+    workers = Workers(args.workers)
     try:
         uvicorn.run("service.api.main:app_factory", factory=True, host=settings.host, port=settings.port,
                     log_level="info", proxy_headers=False, workers=max(1, args.api_workers))
     finally:
-        for p in workers:
-            p.send_signal(signal.SIGTERM)
-        for p in workers:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        workers.stop()
     return 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -129,3 +130,26 @@ def test_a_worker_becomes_ready_when_models_arrive(tmp_path, model_dir):
         for f in model_dir.iterdir():
             shutil.copy(f, models / f.name)
         stack.wait_ready(timeout=60)
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def test_serve_restarts_a_dead_worker(tmp_path, model_dir, video_bytes):
+    import os
+
+    with feqa_serve(tmp_path, model_dir=model_dir) as stack, stack.client() as http:
+        serve_pid = stack.procs[0].popen.pid
+        (worker_pid,) = children(serve_pid)
+        os.kill(worker_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while children(serve_pid) in ([], [worker_pid]):
+            assert time.monotonic() < deadline, stack.logs()
+            time.sleep(0.2)
+        # the new worker scores uploads
+        r = upload(http, video_bytes)
+        check_scored(stack.wait_done(http, r.json()["id"], timeout=90))
