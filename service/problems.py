@@ -27,7 +27,6 @@ INVALID_REQUEST = "invalid_request"      # 400/422: malformed request
 MISSING_VIDEO = "missing_video"          # 422
 EXPRESSION_MISMATCH = "expression_mismatch"  # 422: videos and expressions do not pair up
 UNKNOWN_PROTOCOL = "unknown_protocol"    # 422
-NOT_READY = "not_ready"                  # 503
 BROKER_UNAVAILABLE = "broker_unavailable"  # 503: the job queue does not answer; nothing was kept
 NOTHING_TO_RETRY = "nothing_to_retry"    # 409
 INTERNAL_ERROR = "internal_error"        # 500

@@ -43,7 +43,6 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 200 * 1024 * 1024
     max_duration_s: float = 120.0
     max_items: int = 10
-    upload_chunk_bytes: int = 1024 * 1024
     partial_upload_max_age_s: float = 600.0   # a *.part file untouched this long is a dead upload
 
     # Queue and workers.
