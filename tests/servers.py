@@ -17,8 +17,9 @@ Reuse these from any test (web form, batch, fault injection):
   name unique to the run, so parallel runs never share messages. database_url=None -> SQLite in `tmp`.
 - `feqa_serve(tmp, ...)`: the single-machine default, `feqa serve` (API + its own worker subprocess, SQLite
   job store and SQLite broker, no Redis).
-- `api_server(env)` and `celery_worker(env)` start one process each, for tests that need to kill or restart
-  one of them (`stack.workers[0].kill()`, then `stack.add_worker()`).
+- To kill or restart one process: `stack.workers[0].kill()` (SIGKILL to its process group), then
+  `stack.add_worker()`; `api_server(env, var_dir)` starts an API alone; `start(name, worker_cmd(), env, log_dir)`
+  a worker alone (`service_env(var_dir, ...)` builds the shared environment).
 - `postgres_url()` gives a fresh schema on DATABASE_URL_TEST (dropped at exit).
 Processes get their own session; teardown terminates, then kills, their process group. Each process
 writes its output to `<tmp>/logs/<name>.log` (shown by `stack.logs()` when a test fails).
