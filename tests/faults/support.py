@@ -1,7 +1,7 @@
 """Helpers shared by the fault-injection and security suites (tests/faults, tests/security).
 
 - `shared_models(factory)`: untrained compact models, exported once per pytest session (about 20 s).
-- `real_video()`: the committed real face clip.
+- `real_video()`: the committed real face clip; `long_video()`: a 10.9 s 720p clip from ../shared.
 - `own_redis(tmp)`: a private redis-server with append-only persistence on a free port, restartable
   (the shared 127.0.0.1:6379 one is never restarted).
 - `TcpProxy`: a 127.0.0.1 TCP proxy that can cut and refuse connections (a database outage).
@@ -43,6 +43,15 @@ def real_video() -> Path:
         if candidate.is_file():
             return candidate
     pytest.fail("no real face video: tests/data/pyfeat_single_face.mp4 and ../shared/videos are both missing")
+
+
+def long_video() -> Path:
+    """A 10.9 s 720p clip: its extraction takes seconds, so a test can catch the item while it runs (the
+    short clip is scored in well under a second, and its result is published before the pictures)."""
+    path = VIDEOS / "tfjs-models_facemesh_input.mp4"
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: the worker-kill tests need ../shared/videos")
+    return path
 
 
 def upload(http: httpx.Client, video: Path | bytes, *, name: str = "clip.mp4", expression: str = "smile",

@@ -15,7 +15,7 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from tests.faults.support import upload, wait_for
+from tests.faults.support import long_video, upload, wait_for
 from tests.servers import feqa_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -35,11 +35,11 @@ def running_pid(stack, assessment_id: str, not_pid: int | None = None) -> int | 
     return None
 
 
-def test_sigkill_mid_job_finishes_once_on_another_worker(models, video, tmp_path):
+def test_sigkill_mid_job_finishes_once_on_another_worker(models, tmp_path):
     with feqa_stack(tmp_path, model_dir=models, broker="redis", workers=2) as stack:
         key = stack.create_key("clinic")
         with stack.client(key) as http:
-            r = upload(http, video)
+            r = upload(http, long_video())
             assert r.status_code == 202, r.text
             aid = r.json()["id"]
             pid = wait_for(lambda: running_pid(stack, aid), 60, "the item running on a worker", 0.05)
@@ -66,14 +66,14 @@ def test_sigkill_mid_job_finishes_once_on_another_worker(models, video, tmp_path
         assert body["items"][0]["result"]["score"] is not None
 
 
-def test_video_that_kills_its_worker_fails_after_bounded_attempts(models, video, tmp_path):
+def test_video_that_kills_its_worker_fails_after_bounded_attempts(models, tmp_path):
     """The poison video is simulated by killing the pool child that claims it, on every attempt: the
     observable effect of a decoder that segfaults on a file (no Python exception, the process is gone)."""
     env = {"FEQA_TASK_MAX_RETRIES": "2"}
     with feqa_stack(tmp_path, model_dir=models, broker="redis", workers=1, pool="prefork", env=env) as stack:
         key = stack.create_key("clinic")
         with stack.client(key) as http:
-            aid = upload(http, video).json()["id"]
+            aid = upload(http, long_video()).json()["id"]
             killed: list[int] = []
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and len(killed) < 5:
