@@ -192,3 +192,24 @@ def test_no_secret_or_patient_data_in_any_log(stack, scored):
         for what, needle in needles.items():
             assert needle not in text, f"{what} found in {path}"
         assert not re.search(r"Bearer\s+feqa_", text), f"an Authorization header in {path}"
+
+
+def test_web_session_cookie_and_page_headers(stack, scored):
+    """The web form's key lives in an HttpOnly, SameSite=Strict cookie; the page forbids framing and
+    foreign scripts; a wrong key signs nobody in."""
+    with stack.client() as anon:
+        bad = anon.post("/v1/session", json={"api_key": "feqa_0000000000000000_wrong"})
+        assert bad.status_code == 401 and "set-cookie" not in bad.headers
+        page = anon.get("/")
+        assert page.status_code == 200
+        csp = page.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assert scored["key"] not in page.text
+    with stack.client() as browser:
+        r = browser.post("/v1/session", json={"api_key": scored["key"]})
+        assert r.status_code == 201, r.text
+        cookie = r.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        assert browser.get(f"/v1/assessments/{scored['id']}").status_code == 200   # the cookie authenticates
+        assert browser.delete("/v1/session").status_code == 204
