@@ -9,13 +9,14 @@ import argparse
 import importlib
 import json
 
-HELP = "measure speed: model (network, PyTorch/onnxruntime), extract, api, e2e, all"
+HELP = "measure speed: model (network, PyTorch/onnxruntime), extract, api, e2e, throughput, all"
 
 TOPICS: dict[str, str] = {
     "model": "model.bench",
     "extract": "worker.bench",
     "api": "bench.api",
     "e2e": "bench.e2e",
+    "throughput": "bench.throughput",
 }
 
 
@@ -26,6 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load(topic: str):
     module_name = TOPICS[topic]
+    if module_name.startswith("bench."):   # bench/ sits in the repository, not in the installed packages
+        import sys
+        from pathlib import Path
+
+        root = str(Path(__file__).resolve().parents[1])
+        if root not in sys.path:
+            sys.path.insert(0, root)
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
