@@ -270,13 +270,15 @@ class Store:
             self._touch(s, item_id)
             return True
 
-    def set_artifacts(self, item_id: int, artifacts: dict[str, str], durations: dict[str, float]) -> None:
-        """Pictures drawn after the result was published."""
+    def set_artifacts(self, item_id: int, artifacts: dict[str, str], durations: dict[str, float]) -> bool:
+        """Pictures drawn after the result was published; False when the item is gone meanwhile."""
         with self.session() as s:
             res = s.execute(update(Item).where(Item.id == item_id, Item.status == "succeeded")
                             .values(artifacts=artifacts))
-            if res.rowcount == 1:
-                s.add_all([StageDuration(item_id=item_id, stage=k, seconds=float(v)) for k, v in durations.items()])
+            if res.rowcount != 1:
+                return False
+            s.add_all([StageDuration(item_id=item_id, stage=k, seconds=float(v)) for k, v in durations.items()])
+            return True
 
     def fail_item(self, item_id: int, code: str, message: str, details: dict | None = None) -> bool:
         with self.session() as s:

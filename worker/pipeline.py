@@ -77,13 +77,9 @@ def write_pictures(extraction: Any, out_dir: Path) -> dict[str, Path]:
     return written
 
 
-def assess(video_path: str | Path, expression: str, scorer: Any, *, progress: Progress | None = None,
-           artifacts_dir: Path | None = None, limits: Any = None,
-           on_result: Callable[[dict], None] | None = None) -> dict:
-    """The per-expression result: score (clipped 0..4) + grade, model facts, quality report, abstention.
-
-    `on_result(result)` is called as soon as the score is known, before the pictures are drawn
-    (they take longer than scoring on CPU), so a caller can publish the result early."""
+def score_video(video_path: str | Path, expression: str, scorer: Any, *, progress: Progress | None = None,
+                limits: Any = None) -> tuple[dict, Any]:
+    """Extract then score: (the per-expression result, the Extraction for the pictures)."""
     from worker.extract import extract
 
     t0 = time.perf_counter()
@@ -106,10 +102,23 @@ def assess(video_path: str | Path, expression: str, scorer: Any, *, progress: Pr
         result.update(graded(float(np.asarray(raw).reshape(-1)[0])))
         clock("scoring", 1.0)
     result["timings"] = {**clock.finish(), "total": round(time.perf_counter() - t0, 4)}
-    if on_result is not None:
-        on_result(dict(result))
+    return result, extraction
+
+
+def draw_pictures(extraction: Any, out_dir: Path) -> tuple[dict[str, Path], float]:
+    """The pictures and the seconds they took."""
+    t0 = time.perf_counter()
+    written = write_pictures(extraction, Path(out_dir))
+    return written, round(time.perf_counter() - t0, 4)
+
+
+def assess(video_path: str | Path, expression: str, scorer: Any, *, progress: Progress | None = None,
+           artifacts_dir: Path | None = None, limits: Any = None) -> dict:
+    """The per-expression result: score (clipped 0..4) + grade, model facts, quality report, abstention;
+    writes overlay.png and trajectories.png into `artifacts_dir` when given."""
+    result, extraction = score_video(video_path, expression, scorer, progress=progress, limits=limits)
     if artifacts_dir is not None:
-        clock("plotting", 0.0)
-        write_pictures(extraction, Path(artifacts_dir))
-        result["timings"] = {**clock.finish(), "total": round(time.perf_counter() - t0, 4)}
+        _, seconds = draw_pictures(extraction, Path(artifacts_dir))
+        result["timings"] = {**result["timings"], "plotting": seconds,
+                             "total": round(result["timings"]["total"] + seconds, 4)}
     return result

@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -132,6 +133,7 @@ def start_process() -> None:
 
 
 def stop_process() -> None:
+    flush_pictures()
     if _state is not None:
         _state.stop.set()
         try:
@@ -170,10 +172,11 @@ class Throttled:
 
 
 def run_item(st: ProcessState, item) -> bool:
-    """Score the item, publish the result as soon as it is known, then draw the pictures.
-    Returns whether this run wrote the result (False for a duplicate delivery)."""
+    """Score the item and publish the result; the pictures are drawn afterwards on this process's
+    picture thread, so the next item's tracking overlaps them. Returns whether this run wrote the
+    result (False when the assessment was deleted meanwhile)."""
     from worker.extract import ExtractLimits
-    from worker.pipeline import assess
+    from worker.pipeline import score_video
     from worker.video import DecodeLimits
 
     settings = get_settings()
@@ -181,25 +184,46 @@ def run_item(st: ProcessState, item) -> bool:
         load_models(st)
     if st.scorer is None:
         raise FeqaError(f"no model loaded: {st.problem}", code="model_unavailable", http_status=503)
-    prefix = f"artifacts/{item.assessment_id}/{item.idx}"
-    out_dir = st.storage.path(prefix)
-    shutil.rmtree(out_dir, ignore_errors=True)   # a rerun starts clean
-    written = []
-
-    def publish(result: dict) -> None:
-        stages = {k: v for k, v in result.get("timings", {}).items()}
-        written.append(st.store.finish_item(item.id, result, {}, stages))
-
-    result = assess(st.storage.path(item.video_key), item.expression, st.scorer,
-                    progress=Throttled(st.store, item.id), artifacts_dir=out_dir, on_result=publish,
-                    limits=ExtractLimits(decode=DecodeLimits(max_duration_s=settings.max_duration_s)))
-    if not (written and written[0]):   # the assessment was deleted meanwhile: keep no pictures
-        shutil.rmtree(out_dir, ignore_errors=True)
+    result, extraction = score_video(st.storage.path(item.video_key), item.expression, st.scorer,
+                                     progress=Throttled(st.store, item.id),
+                                     limits=ExtractLimits(decode=DecodeLimits(max_duration_s=settings.max_duration_s)))
+    if not st.store.finish_item(item.id, result, {}, dict(result.get("timings", {}))):
         return False
-    artifacts = {p.stem: f"{prefix}/{p.name}" for p in out_dir.glob("*.png")}
-    plotting = result.get("timings", {}).get("plotting")
-    st.store.set_artifacts(item.id, artifacts, {"plotting": plotting} if plotting is not None else {})
+    picture_pool().submit(pictures_job, st, item.id, f"artifacts/{item.assessment_id}/{item.idx}", extraction)
     return True
+
+
+def pictures_job(st: ProcessState, item_id: int, prefix: str, extraction) -> None:
+    from worker.pipeline import draw_pictures
+
+    out_dir = st.storage.path(prefix)
+    try:
+        shutil.rmtree(out_dir, ignore_errors=True)   # a rerun starts clean
+        written, seconds = draw_pictures(extraction, out_dir)
+        if not st.store.set_artifacts(item_id, {name: f"{prefix}/{p.name}" for name, p in written.items()},
+                                      {"plotting": seconds}):
+            shutil.rmtree(out_dir, ignore_errors=True)   # deleted while drawing: keep no pictures
+    except Exception:   # pictures are an extra: never let them disturb the worker
+        log.exception("pictures for item %s failed", item_id)
+
+
+_pictures: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def picture_pool() -> ThreadPoolExecutor:
+    """One picture thread per worker process (created after fork)."""
+    global _pictures
+    if _pictures is None or _pictures[0] != os.getpid():
+        _pictures = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="feqa-pictures"))
+    return _pictures[1]
+
+
+def flush_pictures() -> None:
+    """Wait for the pictures in progress (at process shutdown, and in tests)."""
+    global _pictures
+    if _pictures is not None and _pictures[0] == os.getpid():
+        _pictures[1].shutdown(wait=True)
+        _pictures = None
 
 
 def json_safe(details: dict | None) -> dict | None:

@@ -37,6 +37,7 @@ def test_a_task_delivered_twice_writes_one_result(task_env, video_path):
     tasks, st = task_env
     item_id = add_item(st, video_path)
     assert tasks.assess_item.apply(args=[item_id]).get() == "succeeded"
+    tasks.flush_pictures()   # the pictures are drawn on the process's picture thread
     first = st.store.get_item(item_id)
     assert first.status == "succeeded" and 0 <= first.result["score"] <= 4
     assert set(first.artifacts) == {"overlay", "trajectories"}
