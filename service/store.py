@@ -243,14 +243,22 @@ class Store:
         message): put back to queued and returned, for the caller to enqueue again."""
         since = utcnow() - timedelta(seconds=older_than_s)
         with self.session() as s:
-            rows = s.execute(select(Item.id, Item.status, Item.worker, Item.queued_at).where(
+            rows = s.execute(select(Item.id, Item.status, Item.worker, Item.attempts, Item.queued_at).where(
                 Item.status.in_(IN_FLIGHT), Item.video_key.is_not(None))).all()
-            ids = [i for i, status, w, at in rows
-                   if (status == "running" and not (w and alive(w))) or (status == "queued" and aware(at) < since)]
-            if ids:
-                s.execute(update(Item).where(Item.id.in_(ids), Item.status.in_(IN_FLIGHT)).values(
-                    status="queued", stage="queued", percent=0.0, queued_at=utcnow()))
-            return ids
+        found = [(i, status, w, n, at) for i, status, w, n, at in rows
+                 if (status == "running" and not (w and alive(w))) or (status == "queued" and aware(at) < since)]
+        ids = []
+        for i, status, w, n, at in found:
+            # Only if the item is still as seen: a live worker may have claimed it meanwhile (found by the
+            # fault tests: requeueing it anyway discarded that worker's result and cost an attempt).
+            with self.session() as s:
+                res = s.execute(update(Item).where(
+                    Item.id == i, Item.status == status, Item.attempts == n,
+                    Item.worker.is_(None) if w is None else Item.worker == w,
+                    Item.queued_at == at).values(status="queued", stage="queued", percent=0.0, queued_at=utcnow()))
+                if res.rowcount == 1:
+                    ids.append(i)
+        return ids
 
     def set_progress(self, item_id: int, stage: str, percent: float) -> None:
         with self.session() as s:
