@@ -12,7 +12,6 @@ against PyTorch on fresh random inputs (1e-4 max abs for fp32).
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import tempfile
 import warnings
@@ -24,20 +23,13 @@ import torch
 
 from model.config import ModelConfig, get_config
 from model.contract import PFED5_EXPRESSIONS, PreprocessContract, check_expression
+from model.manifest import sha256_file  # noqa: F401  (re-exported: callers import it from here)
 from model.network import TrampFormer, count_params
 
 OPSET = 17
 INPUT_NAMES = ("trajs", "index_t", "frames")
 OUTPUT_NAME = "score"
 FP32_ATOL = 1e-4
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def contract_for_config(cfg: ModelConfig, **overrides) -> PreprocessContract:

@@ -9,7 +9,6 @@ count, dtype); trajectories may carry all five channels [x, y, R, G, B], of whic
 """
 from __future__ import annotations
 
-import json
 import os
 import threading
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import numpy as np
 
 from model.contract import PreprocessContract, check_expression
 from model.errors import ContractError, ModelIntegrityError, ModelUnavailable
+from model.manifest import model_pairs, read_manifest, sha256_file
 
 FULL_CHANNELS = ("x", "y", "r", "g", "b")
 N_SLOTS = 63
@@ -38,11 +38,6 @@ def default_providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-def _sha256(path: Path) -> str:
-    from model.export import sha256_file
-    return sha256_file(path)
-
-
 class Scorer:
     def __init__(self, model_dir: str | Path, providers: list[str] | None = None, intra_op_threads: int = 1) -> None:
         import onnxruntime as ort
@@ -55,17 +50,15 @@ class Scorer:
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
         self._models: dict[str, _Loaded] = {}
-        for js in sorted(self.model_dir.glob("*.json")):
-            onnx_path = js.with_suffix(".onnx")
-            if onnx_path.is_file():
-                self._load(js, onnx_path, so, ort)
+        for js, onnx_path in model_pairs(self.model_dir):
+            self._load(js, onnx_path, so, ort)
 
     def _load(self, js: Path, onnx_path: Path, so, ort) -> None:
-        manifest = json.loads(js.read_text())
+        manifest = read_manifest(js)
         expression = manifest.get("expression")
         if not expression:
             return
-        actual = _sha256(onnx_path)
+        actual = sha256_file(onnx_path)
         if actual != manifest.get("sha256"):
             raise ModelIntegrityError(
                 f"{onnx_path.name}: sha256 {actual[:12]}... does not match its manifest "

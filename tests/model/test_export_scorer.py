@@ -149,3 +149,18 @@ def test_only_clinically_trained_models_can_be_marked_for_clinical_use(tmp_path)
         export_model(TrampFormer(cfg), cfg, tmp_path, "x", "smile", "0.1", trained_on="simulated",
                      clinical_use=True)
     assert not list(tmp_path.iterdir())
+
+
+def test_scorer_loads_and_scores_without_torch(model_dir):
+    """A worker image without torch: model.scorer (checksums included) must not import it."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nimport model.scorer as ms\n"
+            "assert 'torch' not in sys.modules, 'import model.scorer loaded torch'\n"
+            "s = ms.Scorer(sys.argv[1]); s.warmup(); print(s.expressions())\n"
+            "bad = [m for m in ('torch', 'model.export', 'model.network') if m in sys.modules]\n"
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code, str(model_dir)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "['sit_at_rest', 'smile']" in r.stdout
