@@ -186,7 +186,7 @@ class FeqaClient:
         """Poll until the assessment is in a terminal status; raise TimeoutError after `timeout` s.
 
         The score is published before the pictures are drawn: with `pictures=True`, also wait until
-        every succeeded item has its `overlay` and `trajectories` links.
+        no item's `pictures` is "pending" (each is "ready", with its links, or "none").
         """
         deadline = time.monotonic() + timeout
         while True:
@@ -214,9 +214,14 @@ class FeqaClient:
 
 
 def _pictures_pending(job: dict[str, Any]) -> bool:
-    return any(item.get("status") == "succeeded"
-               and not ((item.get("links") or {}).get("overlay") and (item.get("links") or {}).get("trajectories"))
-               for item in job.get("items") or [])
+    """Some item's pictures may still come: its `pictures` is "pending" (servers without that field:
+    a succeeded item without both links)."""
+    def pending(item: dict[str, Any]) -> bool:
+        if "pictures" in item:
+            return item["pictures"] == "pending"
+        links = item.get("links") or {}
+        return item.get("status") == "succeeded" and not (links.get("overlay") and links.get("trajectories"))
+    return any(pending(item) for item in job.get("items") or [])
 
 
 def _mime(path: str | Path) -> str:

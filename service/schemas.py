@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 AssessmentStatus = Literal["queued", "running", "succeeded", "failed", "partly_failed"]
 ItemStatus = Literal["queued", "running", "succeeded", "failed"]
 Stage = Literal["queued", "decoding", "tracking", "scoring", "done"]
+PicturesState = Literal["pending", "ready", "none"]
 
 
 class AssessmentCreated(BaseModel):
@@ -62,6 +63,9 @@ class ItemOut(BaseModel):
     progress: Progress
     result: ItemResult | None = None
     error: ErrorInfo | None = None
+    pictures: PicturesState = Field("pending", description=(
+        "pending: the overlay/trajectory links may still appear (keep polling); ready: the links are set; "
+        "none: no picture will come (the item failed, no picture could be drawn, or they were deleted)"))
     links: ItemLinks = ItemLinks()
 
 

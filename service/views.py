@@ -15,12 +15,36 @@ def assessment_url(base: str, assessment_id: str) -> str:
     return f"{base}/v1/assessments/{assessment_id}"
 
 
+# The worker records this key (and no picture) when it could draw none for a scored item.
+NO_PICTURES = "_none"
+# A scored item still without pictures this long after its result: its worker died before drawing them.
+PICTURES_GRACE_S = 600.0
+
+
+def pictures_state(it: Item, now: datetime | None = None) -> str:
+    """"pending" (links may still appear), "ready" (links are set) or "none" (no link will appear)."""
+    if it.status in ("queued", "running"):
+        return "pending"
+    if it.status != "succeeded":
+        return "none"     # failed, or deleted (its pictures removed with it)
+    drawn = it.artifacts or {}
+    if any(name in drawn for name in ARTIFACTS):
+        return "ready"
+    if NO_PICTURES in drawn:
+        return "none"
+    finished = aware(it.finished_at) if it.finished_at else None
+    if finished is not None and ((now or datetime.now(UTC)) - finished).total_seconds() > PICTURES_GRACE_S:
+        return "none"
+    return "pending"
+
+
 def item_out(base: str, a: Assessment, it: Item) -> dict:
     url = assessment_url(base, a.id)
     links = {name: f"{url}/items/{it.idx}/{name}.png" if it.artifacts and name in it.artifacts else None
              for name in ARTIFACTS}
     out = {"index": it.idx, "expression": it.expression, "status": it.status,
-           "progress": {"stage": it.stage, "percent": it.percent}, "links": links}
+           "progress": {"stage": it.stage, "percent": it.percent}, "pictures": pictures_state(it),
+           "links": links}
     out["result"] = it.result
     out["error"] = ({"code": it.error_code or "internal_error", "message": it.error_message or "",
                      "details": it.error_details} if it.status == "failed" else None)

@@ -194,17 +194,22 @@ def run_item(st: ProcessState, item) -> bool:
 
 
 def pictures_job(st: ProcessState, item_id: int, prefix: str, extraction) -> None:
+    from service.views import NO_PICTURES
     from worker.pipeline import draw_pictures
 
     out_dir = st.storage.path(prefix)
     try:
         shutil.rmtree(out_dir, ignore_errors=True)   # a rerun starts clean
         written, seconds = draw_pictures(extraction, out_dir)
-        if not st.store.set_artifacts(item_id, {name: f"{prefix}/{p.name}" for name, p in written.items()},
-                                      {"plotting": seconds}):
+        drawn = {name: f"{prefix}/{p.name}" for name, p in written.items()} or {NO_PICTURES: "not drawn"}
+        if not st.store.set_artifacts(item_id, drawn, {"plotting": seconds}):
             shutil.rmtree(out_dir, ignore_errors=True)   # deleted while drawing: keep no pictures
     except Exception:   # pictures are an extra: never let them disturb the worker
         log.exception("pictures for item %s failed", item_id)
+        try:   # tell clients that no picture will come (API field `pictures: none`)
+            st.store.set_artifacts(item_id, {NO_PICTURES: "failed"}, {})
+        except Exception:
+            log.exception("could not record the missing pictures of item %s", item_id)
 
 
 _pictures: tuple[int, ThreadPoolExecutor] | None = None

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from service import problems
 from service.api import metrics
 from service.api.deps import KeyCache, RateLimiter
-from service.api.routes import assessments, health, models, web
+from service.api.routes import assessments, docs, health, models, web
 from service.housekeeping import purge
 from service.queue import Queue
 from service.settings import Settings, get_settings
@@ -28,7 +28,7 @@ estimates, preliminary until a clinician signs them."""
 def create_app(settings: Settings | None = None, *, queue: Queue | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(title="FEQA clinical inference API", version="1", description=DESCRIPTION,
-                  openapi_url="/openapi.json", docs_url="/docs")
+                  openapi_url="/openapi.json", docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.store = Store(settings.db_url)            # runs the migrations
     app.state.storage = LocalStorage(settings.storage_root)
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None, *, queue: Queue | None = None) 
     problems.install(app)
     for router in (assessments.router, models.router, health.router, metrics.router):
         app.include_router(router)
+    app.include_router(docs.router)  # GET /docs and /static/swagger/* (before the web form's /static/*)
     app.include_router(web.router)  # the web form: GET /, /static/*, /v1/session
     try:
         purge(app.state.store, app.state.storage, settings)

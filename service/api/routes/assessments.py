@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 
 from model.contract import EXPRESSIONS, PROTOCOLS, check_expression
-from model.errors import VideoError
+from model.errors import UnknownExpression, VideoError
 from service import problems
 from service.api.deps import PrincipalDep, SettingsDep, StorageDep, StoreDep
 from service.probe import probe
@@ -58,13 +58,21 @@ def pair_expressions(n_videos: int, expressions: list[str], protocol: str | None
     if not expressions and protocol and n_videos == len(PROTOCOLS[protocol]):
         expressions = list(PROTOCOLS[protocol])
     if len(expressions) != n_videos:
+        # index: the first part without its partner (a video without an expression, or the reverse)
         raise problems.Problem(422, problems.EXPRESSION_MISMATCH,
                                f"got {n_videos} video(s) and {len(expressions)} expression(s); send one "
-                               "'expression' field per 'video' part, in the same order")
-    for e in expressions:
-        check_expression(e)
+                               "'expression' field per 'video' part, in the same order",
+                               details={"index": min(n_videos, len(expressions)), "videos": n_videos,
+                                        "expressions": len(expressions)})
+    for i, e in enumerate(expressions):
+        try:
+            check_expression(e)
+        except UnknownExpression as exc:
+            exc.details = {**exc.details, "index": i}
+            raise
         if protocol and e not in PROTOCOLS[protocol]:
-            raise VideoError(f"expression {e!r} is not part of protocol {protocol!r}", code="unknown_expression")
+            raise UnknownExpression(f"expression #{i + 1} {e!r} is not part of protocol {protocol!r}",
+                                    details={"index": i, "expected": list(PROTOCOLS[protocol])})
     return expressions
 
 

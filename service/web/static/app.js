@@ -584,23 +584,33 @@
     }
     // The worker publishes the score first and draws the pictures afterwards: keep asking for a while.
     if (picturesPending(job) && picturePolls++ < 120) pollTimer = setTimeout(() => poll(id), POLL_MS);
-    else for (const p of $$(".pictures-pending")) p.textContent = "Pictures are not available for this video.";
+    else for (const p of $$(".pictures-pending")) p.textContent = NO_PICTURES_TEXT;
   }
 
+  const NO_PICTURES_TEXT = "Pictures are not available for this video.";
+
+  // item.pictures (API): "pending" (links may still come), "ready" (links set), "none" (none will come).
   function hasPictures(item) {
     const links = item.links || {};
+    if (item.pictures) return item.pictures === "ready" && Boolean(links.overlay || links.trajectories);
     return Boolean(links.overlay && links.trajectories);
   }
 
   function picturesPending(job) {
-    return (job.items || []).some((i) => i.status === "succeeded" && !hasPictures(i));
+    return (job.items || []).some((i) => i.status === "succeeded" &&
+      (i.pictures ? i.pictures === "pending" : !hasPictures(i)));
   }
 
   function refreshPictures(job) {
     for (const item of job.items || []) {
       const card = $(`#results article[data-expression="${item.expression}"]`);
-      if (!card || !hasPictures(item) || $(".pictures", card)) continue;
+      if (!card || $(".pictures", card)) continue;
       const pending = $(".pictures-pending", card);
+      if (item.pictures === "none") {
+        if (pending) pending.textContent = NO_PICTURES_TEXT;
+        continue;
+      }
+      if (!hasPictures(item)) continue;
       if (pending) pending.remove();
       card.append(pictures(item));
     }
@@ -662,7 +672,8 @@
       if (warn) card.append(el("p", { className: "warning small", text: warn }));
       card.append(modelFacts(result.model));
       const pics = hasPictures(item) ? pictures(item) : null;
-      card.append(pics || el("p", { className: "pictures-pending hint", role: "status", text: "Drawing the pictures…" }));
+      card.append(pics || el("p", { className: "pictures-pending hint", role: "status",
+        text: item.pictures === "none" ? NO_PICTURES_TEXT : "Drawing the pictures…" }));
     } else {
       const err = item.error || {};
       const verdict = QUALITY_CODES.has(err.code);
