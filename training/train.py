@@ -24,7 +24,7 @@ DEMO_VERSION = "1.0.0-demo"
 # The demo recipe (documented in docs/training.md): the paper's SGD/BMC recipe does not converge in the few
 # epochs a 2-core, 30-minute budget allows, so the demo uses Adam with a short step schedule.
 # One torch thread: on a shared 2-core machine two threads mostly spin.
-DEMO_TRAIN = dict(epochs=6, optimizer="adam", lr=1e-3, lr_step=5, lr_gamma=0.1, repeat=3, batch_size=8,
+DEMO_TRAIN = dict(epochs=6, optimizer="adam", lr=1e-3, lr_step=5, lr_gamma=0.1, repeat=5, batch_size=4,
                   weight_decay=1e-4, sigma_init=1.0, sigma_lr=1e-2, threads=1)
 # Model overrides of the demo: Tp=64 for every expression (the paper uses 64 only at rest), Tf=16 RGB frames
 # (one clip of 16), trajectory channels x,y only (cp=2: in the simulation the landmark colours carry only the
