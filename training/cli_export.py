@@ -45,7 +45,11 @@ def run(args: argparse.Namespace) -> int:
         expression = args.expression or meta.get("expression")
         training = {"recipe": ck.get("train_config"), "n_train": meta.get("n_train"), "n_val": meta.get("n_val")}
         metrics = {"val_best": ck.get("best")}
-        trained_on = args.trained_on or meta.get("trained_on", "untrained")
+        trained_on = args.trained_on or meta.get("trained_on")
+        if not trained_on:
+            print("the checkpoint does not say what it was trained on: give --trained-on "
+                  "('simulated' or 'clinical:<dataset>')")
+            return 2
     from training.train import checkpoint_contract, model_contract
 
     contract = model_contract(cfg) if args.from_reference else checkpoint_contract(ck, cfg)
