@@ -16,6 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work", default="var/train", help="feature cache and simulation folder")
     p.add_argument("--folds", type=int, default=0, help="subject-wise k-fold cross-validation (0 = use splits)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of training subjects for validation")
+    p.add_argument("--trained-on", help="recorded in checkpoints and exports: 'simulated' or 'clinical:<dataset>'")
     p.add_argument("--init", help="published pretrained state dict (reference key layout) to start from")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if OUT holds last.pt")
     p.add_argument("--workers", type=int, default=2, help="extraction processes")
@@ -82,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     exprs = [e for e in args.expressions.split(",") if e] or sorted({s.expression for s in samples})
     common = dict(config=args.config, model_overrides=_overrides(args), train_cfg=_recipe(args),
                   cache_root=Path(args.work) / "features", init=args.init, progress=not args.quiet,
-                  resume=not args.no_resume)
+                  resume=not args.no_resume,
+                  extra_meta={"trained_on": args.trained_on} if args.trained_on else None)
     out = Path(args.out)
     summary = {}
     for e in exprs:
