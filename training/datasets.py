@@ -215,9 +215,15 @@ def split_by_column(samples: Sequence[Sample]) -> dict[str, list[Sample]]:
 
 
 def holdout_validation(train: Sequence[Sample], fraction: float = 0.2, seed: int = 0) -> tuple[list, list]:
-    """Split training samples into train/val by subject (stratified by group); never touches the test set.
-    With fewer than 3 subjects, falls back to a per-clip split stratified by score."""
+    """Split training samples into train/val by group (e.g. base identity, so that a mirror-image
+    pseudo-identity never validates its own original) when there are at least 3 groups, else by subject;
+    never touches the test set. With fewer than 3 subjects, falls back to a per-clip split stratified by score."""
     rng = np.random.default_rng(seed)
+    groups = sorted({s.group for s in train if s.group})
+    if len(groups) >= 3 and all(s.group for s in train) and len(groups) < len({s.subject for s in train}):
+        n_val = max(1, int(round(fraction * len(groups))))
+        val_groups = set(rng.choice(groups, n_val, replace=False).tolist())
+        return [s for s in train if s.group not in val_groups], [s for s in train if s.group in val_groups]
     subjects = sorted({s.subject for s in train})
     if len(subjects) >= 3:
         n_val = max(1, int(round(fraction * len(subjects))))

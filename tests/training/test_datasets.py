@@ -123,6 +123,13 @@ def test_holdout_validation_never_shares_subjects():
     assert va and tr and not ({s.subject for s in tr} & {s.subject for s in va})
 
 
+def test_holdout_validation_keeps_mirror_identities_with_their_base():
+    samples = [Sample(f"/v/{b}{m}{i}", f"{b}{m}", "smile", float(i % 5), group=b)
+               for b in "abcd" for m in ("", "-mirror") for i in range(5)]
+    tr, va = holdout_validation(samples, 0.25, seed=0)
+    assert va and not ({s.group for s in tr} & {s.group for s in va})
+
+
 def test_feature_cache_reextracts_when_the_contract_changes(tmp_path):
     video = tmp_path / "v.mp4"
     video.write_bytes(b"not really a video")
