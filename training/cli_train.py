@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         run_demo(args.out, work=args.work if args.work != "var/train" else "var/demo", identities=args.identities,
                  per_severity=args.per_severity, seed=args.seed, epochs=args.epochs, workers=args.workers,
                  ablations=args.ablations, progress=not args.quiet,
-                 ablation_expressions=[e for e in args.ablation_expressions.split(",") if e] or None)
+                 ablation_expressions=[e for e in args.ablation_expressions.split(",") if e] or None,
+                 fusion_mode=args.fusion_mode or "tokens")
         return 0
     if not args.manifest:
         print("give --manifest CSV (or --demo)")
