@@ -7,6 +7,7 @@ processes elsewhere. Also manages API keys and purges expired data.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -62,6 +63,21 @@ def _admin(args: argparse.Namespace) -> int | None:
     return None
 
 
+_ORDERLY_EXIT = (0, -signal.SIGTERM, -signal.SIGINT)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to send SIGTERM when `feqa serve` dies, even by kill -9,
+    so local workers never outlive the server that started them."""
+    try:
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except OSError:  # not Linux/glibc: the orderly stop in Workers.stop still applies
+        pass
+
+
 class Workers:
     """The local worker subprocesses, restarted when one dies (a crash must not leave the machine
     without a worker; the items it held are re-queued by the next worker's heartbeat)."""
@@ -76,12 +92,18 @@ class Workers:
     @staticmethod
     def _start(i: int) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "service.cli", "worker", "--concurrency", "1", "--name", f"feqa-local-{i}@%h"]
-        return subprocess.Popen(cmd)
+        # Its own process group: a signal to `feqa serve`'s group (Ctrl-C, a service manager) must not
+        # reach Celery's pool children directly, or Celery replaces them in the middle of its warm
+        # shutdown and can hang there. The worker is stopped through its main process instead.
+        return subprocess.Popen(cmd, preexec_fn=_die_with_parent, start_new_session=True)
 
     def _watch(self) -> None:
         while not self._stop.wait(2.0):
             for i, p in enumerate(self.procs):
-                if p.poll() is not None and not self._stop.is_set():
+                # A worker told to stop (SIGTERM/SIGINT to the whole process group, as Ctrl-C or a
+                # service manager does) is shutting down with us: starting it again would leave an
+                # orphan behind. Only a crash (kill -9, a segfault, an error exit) is restarted.
+                if p.poll() is not None and p.returncode not in _ORDERLY_EXIT and not self._stop.is_set():
                     print(f"feqa serve: worker {i} exited with {p.returncode}; starting it again", file=sys.stderr)
                     self.procs[i] = self._start(i)
 
@@ -93,7 +115,9 @@ class Workers:
             try:
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                p.kill()
+                pass
+            with contextlib.suppress(ProcessLookupError):   # the pool children too
+                os.killpg(p.pid, signal.SIGKILL)
 
 
 def run(args: argparse.Namespace) -> int:

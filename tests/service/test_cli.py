@@ -63,3 +63,54 @@ def test_worker_healthcheck_follows_this_hosts_heartbeat(tmp_path):
     store.heartbeat(f"{socket.gethostname()}:1", [{"expression": "smile"}], warmed=True)
     r = feqa("worker", "--healthcheck", env=env)
     assert r.returncode == 0 and "ready" in r.stdout
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of `pid`, read from /proc."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = open(f"/proc/{d}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(d))
+    return out
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":   # exited, waiting for its (init) parent to reap it
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_serve_leaves_no_worker_behind_when_stopped_or_killed(tmp_path, model_dir):
+    import signal
+
+    from tests.servers import feqa_serve
+
+    # Given `feqa serve` with its local worker
+    for how in ("group-sigterm", "server-sigkill"):
+        with feqa_serve(tmp_path / how, model_dir=model_dir) as stack:
+            serve = stack.procs[0].popen
+            workers = _children(serve.pid)
+            assert workers, "feqa serve started no worker subprocess"
+            # When the whole group is told to stop (Ctrl-C, a service manager) or the server alone dies
+            if how == "group-sigterm":
+                os.killpg(serve.pid, signal.SIGTERM)
+            else:
+                os.kill(serve.pid, signal.SIGKILL)
+            serve.wait(30)
+            # Then no worker outlives it (none restarted during shutdown, none orphaned)
+            for w in workers + _children(serve.pid):
+                assert _gone(w, 30), f"worker {w} outlived feqa serve ({how})"
