@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
                  per_severity=args.per_severity, seed=args.seed, epochs=args.epochs, workers=args.workers,
                  ablations=args.ablations, progress=not args.quiet,
                  ablation_expressions=[e for e in args.ablation_expressions.split(",") if e] or None,
-                 fusion_mode=args.fusion_mode or "tokens")
+                 fusion_mode=args.fusion_mode or "pooled")
         return 0
     if not args.manifest:
         print("give --manifest CSV (or --demo)")

@@ -184,7 +184,7 @@ def run_demo(out_root: str | Path = "models", *, work: str | Path = "var/demo", 
              per_severity: int = 2, expressions: Sequence[str] = PFED5_EXPRESSIONS, seed: int = 0,
              epochs: int | None = None, workers: int = 2, ablations: bool = False, progress: bool = True,
              export: bool = True, ablation_expressions: Sequence[str] | None = None,
-             fusion_mode: str = "tokens", log: Callable = print) -> dict:
+             fusion_mode: str = "pooled", log: Callable = print) -> dict:
     """The whole demo pipeline in one call; returns the report written to <out_root>/demo/REPORT.json."""
     from training.evaluate import plot_report, summarise
     from training.simulate import simulate
