@@ -17,3 +17,11 @@ ARTIFACTS = ROOT / "test-artifacts"
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+def real_video() -> Path:
+    """The real face clip the integration tests upload: the project's own copy, else ../shared's."""
+    for candidate in (ROOT / "tests" / "data" / "pyfeat_single_face.mp4", VIDEOS / "pyfeat_single_face.mp4"):
+        if candidate.is_file():
+            return candidate
+    pytest.fail("no real face video: tests/data/pyfeat_single_face.mp4 and ../shared/videos are both missing")

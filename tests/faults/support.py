@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, VIDEOS
+from tests.conftest import VIDEOS
 from tests.servers import free_port, untrained_models
 
 _MODELS: dict[str, Path] = {}
@@ -36,13 +36,6 @@ def shared_models(factory: pytest.TempPathFactory, expressions: tuple[str, ...] 
     if "dir" not in _MODELS:
         _MODELS["dir"] = untrained_models(factory.mktemp("models"), expressions)
     return _MODELS["dir"]
-
-
-def real_video() -> Path:
-    for candidate in (ROOT / "tests" / "data" / "pyfeat_single_face.mp4", VIDEOS / "pyfeat_single_face.mp4"):
-        if candidate.is_file():
-            return candidate
-    pytest.fail("no real face video: tests/data/pyfeat_single_face.mp4 and ../shared/videos are both missing")
 
 
 def long_video() -> Path:

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.support import real_video, shared_models
+from tests.conftest import real_video
+from tests.faults.support import shared_models
 
 
 @pytest.fixture(scope="session")

@@ -6,15 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, VIDEOS
+from tests.conftest import real_video
 
 
 @pytest.fixture(scope="session")
 def video_path() -> Path:
-    for p in (ROOT / "tests" / "data" / "pyfeat_single_face.mp4", VIDEOS / "pyfeat_single_face.mp4"):
-        if p.is_file():
-            return p
-    pytest.fail("pyfeat_single_face.mp4 is neither in tests/data nor in ../shared/videos")
+    return real_video()
 
 
 @pytest.fixture(scope="session")

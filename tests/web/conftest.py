@@ -3,22 +3,15 @@ web-form and batch tests: starting it costs more than most of the tests themselv
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, VIDEOS
 from tests.servers import feqa_stack, untrained_models
 
 MAX_UPLOAD = 5_000_000      # small, so that the form's size check shows without a huge file
 EXPRESSIONS = ("smile", "frown")
 
 
-def real_video() -> Path:
-    for candidate in (ROOT / "tests" / "data" / "pyfeat_single_face.mp4", VIDEOS / "pyfeat_single_face.mp4"):
-        if candidate.is_file():
-            return candidate
-    pytest.fail("no real face video: tests/data/pyfeat_single_face.mp4 and ../shared/videos are both missing")
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, real_video
 from tests.servers import PYTHON
-from tests.web.conftest import real_video
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, real_video
 from tests.servers import feqa_serve, untrained_models
-from tests.web.conftest import MAX_UPLOAD, real_video
+from tests.web.conftest import MAX_UPLOAD
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]
 
