@@ -47,7 +47,8 @@ class PreprocessContract:
     channels: tuple[str, ...] = ("x", "y", "r", "g", "b")
     landmark_scheme: str = "mediapipe468_63"
     region_order: tuple[str, ...] = REGIONS
-    coord_norm: str = "first_frame_nose_tip"   # crop pixels relative to frame 0's nose tip
+    coord_norm: str = "first_frame_nose_tip"   # crop pixels relative to frame 0's nose tip (the reference);
+    #                 "first_frame_per_slot": each slot relative to its own frame-0 position (motion only)
     scale_norm: str = "none"                   # or "interocular"
     rgb_value_range: str = "0-255"
     crop_size: int = 256

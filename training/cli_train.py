@@ -66,13 +66,13 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     if args.demo:
-        from training.train import run_demo
+        from training.train import DEMO_STREAMS, run_demo
 
         run_demo(args.out, work=args.work if args.work != "var/train" else "var/demo", identities=args.identities,
                  per_severity=args.per_severity, seed=args.seed, epochs=args.epochs, workers=args.workers,
                  ablations=args.ablations, progress=not args.quiet,
                  ablation_expressions=[e for e in args.ablation_expressions.split(",") if e] or None,
-                 fusion_mode=args.fusion_mode or "pooled")
+                 fusion_mode=args.fusion_mode or "pooled", streams=args.streams or DEMO_STREAMS)
         return 0
     if not args.manifest:
         print("give --manifest CSV (or --demo)")

@@ -352,6 +352,7 @@ def _build(track: _Track, contract: PreprocessContract) -> tuple[np.ndarray, ...
     lo = int(idx.min())
     slots = np.stack(track.slots)                       # (n, 63, 2)
     xy = slots[idx] - track.nose[lo]                    # relative to the window's first nose tip
+    xy = lm.coord_normalise(xy, contract.coord_norm)
     z = np.stack(track.z)[idx]
     if contract.scale_norm == "interocular":
         iod = float(lm.interocular(slots[lo]))

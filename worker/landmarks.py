@@ -80,6 +80,24 @@ def interocular(slots: np.ndarray) -> np.ndarray:
     return np.linalg.norm(le - re, axis=-1)
 
 
+COORD_NORMS: tuple[str, ...] = ("first_frame_nose_tip", "first_frame_per_slot")
+
+
+def coord_normalise(xy: np.ndarray, coord_norm: str) -> np.ndarray:
+    """Apply the contract's `coord_norm` to (Tp, 63, 2) window coordinates already relative to the window's
+    first nose tip (row 0 is the window's first frame: `trajectory_window` always starts at its lowest index).
+
+    * "first_frame_nose_tip" (the reference): unchanged.
+    * "first_frame_per_slot": each slot relative to its own position in the window's first frame, so the
+      fixed face shape is removed and only the motion remains (row 0 becomes all zeros).
+    """
+    if coord_norm == "first_frame_nose_tip":
+        return xy
+    if coord_norm == "first_frame_per_slot":
+        return xy - xy[:1]
+    raise ValueError(f"unknown coord_norm {coord_norm!r}; expected one of {COORD_NORMS}")
+
+
 # ---- windows ---------------------------------------------------------------------------------------------
 def trajectory_window(n: int, tp: int) -> tuple[np.ndarray, np.ndarray]:
     """Source frame indices (tp,) int64 and index_t (tp,) float32 for a clip of n frames (reference formulas)."""
