@@ -1,19 +1,3 @@
-"""Fixtures for the security and bad-input tests: real API, Celery worker and Redis processes."""
-from __future__ import annotations
-
-from pathlib import Path
-
-import pytest
-
-from tests.conftest import real_video
-from tests.faults.support import shared_models
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory) -> Path:
-    return shared_models(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def video() -> Path:
-    return real_video()
+"""Fixtures for the security and bad-input tests: the same real-process fixtures as the fault tests
+(untrained models exported once per session, the real face clip)."""
+from tests.faults.conftest import models, video  # noqa: F401  (pytest fixtures, shared)
