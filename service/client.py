@@ -29,6 +29,8 @@ from typing import Any
 
 import httpx
 
+from model.manifest import sha256_file as file_sha256  # one checksum for models and videos (stdlib only)
+
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "partly_failed", "cancelled", "deleted"})
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -51,12 +53,6 @@ class ConnectionFailed(Exception):
     """The API could not be reached (after the retries)."""
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def idempotency_key(video_sha256: str, expression: str, model_version: str) -> str:

@@ -283,10 +283,11 @@ def _drop_redis_queue(env: dict) -> None:
 def postgres_url(base_url: str | None = None) -> Iterator[str]:
     """A fresh schema on DATABASE_URL_TEST, as a URL whose connections use it; dropped at exit."""
     import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
 
     base_url = base_url or os.environ["DATABASE_URL_TEST"]
     schema = f"feqa_test_{uuid.uuid4().hex[:10]}"
-    eng = sa.create_engine(base_url)
+    eng = sa.create_engine(base_url, poolclass=NullPool)   # no idle connection held while the test runs
     with eng.begin() as c:
         c.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     sep = "&" if "?" in base_url else "?"

@@ -7,16 +7,13 @@ storage; when the proxy lets connections through again, the same requests succee
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import uuid
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
 
 from tests.faults.support import TcpProxy, leftovers, upload, wait_for
-from tests.servers import feqa_stack
+from tests.servers import feqa_stack, postgres_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -30,29 +27,11 @@ def proxied(url: str, port: int) -> str:
     return parts._replace(netloc=f"{user}127.0.0.1:{port}").geturl()
 
 
-@contextlib.contextmanager
-def fresh_schema(base_url: str) -> Iterator[str]:
-    """A schema of its own, made and dropped over fresh direct connections (no pool to go stale)."""
-    import sqlalchemy as sa
-    from sqlalchemy.pool import NullPool
-
-    schema = f"feqa_fault_{uuid.uuid4().hex[:10]}"
-    eng = sa.create_engine(base_url, poolclass=NullPool)
-    with eng.begin() as c:
-        c.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{base_url}{'&' if '?' in base_url else '?'}options=-csearch_path%3D{schema}"
-    finally:
-        with eng.begin() as c:
-            c.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        eng.dispose()
-
-
 def test_database_outage_answers_503_and_recovers(models, video, tmp_path):
     base = os.environ.get("DATABASE_URL_TEST", DEFAULT_PG)
     target = urlsplit(base)
     with TcpProxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy, \
-            fresh_schema(base) as direct, \
+            postgres_url(base) as direct, \
             feqa_stack(tmp_path, model_dir=models, database_url=proxied(direct, proxy.port), workers=0,
                        ready=False) as stack:
         # The schema is made and dropped over direct connections; only the service goes through the proxy.
