@@ -30,6 +30,7 @@ class ModelConfig:
     traj_max_frames: int = 256       # bias tables are sized for this many frames
     traj_drop_path: float = 0.2
     traj_attn_drop: float = 0.5
+    traj_input_scale: float = 1.0    # trajectories are multiplied by this before the stem (1 = the reference)
     # RGB encoder (Former-DFER variant)
     frame_size: int = 224            # size of the frames at the model input
     rgb_size: int = 224              # size inside the model (224 // rgb_size = average-pool factor)

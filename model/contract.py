@@ -51,6 +51,8 @@ class PreprocessContract:
     #                 "first_frame_per_slot": each slot relative to its own frame-0 position (motion only)
     scale_norm: str = "none"                   # or "interocular"
     rgb_value_range: str = "0-255"
+    frame_norm: str = "none"                   # or "first_frame_diff": each frame minus the window's first
+    #                 frame, plus 128 (motion only: the face's fixed appearance is removed, as coord_norm does)
     crop_size: int = 256
     frame_size: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN

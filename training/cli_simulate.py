@@ -8,8 +8,10 @@ HELP = "Render simulated-patient videos of the five PFED5 expressions with known
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (videos/ and manifest.csv)")
-    p.add_argument("--identities", type=int, default=8,
-                   help="pseudo-identities: the 4 base photos, then their mirror images (max 8)")
+    p.add_argument("--identities", type=int, default=10,
+                   help="pseudo-identities: the 5 base photos, then their mirror images (max 10)")
+    p.add_argument("--shapes", type=int, default=1,
+                   help="shape variants per training pseudo-identity (1 = the photo as it is only)")
     p.add_argument("--per-severity", type=int, default=2, help="clips per identity, expression and severity")
     p.add_argument("--expressions", default="all", help="comma-separated PFED5 expressions or 'all'")
     p.add_argument("--test-identities", default="tfjs_woman",
@@ -34,6 +36,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
     path = simulate(args.out, identities=args.identities, per_severity=args.per_severity, expressions=exprs,
                     seed=args.seed, test_identities=_csv(args.test_identities),
-                    val_identities=_csv(args.val_identities), progress=not args.quiet)
+                    val_identities=_csv(args.val_identities), shapes=args.shapes, progress=not args.quiet)
     print(f"wrote {path} (SIMULATED DATA - NOT FOR CLINICAL USE)")
     return 0

@@ -40,7 +40,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--ablations", action="store_true", help="with --demo: also RGB-only, trajectory-only, pooled")
     a.add_argument("--ablation-expressions", default="",
                    help="with --demo --ablations: only these expressions for the ablation variants")
-    a.add_argument("--identities", type=int, default=8, help="with --demo: simulated pseudo-identities")
+    a.add_argument("--identities", type=int, default=10,
+                   help="with --demo: simulated pseudo-identities (5 photos, then their mirror images)")
+    a.add_argument("--shapes", type=int, default=3, help="with --demo: shape variants per training pseudo-identity")
+    a.add_argument("--jobs", type=int, default=2, help="with --demo: models trained at once (one process each)")
     a.add_argument("--per-severity", type=int, default=2, help="with --demo: clips per identity and severity")
 
 
@@ -70,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
         run_demo(args.out, work=args.work if args.work != "var/train" else "var/demo", identities=args.identities,
                  per_severity=args.per_severity, seed=args.seed, epochs=args.epochs, workers=args.workers,
+                 shapes=args.shapes, jobs=args.jobs,
                  ablations=args.ablations, progress=not args.quiet,
                  ablation_expressions=[e for e in args.ablation_expressions.split(",") if e] or None,
                  fusion_mode=args.fusion_mode or "pooled", streams=args.streams or DEMO_STREAMS)

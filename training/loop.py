@@ -46,6 +46,8 @@ class TrainConfig:
     threads: int = 2
     max_steps: int = 0              # stop after this many optimiser steps in total (0 = no limit; tests)
     select_on: str = "spearman"     # validation metric for model selection
+    color_jitter: float = 0.0       # > 0: per-clip colour, brightness and contrast change of the RGB frames
+    ema: float = 0.0                # > 0: validate, select and save an exponential moving average of the weights
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -74,15 +76,32 @@ def augment(item: Item, cfg: TrainConfig, rng: np.random.Generator, uses_rgb: bo
         frames = mirror_frames(frames) if uses_rgb else frames
     if uses_rgb and cfg.random_crop:
         frames = random_crop(frames, rng)
+    if uses_rgb and cfg.color_jitter > 0:
+        frames = color_jitter(frames, rng, cfg.color_jitter)
     return trajs, item.index_t, frames
 
 
-def random_crop(frames: np.ndarray, rng: np.random.Generator, big: int = 256) -> np.ndarray:
+def color_jitter(frames: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """One appearance change for the whole clip (so the motion is untouched): per-channel gain, brightness,
+    contrast around the clip mean, and grey with probability 0.2. Keeps the network from scoring by
+    what a face looks like."""
+    f = frames.astype(np.float32)
+    if rng.random() < 0.2:
+        f = np.repeat(f.mean(-1, keepdims=True), 3, -1)
+    gain = np.exp(rng.uniform(-strength, strength, 3) * 0.5 + rng.uniform(-strength, strength))
+    mean = f.mean()
+    f = (f - mean) * np.exp(rng.uniform(-strength, strength)) + mean
+    return np.clip(f * gain, 0, 255).astype(np.uint8)
+
+
+def random_crop(frames: np.ndarray, rng: np.random.Generator, big: int | None = None) -> np.ndarray:
     """The reference crops 224 out of the 256 face crop; extraction hands over the 224 resize, so resize the
-    frames back to 256 and take a random 224 window (the same scale relation)."""
+    frames back up by 256/224 and take a random window of the original size (the same scale relation at any
+    frame size: 64 -> 73 for the demo's 64-pixel frames)."""
     import cv2
 
     size = frames.shape[1]
+    big = big or int(round(size * 256 / 224))
     y0, x0 = rng.integers(0, big - size + 1, 2)
     out = np.empty_like(frames)
     for i, f in enumerate(frames):
@@ -148,13 +167,38 @@ def _set_rng_state(rng: np.random.Generator, st: dict) -> None:
 
 
 def save_checkpoint(path: Path, model: TrampFormer, loss: BMCLoss, opt, sched, epoch: int, step: int,
-                    rng: np.random.Generator, cfg: TrainConfig, history: list, best: dict, meta: dict) -> None:
-    ck = {"model_args": model.model_args(), "state_dict": model.state_dict(), "loss_state": loss.state_dict(),
+                    rng: np.random.Generator, cfg: TrainConfig, history: list, best: dict, meta: dict,
+                    ema_state: dict | None = None) -> None:
+    ck = {"ema_state": ema_state} if ema_state is not None else {}
+    ck = {**ck, "model_args": model.model_args(), "state_dict": model.state_dict(), "loss_state": loss.state_dict(),
           "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch, "step": step,
           "rng": _rng_state(rng), "train_config": asdict(cfg), "history": history, "best": best, **meta}
     tmp = path.with_suffix(".tmp")
     torch.save(ck, tmp)
     tmp.replace(path)
+
+
+class _Ema:
+    """Exponential moving average of the weights (buffers copied): a smoother model to validate and keep."""
+
+    def __init__(self, model: TrampFormer, decay: float) -> None:
+        import copy
+
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: TrampFormer) -> None:
+        for (_, e), (_, p) in zip(self.model.state_dict().items(), model.state_dict().items(), strict=True):
+            if e.dtype.is_floating_point:
+                e.mul_(self.decay).add_(p.detach(), alpha=1 - self.decay)
+            else:
+                e.copy_(p)
+
+    def load(self, state: dict) -> None:
+        self.model.load_state_dict(state)
 
 
 # --------------------------------------------------------------------------------------------- train
@@ -174,6 +218,7 @@ def train(model_cfg: ModelConfig, train_items: Sequence[Item], val_items: Sequen
     model = TrampFormer(model_cfg)
     if init_state:
         model.load_state_dict(init_state, strict=False)
+    ema = _Ema(model, cfg.ema) if cfg.ema > 0 else None
     loss_fn = BMCLoss(cfg.sigma_init, learnable=cfg.learn_sigma)
     opt = make_optimizer(model, loss_fn, cfg)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
@@ -187,6 +232,8 @@ def train(model_cfg: ModelConfig, train_items: Sequence[Item], val_items: Sequen
         if ModelConfig.from_dict(ck["model_args"]) != model_cfg:
             raise ValueError(f"{last} was trained with another model config; use a fresh --out or --no-resume")
         model.load_state_dict(ck["state_dict"])
+        if ema is not None:
+            ema.load(ck.get("ema_state") or ck["state_dict"])
         loss_fn.load_state_dict(ck["loss_state"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
@@ -212,13 +259,16 @@ def train(model_cfg: ModelConfig, train_items: Sequence[Item], val_items: Sequen
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
+            if ema is not None:
+                ema.update(model)
             losses.append(float(loss.detach()))
             step += 1
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", sigma=f"{float(loss_fn.noise_sigma.detach()):.3f}")
             if cfg.max_steps and step >= cfg.max_steps:
                 break
         sched.step()
-        vm = val_metrics(model, val_items) if val_items else {"spearman": float("nan"), "mae": float("nan")}
+        judged = ema.model if ema is not None else model
+        vm = val_metrics(judged, val_items) if val_items else {"spearman": float("nan"), "mae": float("nan")}
         rec = {"epoch": epoch, "step": step, "loss": float(np.mean(losses)) if losses else float("nan"),
                "sigma": float(loss_fn.noise_sigma.detach()), "lr": opt.param_groups[0]["lr"],
                "val_spearman": vm["spearman"], "val_mae": vm["mae"], "seconds": round(time.time() - t0, 1)}
@@ -226,9 +276,10 @@ def train(model_cfg: ModelConfig, train_items: Sequence[Item], val_items: Sequen
         log(json.dumps(rec))
         if _better(vm, best, cfg.select_on) or not val_items:
             best = {"epoch": epoch, **vm}
-            save_checkpoint(out / "best.pt", model, loss_fn, opt, sched, epoch, step, rng, cfg, history, best,
+            save_checkpoint(out / "best.pt", judged, loss_fn, opt, sched, epoch, step, rng, cfg, history, best,
                             meta)
-        save_checkpoint(last, model, loss_fn, opt, sched, epoch, step, rng, cfg, history, best, meta)
+        save_checkpoint(last, model, loss_fn, opt, sched, epoch, step, rng, cfg, history, best, meta,
+                        ema_state=ema.model.state_dict() if ema is not None else None)
         if cfg.max_steps and step >= cfg.max_steps:
             break
     return {"best": best, "history": history, "best_path": str(out / "best.pt"), "last_path": str(last)}

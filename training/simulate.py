@@ -55,6 +55,10 @@ class Identity:
     base: str          # base identity (splits are made on this)
     photo: str         # file name under training/identities/
     mirrored: bool = False
+    shape: int = 0     # 0: the photograph's own face; k > 0: a fixed shape/skin-tone variant (see shape_field)
+
+    def variant(self, k: int) -> Identity:
+        return Identity(f"{self.id}-shape{k}", self.base, self.photo, self.mirrored, k)
 
 
 # --------------------------------------------------------------------------------------------- identities
@@ -63,7 +67,8 @@ def load_identities(identity_dir: Path = IDENTITY_DIR) -> list[dict]:
 
 
 def pseudo_identities(n: int, identity_dir: Path = IDENTITY_DIR) -> list[Identity]:
-    """n pseudo-identities: every base photo first, then mirrored variants (same base identity)."""
+    """n pseudo-identities: every base photo first, then mirrored variants (same base identity).
+    Shape variants are added per split by `simulate(shapes=...)`."""
     bases = load_identities(identity_dir)
     out: list[Identity] = []
     for i in range(n):
@@ -201,6 +206,47 @@ def expression_field(geo: FaceGeometry, expression: str) -> np.ndarray:
     return d
 
 
+def shape_field(geo: FaceGeometry, rng: np.random.Generator) -> np.ndarray:
+    """(468, 2) fixed displacement that changes a face's proportions: a shape variant of the same photograph
+    (face width and height, eye spacing and height, brow height, nose length, mouth width and height)."""
+    xy, u = geo.xy, geo.iod
+    centre = xy.mean(0)
+    d = (xy - centre) * (rng.uniform(0.92, 1.08, 2) - 1.0)                    # face width / height
+    for s in ("left", "right"):
+        eye = geo.eye[s]
+        d += _bump(xy, eye, np.array([rng.uniform(-0.04, 0.04) * u * geo.out(s), 0.0]), 0.3 * u)
+        d += _bump(xy, xy[BROW_INNER[s] + BROW_OUTER[s]].mean(0), np.array([0.0, rng.uniform(-0.04, 0.04) * u]),
+                   0.2 * u)
+        d += _bump(xy, xy[MOUTH_CORNERS[s]], np.array([rng.uniform(-0.05, 0.05) * u * geo.out(s), 0.0]), 0.2 * u)
+    d += _bump(xy, (geo.eye["left"] + geo.eye["right"]) / 2, np.array([0.0, rng.uniform(-0.03, 0.03) * u]),
+               0.45 * u)
+    d += _bump(xy, xy[1], np.array([0.0, rng.uniform(-0.03, 0.03) * u]), 0.25 * u)  # nose tip: nose length
+    mouth = xy[[13, 14]].mean(0)
+    d += _bump(xy, mouth, np.array([0.0, rng.uniform(-0.04, 0.04) * u]), 0.35 * u)  # lower-face height
+    return d.astype(np.float32)
+
+
+def skin_tone(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A fixed colour and brightness change of the photograph (per-channel gain, gamma)."""
+    gain = rng.uniform(0.82, 1.12, 3) * rng.uniform(0.9, 1.1)
+    gamma = rng.uniform(0.8, 1.25)
+    out = 255.0 * (img.astype(np.float32) / 255.0) ** gamma * gain
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _variant_rng(ident: Identity) -> np.random.Generator:
+    key = f"shape|{ident.base}|{ident.mirrored}|{ident.shape}"
+    return np.random.default_rng(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little"))
+
+
+def variant_face(ident: Identity, img: np.ndarray, mesh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(photo, static (468, 2) displacement) of a pseudo-identity; shape 0 is the photo as it is."""
+    if ident.shape == 0:
+        return img, np.zeros((len(mesh), 2), np.float32)
+    rng = _variant_rng(ident)
+    return skin_tone(img, rng), shape_field(FaceGeometry(mesh), rng)
+
+
 def blink_field(geo: FaceGeometry) -> np.ndarray:
     d = np.zeros_like(geo.xy)
     for pairs in LID_PAIRS.values():
@@ -309,12 +355,18 @@ def _paint_mouth(frame: np.ndarray, mouth: np.ndarray, colour: tuple[int, int, i
 
 
 def render_clip(img: np.ndarray, mesh: np.ndarray, warp: MeshWarp, plan: ClipPlan,
-                rng: np.random.Generator) -> np.ndarray:
-    """(T, H, W, 3) uint8 RGB frames of one simulated clip."""
+                rng: np.random.Generator, static: np.ndarray | None = None) -> np.ndarray:
+    """(T, H, W, 3) uint8 RGB frames of one simulated clip; `static` is a shape variant's fixed displacement
+    (the expression then moves the reshaped face)."""
     import cv2
 
+    if static is not None:
+        mesh = mesh.copy()
+        mesh[:, :2] += static
     geo = FaceGeometry(mesh)
     disp = mesh_motion(geo, plan, rng)
+    if static is not None:
+        disp = disp + static[None]
     n = plan.n_frames
     h, w = img.shape[:2]
     rot = _smooth_walk(rng, n, 2.0)                    # degrees
@@ -326,13 +378,14 @@ def render_clip(img: np.ndarray, mesh: np.ndarray, warp: MeshWarp, plan: ClipPla
     bank = rng.normal(0, noise, (4, h, w, 3)).astype(np.float32)  # sensor noise, a few fields reused
     centre = tuple(float(v) for v in geo.xy[1])
     teeth = plan.expression == "clench_teeth"
-    mouth_open = (disp[:, 14, 1] - disp[:, 13, 1]) / (0.1 * geo.iod)
+    base_shift = np.zeros((len(mesh), 2), np.float32) if static is None else static
+    mouth_open = (disp[:, 14, 1] - disp[:, 13, 1] - base_shift[14, 1] + base_shift[13, 1]) / (0.1 * geo.iod)
     frames = np.empty((n, h, w, 3), np.uint8)
     for i in range(n):
         f = warp(img, disp[i])
         if teeth or plan.lips_part > 0:
             shade = (235, 232, 220) if teeth else (70, 40, 40)
-            _paint_mouth(f, geo.xy[INNER_MOUTH] + disp[i, INNER_MOUTH], shade,
+            _paint_mouth(f, geo.xy[INNER_MOUTH] - base_shift[INNER_MOUTH] + disp[i, INNER_MOUTH], shade,
                          float(np.clip(mouth_open[i], 0, 1)) * (0.85 if teeth else 0.6))
         m = cv2.getRotationMatrix2D(centre, float(rot[i]), float(sc[i]))
         m[:, 2] += (tx[i], ty[i])
@@ -370,36 +423,34 @@ def assign_splits(bases: list[str], test: list[str], val: list[str]) -> dict[str
     return {b: ("test" if b in test else "val" if b in val else "train") for b in bases}
 
 
-def simulate(out_dir: str | Path, *, identities: int = 8, per_severity: int = 2,
+def simulate(out_dir: str | Path, *, identities: int = 10, per_severity: int = 2,
              expressions: tuple[str, ...] = PFED5_EXPRESSIONS, seed: int = 0,
              test_identities: tuple[str, ...] = ("tfjs_woman",), val_identities: tuple[str, ...] = (),
-             progress: bool = True) -> Path:
-    """Render the simulated set and write `manifest.csv` (generic manifest format). Returns the manifest."""
+             shapes: int = 1, workers: int = 1, progress: bool = True) -> Path:
+    """Render the simulated set and write `manifest.csv` (generic manifest format). Returns the manifest.
+    `shapes` > 1 adds shape variants 1..shapes-1 of every *training* pseudo-identity (validation and test
+    identities are always the photographs as they are)."""
     out = Path(out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     idents = pseudo_identities(identities)
     splits = assign_splits(sorted({i.base for i in idents}), list(test_identities), list(val_identities))
-    jobs = [(ident, e, s, k) for ident in idents for e in expressions for s in range(5) for k in range(per_severity)]
-    rows = []
-    bar = _bar(len(jobs), "simulate", progress)
-    cur = None
-    for ident, expr, sev, k in jobs:
-        if cur is None or cur[0] != ident.id:
-            img, mesh = identity_face(ident)
-            cur = (ident.id, img, mesh, MeshWarp(mesh[:, :2], img.shape[:2]))
-        _, img, mesh, warp = cur
-        key = f"{ident.id}|{expr}|{sev}|{k}|{seed}"
-        rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little"))
-        name = f"{ident.id}_{expr}_s{sev}_{k}.mp4"
-        path = out / "videos" / name
-        if not path.exists():
-            frames = render_clip(img, mesh, warp, plan_clip(expr, sev, rng), rng)
-            tmp = path.with_suffix(".tmp.mp4")
-            write_video(tmp, frames)
-            tmp.rename(path)
-        rows.append({"video": f"videos/{name}", "subject": ident.id, "expression": expr, "score": sev,
-                     "group": ident.base, "split": splits[ident.base], "note": "simulated; not for clinical use"})
-        bar.update(1)
+    idents = idents + [i.variant(k) for k in range(1, max(1, shapes)) for i in idents if splits[i.base] == "train"]
+    rows = [{"video": f"videos/{_clip_name(ident, expr, sev, k)}", "subject": ident.id, "expression": expr,
+             "score": sev, "group": ident.base, "split": splits[ident.base], "note": "simulated; not for clinical use"}
+            for ident in idents for expr in expressions for sev in range(5) for k in range(per_severity)]
+    jobs = [(ident, tuple(expressions), per_severity, seed, str(out)) for ident in idents]
+    for ident in {(i.photo, i.mirrored): i for i in idents}.values():
+        identity_face(ident)                  # fill the mesh cache here, not concurrently in the workers
+    bar = _bar(len(rows), "simulate", progress)
+    if workers <= 1:
+        for j in jobs:
+            bar.update(_render_identity(j))
+    else:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for n in pool.imap_unordered(_render_identity, jobs):
+                bar.update(n)
     bar.close()
     manifest = out / "manifest.csv"
     with open(manifest, "w", newline="") as fh:
@@ -414,6 +465,33 @@ def simulate(out_dir: str | Path, *, identities: int = 8, per_severity: int = 2,
         "Photos and licences: training/identities/identities.json. These videos are not patient data and "
         "must never be used to make or support a clinical decision.\n")
     return manifest
+
+
+def _clip_name(ident: Identity, expr: str, sev: int, k: int) -> str:
+    return f"{ident.id}_{expr}_s{sev}_{k}.mp4"
+
+
+def _render_identity(job: tuple) -> int:
+    """Render (or keep, when already on disk) every clip of one pseudo-identity; returns the clip count."""
+    ident, expressions, per_severity, seed, out = job
+    img, mesh = identity_face(ident)
+    img, static = variant_face(ident, img, mesh)
+    warp = MeshWarp(mesh[:, :2], img.shape[:2])
+    n = 0
+    for expr in expressions:
+        for sev in range(5):
+            for k in range(per_severity):
+                key = f"{ident.id}|{expr}|{sev}|{k}|{seed}"
+                rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little"))
+                path = Path(out) / "videos" / _clip_name(ident, expr, sev, k)
+                if not path.exists():
+                    frames = render_clip(img, mesh, warp, plan_clip(expr, sev, rng), rng,
+                                         static if ident.shape else None)
+                    tmp = path.with_suffix(".tmp.mp4")
+                    write_video(tmp, frames)
+                    tmp.rename(path)
+                n += 1
+    return n
 
 
 def _bar(total: int, desc: str, enabled: bool):

@@ -365,6 +365,7 @@ def _build(track: _Track, contract: PreprocessContract) -> tuple[np.ndarray, ...
     sel = lm.rgb_window(lo, n - 1, contract.tf)
     frames = np.stack([cv2.resize(track.crops[i - kept_from], (contract.frame_size,) * 2,
                                   interpolation=cv2.INTER_AREA) for i in sel])
+    frames = lm.frame_normalise(frames, contract.frame_norm)
     window = np.arange(lo, n)
     crops = np.stack([track.crops[i - kept_from] for i in window])
     return trajs, index_t, frames, slots[window], np.stack(track.boxes)[window], crops, idx, sel

@@ -83,6 +83,20 @@ def interocular(slots: np.ndarray) -> np.ndarray:
 COORD_NORMS: tuple[str, ...] = ("first_frame_nose_tip", "first_frame_per_slot")
 
 
+FRAME_NORMS: tuple[str, ...] = ("none", "first_frame_diff")
+
+
+def frame_normalise(frames: np.ndarray, frame_norm: str) -> np.ndarray:
+    """Apply the contract's `frame_norm` to (Tf, H, W, 3) uint8 model frames: "none" keeps them;
+    "first_frame_diff" gives 128 + (frame - first frame), clipped to 0-255, i.e. what moved, not who it is."""
+    if frame_norm == "none":
+        return frames
+    if frame_norm == "first_frame_diff":
+        f = frames.astype(np.int16)
+        return np.clip(128 + f - f[:1], 0, 255).astype(np.uint8)
+    raise ValueError(f"unknown frame_norm {frame_norm!r}; expected one of {FRAME_NORMS}")
+
+
 def coord_normalise(xy: np.ndarray, coord_norm: str) -> np.ndarray:
     """Apply the contract's `coord_norm` to (Tp, 63, 2) window coordinates already relative to the window's
     first nose tip (row 0 is the window's first frame: `trajectory_window` always starts at its lowest index).

@@ -89,3 +89,46 @@ def test_time_reversal_keeps_index_t():
     np.testing.assert_allclose(trajs[:, 0], item.trajs[:, -1])
     np.testing.assert_array_equal(index_t, item.index_t)
     assert frames.shape == item.frames.shape
+
+
+def test_random_crop_keeps_the_reference_scale_at_any_frame_size():
+    from training.loop import random_crop
+
+    frames = np.zeros((2, 64, 64, 3), np.uint8)
+    frames[:, :, 32:] = 200                                   # right half bright
+    out = random_crop(frames, np.random.default_rng(1))
+    assert out.shape == frames.shape
+    # 64 -> 73 then a 64 window: the bright edge moves by at most 73 - 64 + (73 - 64) / 2 pixels, not 4x as
+    # a 256 upscale of 64-pixel frames would
+    cols = np.where(out[0, 32, :, 0] > 100)[0]
+    assert 28 <= cols.min() <= 46 and cols.max() == 63
+
+
+def test_trajectory_input_scale_is_the_same_as_scaling_the_input():
+    from model.network import TrampFormer
+
+    torch.manual_seed(0)
+    a = TrampFormer(get_config("compact", **{**TINY, "streams": "trajectory"})).eval()
+    b = TrampFormer(get_config("compact", **{**TINY, "streams": "trajectory", "traj_input_scale": 100.0})).eval()
+    b.load_state_dict(a.state_dict())
+    x, t = torch.randn(2, 63, 32, 5) * 0.05, torch.linspace(-1, 1, 32).repeat(2, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(b(x, t, None), a(100 * x, t, None))
+        assert not torch.allclose(b(x, t, None), a(x, t, None))
+
+
+def test_calibration_is_fitted_on_validation_and_folded_into_the_head():
+    from model.network import TrampFormer
+    from training.train import apply_calibration, fit_calibration
+
+    cal = fit_calibration([0, 1, 2, 3, 4], [10.0, 10.5, 11.0, 11.5, 12.0])
+    assert abs(cal["scale"] - 2.0) < 1e-9 and abs(cal["bias"] + 20.0) < 1e-9 and "validation" in cal["fitted_on"]
+    assert fit_calibration([0, 1, 2, 3, 4], [4.0, 3, 2, 1, 0])["scale"] == 1.0      # never flips the ranking
+    torch.manual_seed(0)
+    model = TrampFormer(tiny_cfg()).eval()
+    item = synthetic_items(3)
+    inputs = collate([(it.trajs, it.index_t, it.frames) for it in item], model.cfg.channels)
+    with torch.no_grad():
+        raw = model(*inputs)
+        apply_calibration(model, cal)
+        torch.testing.assert_close(model(*inputs), 2.0 * raw - 20.0, rtol=1e-5, atol=1e-4)

@@ -19,6 +19,7 @@ from training.simulate import (
     plan_clip,
     pseudo_identities,
     simulate,
+    variant_face,
 )
 
 
@@ -33,9 +34,37 @@ def test_every_identity_has_a_photo_a_licence_and_a_notice():
 
 
 def test_pseudo_identities_keep_their_base_for_splitting():
-    ids = pseudo_identities(8)
-    assert len({i.id for i in ids}) == 8 and len({i.base for i in ids}) == 4
+    ids = pseudo_identities(10)
+    assert len({i.id for i in ids}) == 10 and len({i.base for i in ids}) == 5
     assert all(i.mirrored == i.id.endswith("-mirror") for i in ids)
+    shaped = ids[6].variant(2)
+    assert shaped.base == ids[6].base and shaped.mirrored == ids[6].mirrored and shaped.id.endswith("-shape2")
+
+
+def test_a_shape_variant_reshapes_the_face_and_changes_its_tone_but_keeps_the_photo():
+    ident = pseudo_identities(1)[0]
+    img, mesh = identity_face(ident)
+    same_img, none = variant_face(ident, img, mesh)
+    assert same_img is img and not none.any()
+    img1, static1 = variant_face(ident.variant(1), img, mesh)
+    img2, static2 = variant_face(ident.variant(2), img, mesh)
+    iod = FaceGeometry(mesh).iod
+    for im, st in ((img1, static1), (img2, static2)):
+        assert st.shape == (468, 2) and 0.01 * iod < np.abs(st).max() < 0.2 * iod   # visible, still a face
+        assert im.shape == img.shape and np.abs(im.astype(int) - img.astype(int)).mean() > 2
+    assert not np.allclose(static1, static2)
+    again, static1b = variant_face(ident.variant(1), img, mesh)           # fixed per pseudo-identity
+    assert np.array_equal(static1, static1b) and np.array_equal(img1, again)
+
+
+def test_shape_variants_are_added_to_training_identities_only(tmp_path):
+    manifest = simulate(tmp_path, identities=3, per_severity=1, expressions=("smile",), progress=False,
+                        test_identities=("pyfeat_man",), val_identities=("tfjs_woman",), shapes=2, workers=2)
+    samples = read_manifest(manifest)
+    by_split = {sp: sorted({s.subject for s in samples if s.split == sp}) for sp in ("train", "val", "test")}
+    assert by_split == {"train": ["astronaut", "astronaut-shape1"], "val": ["tfjs_woman"],
+                        "test": ["pyfeat_man"]}
+    assert all(__import__("os").path.exists(s.video) for s in samples) and len(samples) == 20
 
 
 def test_higher_severity_moves_the_mouth_corners_less():

@@ -55,3 +55,29 @@ def test_extract_build_per_slot(scale_norm):
     # the reference contract keeps the face shape (relative to the first nose tip)
     ref = ex._build(_track(motion + shape, nose), c.with_(coord_norm="first_frame_nose_tip", scale_norm="none"))[0]
     np.testing.assert_allclose(ref.transpose(1, 0, 2), motion + shape - nose[0], rtol=1e-4, atol=1e-3)
+
+
+def test_frame_norm_first_frame_diff_keeps_what_moved_and_drops_the_face():
+    frames = np.zeros((4, 8, 8, 3), np.uint8)
+    frames[:] = 90                                           # a fixed appearance
+    frames[2:, 2:4, 2:4] = 150                               # something moves in from frame 2
+    out = lm.frame_normalise(frames, "first_frame_diff")
+    assert out.dtype == np.uint8 and out.shape == frames.shape
+    assert (out[0] == 128).all() and (out[1] == 128).all()
+    assert (out[2:, 2:4, 2:4] == 128 + 60).all() and (out[2:, 5:] == 128).all()
+    assert lm.frame_normalise(frames, "none") is frames
+    with pytest.raises(ValueError):
+        lm.frame_normalise(frames, "bogus")
+
+
+def test_extract_build_applies_the_contract_frame_norm():
+    tp, motion = 16, _motion(16)
+    nose = np.full((tp, 2), 100, np.float32)
+    track = _track(motion + 100, nose)
+    for i, crop in enumerate(track.crops):
+        crop[:] = 40 + i                                     # brightness rises frame by frame
+    c = PreprocessContract(tp=tp, tf=16, channels=("x", "y"), frame_size=32, frame_norm="first_frame_diff")
+    frames = ex._build(track, c)[2]
+    assert frames[0].min() == frames[0].max() == 128 and frames[-1].min() == 128 + 15
+    plain = ex._build(track, c.with_(frame_norm="none"))[2]
+    assert plain[0].max() == 40 and plain[-1].max() == 55
