@@ -181,7 +181,6 @@ class TrajectoryEncoder(nn.Module):
         self.cfg = cfg
         widths = (cfg.cp, *cfg.traj_stem, cfg.traj_channels[0])
         self.stem = nn.ModuleList(nn.Conv2d(a, b, 1) for a, b in zip(widths[:-1], widths[1:], strict=True))
-        self.input_scale = float(cfg.traj_input_scale)
         d0 = cfg.traj_channels[0]
         self.slot_embed = nn.Parameter(torch.empty(d0, V))
         nn.init.trunc_normal_(self.slot_embed, std=0.02)
@@ -199,8 +198,8 @@ class TrajectoryEncoder(nn.Module):
     def embed(self, trajs: torch.Tensor, index_t: torch.Tensor) -> torch.Tensor:
         """Stem plus skate-embedding: (B, V, T, Cp), (B, T) -> (B, T, V, C0)."""
         x = trajs.permute(0, 3, 2, 1)                                     # (B, Cp, T, V)
-        if self.input_scale != 1.0:   # e.g. interocular-unit coordinates (~0.1) brought to unit size
-            x = x * self.input_scale
+        if self.cfg.traj_input_scale != 1.0:   # e.g. interocular-unit coordinates (~0.1) to unit size
+            x = x * self.cfg.traj_input_scale
         for i, conv in enumerate(self.stem):
             x = conv(x)
             if i < len(self.stem) - 1:

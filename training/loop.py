@@ -179,7 +179,9 @@ def save_checkpoint(path: Path, model: TrampFormer, loss: BMCLoss, opt, sched, e
 
 
 class _Ema:
-    """Exponential moving average of the weights (buffers copied): a smoother model to validate and keep."""
+    """Exponential moving average of the weights (buffers copied): a smoother model to validate and keep.
+    Bound to one model: the tensor pairs are collected once (state_dict tensors share storage with the
+    parameters, which the optimiser updates in place), not rebuilt every step."""
 
     def __init__(self, model: TrampFormer, decay: float) -> None:
         import copy
@@ -188,14 +190,17 @@ class _Ema:
         self.model = copy.deepcopy(model).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
+        pairs = list(zip(self.model.state_dict().values(), model.state_dict().values(), strict=True))
+        self._float = [(e, p) for e, p in pairs if e.dtype.is_floating_point]
+        self._other = [(e, p) for e, p in pairs if not e.dtype.is_floating_point]
 
     @torch.no_grad()
-    def update(self, model: TrampFormer) -> None:
-        for (_, e), (_, p) in zip(self.model.state_dict().items(), model.state_dict().items(), strict=True):
-            if e.dtype.is_floating_point:
-                e.mul_(self.decay).add_(p.detach(), alpha=1 - self.decay)
-            else:
-                e.copy_(p)
+    def update(self) -> None:
+        ema, live = [e for e, _ in self._float], [p for _, p in self._float]
+        torch._foreach_mul_(ema, self.decay)
+        torch._foreach_add_(ema, live, alpha=1 - self.decay)
+        for e, p in self._other:
+            e.copy_(p)
 
     def load(self, state: dict) -> None:
         self.model.load_state_dict(state)
@@ -260,7 +265,7 @@ def train(model_cfg: ModelConfig, train_items: Sequence[Item], val_items: Sequen
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             if ema is not None:
-                ema.update(model)
+                ema.update()
             losses.append(float(loss.detach()))
             step += 1
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", sigma=f"{float(loss_fn.noise_sigma.detach()):.3f}")

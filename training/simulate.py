@@ -364,9 +364,7 @@ def render_clip(img: np.ndarray, mesh: np.ndarray, warp: MeshWarp, plan: ClipPla
         mesh = mesh.copy()
         mesh[:, :2] += static
     geo = FaceGeometry(mesh)
-    disp = mesh_motion(geo, plan, rng)
-    if static is not None:
-        disp = disp + static[None]
+    disp = mesh_motion(geo, plan, rng)                 # motion of the (reshaped) face; the warp adds `static`
     n = plan.n_frames
     h, w = img.shape[:2]
     rot = _smooth_walk(rng, n, 2.0)                    # degrees
@@ -378,14 +376,13 @@ def render_clip(img: np.ndarray, mesh: np.ndarray, warp: MeshWarp, plan: ClipPla
     bank = rng.normal(0, noise, (4, h, w, 3)).astype(np.float32)  # sensor noise, a few fields reused
     centre = tuple(float(v) for v in geo.xy[1])
     teeth = plan.expression == "clench_teeth"
-    base_shift = np.zeros((len(mesh), 2), np.float32) if static is None else static
-    mouth_open = (disp[:, 14, 1] - disp[:, 13, 1] - base_shift[14, 1] + base_shift[13, 1]) / (0.1 * geo.iod)
+    mouth_open = (disp[:, 14, 1] - disp[:, 13, 1]) / (0.1 * geo.iod)
     frames = np.empty((n, h, w, 3), np.uint8)
     for i in range(n):
-        f = warp(img, disp[i])
+        f = warp(img, disp[i] if static is None else disp[i] + static)
         if teeth or plan.lips_part > 0:
             shade = (235, 232, 220) if teeth else (70, 40, 40)
-            _paint_mouth(f, geo.xy[INNER_MOUTH] - base_shift[INNER_MOUTH] + disp[i, INNER_MOUTH], shade,
+            _paint_mouth(f, geo.xy[INNER_MOUTH] + disp[i, INNER_MOUTH], shade,
                          float(np.clip(mouth_open[i], 0, 1)) * (0.85 if teeth else 0.6))
         m = cv2.getRotationMatrix2D(centre, float(rot[i]), float(sc[i]))
         m[:, 2] += (tx[i], ty[i])

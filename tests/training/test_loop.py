@@ -132,3 +132,20 @@ def test_calibration_is_fitted_on_validation_and_folded_into_the_head():
         raw = model(*inputs)
         apply_calibration(model, cal)
         torch.testing.assert_close(model(*inputs), 2.0 * raw - 20.0, rtol=1e-5, atol=1e-4)
+
+
+def test_ema_follows_the_weights_the_optimiser_changes_in_place():
+    from model.network import TrampFormer
+    from training.loop import _Ema
+
+    torch.manual_seed(0)
+    model = TrampFormer(tiny_cfg())
+    ema = _Ema(model, 0.9)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)                                     # in place, as an optimiser step does
+    ema.update()
+    for k, v in ema.model.state_dict().items():
+        if v.dtype.is_floating_point and k in dict(model.named_parameters()):
+            torch.testing.assert_close(v, 0.9 * before[k] + 0.1 * (before[k] + 1.0))
