@@ -48,11 +48,13 @@ class PreprocessContract:
     landmark_scheme: str = "mediapipe468_63"
     region_order: tuple[str, ...] = REGIONS
     coord_norm: str = "first_frame_nose_tip"   # crop pixels relative to frame 0's nose tip (the reference);
-    #                 "first_frame_per_slot": each slot relative to its own frame-0 position (motion only)
+    #                 "first_frame_per_slot": each slot relative to its own frame-0 position (motion only);
+    #                 "first_frame_aligned": the same after aligning each frame to frame 0 (head motion removed)
     scale_norm: str = "none"                   # or "interocular"
     rgb_value_range: str = "0-255"
     frame_norm: str = "none"                   # or "first_frame_diff": each frame minus the window's first
-    #                 frame, plus 128 (motion only: the face's fixed appearance is removed, as coord_norm does)
+    #                 frame, plus 128 (motion only: the face's fixed appearance is removed, as coord_norm does);
+    #                 "aligned_first_frame_diff": the same after aligning each crop to the first (head motion out)
     crop_size: int = 256
     frame_size: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN

@@ -37,6 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--fusion-mode", choices=["pooled", "tokens"])
     a.add_argument("--fusion-blocks", type=int)
     a.add_argument("--tp", type=int, choices=[64, 128, 256])
+    c = p.add_argument_group("preprocessing contract (written into every checkpoint and export manifest)")
+    c.add_argument("--coord-norm", choices=["first_frame_nose_tip", "first_frame_per_slot", "first_frame_aligned"],
+                   help="trajectory coordinates (default: the reference's first_frame_nose_tip; --demo: aligned)")
+    c.add_argument("--scale-norm", choices=["none", "interocular"])
+    c.add_argument("--frame-norm", choices=["none", "first_frame_diff", "aligned_first_frame_diff"])
     a.add_argument("--ablations", action="store_true", help="with --demo: also RGB-only, trajectory-only, pooled")
     a.add_argument("--ablation-expressions", default="",
                    help="with --demo --ablations: only these expressions for the ablation variants")
@@ -56,6 +61,10 @@ def _overrides(args) -> dict:
     return over
 
 
+def _contract(args) -> dict:
+    return {k: getattr(args, k) for k in ("coord_norm", "scale_norm", "frame_norm") if getattr(args, k) is not None}
+
+
 def _recipe(args):
     from training.loop import TrainConfig
 
@@ -69,14 +78,15 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     if args.demo:
-        from training.train import DEMO_STREAMS, run_demo
+        from training.train import DEMO_CONTRACT, DEMO_STREAMS, run_demo
 
         run_demo(args.out, work=args.work if args.work != "var/train" else "var/demo", identities=args.identities,
                  per_severity=args.per_severity, seed=args.seed, epochs=args.epochs, workers=args.workers,
                  shapes=args.shapes, jobs=args.jobs,
                  ablations=args.ablations, progress=not args.quiet,
                  ablation_expressions=[e for e in args.ablation_expressions.split(",") if e] or None,
-                 fusion_mode=args.fusion_mode or "pooled", streams=args.streams or DEMO_STREAMS)
+                 fusion_mode=args.fusion_mode or "pooled", streams=args.streams or DEMO_STREAMS,
+                 contract={**DEMO_CONTRACT, **_contract(args)})
         return 0
     if not args.manifest:
         print("give --manifest CSV (or --demo)")
@@ -88,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     exprs = [e for e in args.expressions.split(",") if e] or sorted({s.expression for s in samples})
     common = dict(config=args.config, model_overrides=_overrides(args), train_cfg=_recipe(args),
                   cache_root=Path(args.work) / "features", init=args.init, progress=not args.quiet,
-                  resume=not args.no_resume,
+                  resume=not args.no_resume, contract_overrides=_contract(args) or None,
                   extra_meta={"trained_on": args.trained_on} if args.trained_on else None)
     out = Path(args.out)
     summary = {}

@@ -42,7 +42,7 @@ DEMO_MODEL = dict(tp=64, tf=16, cp=2, frame_size=64, rgb_size=64, traj_attn_drop
 # The same for the RGB frames (`frame_norm: "first_frame_diff"`): each frame minus the window's first frame, so the
 # RGB stream sees what moved and not whose face it is (with plain frames the fused model put a per-identity offset
 # on its scores: held-out mean 0.48 against validation 0.85).
-DEMO_CONTRACT = dict(coord_norm="first_frame_per_slot", scale_norm="interocular", frame_norm="first_frame_diff")
+DEMO_CONTRACT = dict(coord_norm="first_frame_aligned", scale_norm="interocular", frame_norm="first_frame_diff")
 DEMO_STREAMS = "both"
 # Splits of the demo, by base photograph: the test identity is never seen in training or model selection.
 DEMO_TEST = ("tfjs_woman",)

@@ -363,8 +363,17 @@ def _build(track: _Track, contract: PreprocessContract) -> tuple[np.ndarray, ...
     trajs = _channels(contract, xy, z, np.stack(track.rgb)[idx])
     kept_from = n - len(track.crops)                    # index of the oldest crop still held
     sel = lm.rgb_window(lo, n - 1, contract.tf)
-    frames = np.stack([cv2.resize(track.crops[i - kept_from], (contract.frame_size,) * 2,
-                                  interpolation=cv2.INTER_AREA) for i in sel])
+    sel_crops = [track.crops[i - kept_from] for i in sel]
+    if contract.frame_norm == "aligned_first_frame_diff":   # head motion out of the crops before differencing
+        mats = lm.alignment_matrices(slots[sel], slots[sel[0]])
+        sel_crops = [c if k == 0 else cv2.warpAffine(c, m, (c.shape[1], c.shape[0]), flags=cv2.INTER_LINEAR,
+                                                     borderMode=cv2.BORDER_REPLICATE)
+                     for k, (c, m) in enumerate(zip(sel_crops, mats))]
+    frames = np.stack([cv2.resize(c, (contract.frame_size,) * 2, interpolation=cv2.INTER_AREA) for c in sel_crops])
+    if contract.frame_norm == "aligned_first_frame_diff":   # and lighting changes: per-channel gain to frame 0's
+        f = frames.astype(np.float32)
+        gain = f[:1].mean((1, 2), keepdims=True) / np.maximum(f.mean((1, 2), keepdims=True), 1.0)
+        frames = np.clip(f * gain, 0, 255).round().astype(np.uint8)
     frames = lm.frame_normalise(frames, contract.frame_norm)
     window = np.arange(lo, n)
     crops = np.stack([track.crops[i - kept_from] for i in window])

@@ -80,18 +80,63 @@ def interocular(slots: np.ndarray) -> np.ndarray:
     return np.linalg.norm(le - re, axis=-1)
 
 
-COORD_NORMS: tuple[str, ...] = ("first_frame_nose_tip", "first_frame_per_slot")
+COORD_NORMS: tuple[str, ...] = ("first_frame_nose_tip", "first_frame_per_slot", "first_frame_aligned")
 
 
-FRAME_NORMS: tuple[str, ...] = ("none", "first_frame_diff")
+def _anchor_slots() -> np.ndarray:
+    """Slots that an expression barely moves: the nine nose slots and the four eye corners."""
+    rs = region_slices()
+    return np.r_[np.arange(rs["nose"].start, rs["nose"].stop),
+                 [rs[e].start + k for e in ("left_eye", "right_eye") for k in (0, 4)]]
+
+
+ANCHOR_SLOTS = _anchor_slots()
+
+
+def _similarity(za: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Least-squares similarity from anchor points za (T, A) to ref (A,), complex coordinates: the map is
+    z -> a (z - mu) + mu_ref; returns (a, mu, mu_ref) with a and mu of shape (T, 1)."""
+    mu, mu_ref = za.mean(1, keepdims=True), ref.mean()
+    src, dst = za - mu, ref[None] - mu_ref
+    a = (np.conj(src) * dst).sum(1, keepdims=True) / np.maximum((np.abs(src) ** 2).sum(1, keepdims=True), 1e-12)
+    return a, mu, mu_ref
+
+
+def _complex(xy: np.ndarray) -> np.ndarray:
+    return xy[..., 0].astype(np.float64) + 1j * xy[..., 1].astype(np.float64)
+
+
+def align_to_first(xy: np.ndarray, anchors: np.ndarray = ANCHOR_SLOTS) -> np.ndarray:
+    """Map every frame of (T, S, 2) points onto frame 0 by the least-squares similarity (rotation, uniform
+    scale, translation) that best superimposes its anchor points on frame 0's: head motion is removed, the
+    face's own motion stays."""
+    z = _complex(xy)
+    a, mu, mu_ref = _similarity(z[:, anchors], z[0, anchors])
+    out = a * (z - mu) + mu_ref
+    return np.stack([out.real, out.imag], -1).astype(xy.dtype)
+
+
+def alignment_matrices(slots: np.ndarray, ref: np.ndarray, anchors: np.ndarray = ANCHOR_SLOTS) -> np.ndarray:
+    """(T, 2, 3) affine matrices (for cv2.warpAffine) mapping each frame's image onto the frame whose slots are
+    `ref` (S, 2), fitted on the anchor slots of (T, S, 2) `slots` given in the same pixel coordinates."""
+    a, mu, mu_ref = _similarity(_complex(slots)[:, anchors], _complex(ref)[anchors])
+    a, mu = a[:, 0], mu[:, 0]
+    t = mu_ref - a * mu
+    return np.stack([np.stack([a.real, -a.imag, t.real], -1), np.stack([a.imag, a.real, t.imag], -1)], 1)
+
+
+FRAME_NORMS: tuple[str, ...] = ("none", "first_frame_diff", "aligned_first_frame_diff")
 
 
 def frame_normalise(frames: np.ndarray, frame_norm: str) -> np.ndarray:
     """Apply the contract's `frame_norm` to (Tf, H, W, 3) uint8 model frames: "none" keeps them;
-    "first_frame_diff" gives 128 + (frame - first frame), clipped to 0-255, i.e. what moved, not who it is."""
+    "first_frame_diff" gives 128 + (frame - first frame), clipped to 0-255, i.e. what moved, not who it is;
+    "aligned_first_frame_diff" is the same on crops first aligned to the first one (`alignment_matrices`) and
+    brought to its per-channel mean brightness (both done by the extractor, which holds the crops and their
+    slots), so neither head motion nor a lighting change shows as change."""
     if frame_norm == "none":
         return frames
-    if frame_norm == "first_frame_diff":
+    if frame_norm in ("first_frame_diff", "aligned_first_frame_diff"):   # the alignment is done on the crops
         f = frames.astype(np.int16)
         return np.clip(128 + f - f[:1], 0, 255).astype(np.uint8)
     raise ValueError(f"unknown frame_norm {frame_norm!r}; expected one of {FRAME_NORMS}")
@@ -104,10 +149,16 @@ def coord_normalise(xy: np.ndarray, coord_norm: str) -> np.ndarray:
     * "first_frame_nose_tip" (the reference): unchanged.
     * "first_frame_per_slot": each slot relative to its own position in the window's first frame, so the
       fixed face shape is removed and only the motion remains (row 0 becomes all zeros).
+    * "first_frame_aligned": as "first_frame_per_slot" after each frame is aligned to the first by the
+      similarity transform fitted on the nose and eye-corner slots (`align_to_first`), so head translation,
+      roll and distance to the camera are removed as well and what remains is the expression.
     """
     if coord_norm == "first_frame_nose_tip":
         return xy
     if coord_norm == "first_frame_per_slot":
+        return xy - xy[:1]
+    if coord_norm == "first_frame_aligned":
+        xy = align_to_first(xy)
         return xy - xy[:1]
     raise ValueError(f"unknown coord_norm {coord_norm!r}; expected one of {COORD_NORMS}")
 

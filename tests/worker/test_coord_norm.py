@@ -1,4 +1,5 @@
-"""The motion-relative coordinate option of the contract (`coord_norm="first_frame_per_slot"`)."""
+"""The motion-relative contract options: `coord_norm` ("first_frame_per_slot", "first_frame_aligned") and
+`frame_norm` ("first_frame_diff", "aligned_first_frame_diff")."""
 from __future__ import annotations
 
 import numpy as np
@@ -81,3 +82,62 @@ def test_extract_build_applies_the_contract_frame_norm():
     assert frames[0].min() == frames[0].max() == 128 and frames[-1].min() == 128 + 15
     plain = ex._build(track, c.with_(frame_norm="none"))[2]
     assert plain[0].max() == 40 and plain[-1].max() == 55
+
+
+def _similarity(pts: np.ndarray, angle: float, scale: float, shift) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return (pts @ np.array([[c, s], [-s, c]], np.float32) * scale + np.asarray(shift, np.float32)).astype(np.float32)
+
+
+def test_first_frame_aligned_removes_head_motion_and_keeps_the_expression():
+    """Head roll, scale and translation applied on top of a face's own motion: "first_frame_per_slot" keeps
+    the head motion, "first_frame_aligned" gives back the face's motion (anchors: nose and eye corners)."""
+    tp = 16
+    rng = np.random.default_rng(3)
+    shape = rng.normal(0, 40, (63, 2)).astype(np.float32)
+    motion = _motion(tp)
+    motion[:, lm.ANCHOR_SLOTS] = 0                                  # the expression leaves the anchors alone
+    t = np.linspace(0, 1, tp)
+    moved = np.stack([_similarity(shape + motion[i], 0.08 * t[i], 1 + 0.05 * t[i], (6 * t[i], -4 * t[i]))
+                      for i in range(tp)])
+    aligned = lm.coord_normalise(moved, "first_frame_aligned")
+    np.testing.assert_allclose(aligned, motion, atol=0.05 * np.abs(motion).max())
+    per_slot = lm.coord_normalise(moved, "first_frame_per_slot")
+    assert np.abs(per_slot - motion).max() > 5 * np.abs(aligned - motion).max()
+    assert np.abs(aligned[0]).max() == 0
+
+
+def test_alignment_matrices_map_each_frame_onto_the_reference():
+    rng = np.random.default_rng(4)
+    ref = rng.normal(100, 30, (63, 2)).astype(np.float32)
+    frames = np.stack([_similarity(ref - 100, a, s, (100 + dx, 100 + dy))
+                       for a, s, dx, dy in [(0.0, 1.0, 0, 0), (0.1, 0.9, 5, -3), (-0.2, 1.1, -7, 2)]])
+    mats = lm.alignment_matrices(frames, ref)
+    assert mats.shape == (3, 2, 3)
+    back = np.einsum("tij,tsj->tsi", mats, np.concatenate([frames, np.ones((3, 63, 1), np.float32)], -1))
+    np.testing.assert_allclose(back, np.broadcast_to(ref, back.shape), atol=1e-3)
+
+
+def test_extract_build_aligned_frame_diff_cancels_head_motion_and_lighting():
+    """A textured face that only moves rigidly and brightens: the aligned, gain-matched difference frames
+    stay near 128 where the plain difference frames light up."""
+    import cv2
+
+    tp, size = 16, 64
+    rng = np.random.default_rng(5)
+    tex = cv2.GaussianBlur(rng.integers(40, 200, (size, size, 3)).astype(np.uint8), (7, 7), 2)
+    ref = rng.uniform(20, 44, (63, 2)).astype(np.float32)
+    track = _track(np.repeat(ref[None], tp, 0), np.full((tp, 2), 32, np.float32), crop=size)
+    for i in range(tp):
+        a, dx = 0.006 * i, 0.2 * i
+        fwd = np.array([[np.cos(a), -np.sin(a), dx], [np.sin(a), np.cos(a), 0]], np.float32)
+        fwd[:, 2] += np.array([32, 32], np.float32) - fwd[:, :2] @ np.array([32, 32], np.float32)
+        track.crops[i] = np.clip(cv2.warpAffine(tex, fwd, (size, size), borderMode=cv2.BORDER_REFLECT)
+                                 * (1 + 0.01 * i), 0, 255).astype(np.uint8)
+        track.slots[i] = ref @ fwd[:, :2].T + fwd[:, 2]
+    c = PreprocessContract(tp=tp, tf=16, channels=("x", "y"), frame_size=size, frame_norm="first_frame_diff")
+    plain = ex._build(track, c)[2].astype(np.float32) - 128
+    aligned = ex._build(track, c.with_(frame_norm="aligned_first_frame_diff"))[2].astype(np.float32) - 128
+    inner = (slice(None), slice(12, -12), slice(12, -12))                  # away from the warped border
+    assert np.abs(aligned[inner]).mean() < 0.4 * np.abs(plain[inner]).mean()
+    assert (aligned[0] == 0).all()
