@@ -368,7 +368,7 @@ def _build(track: _Track, contract: PreprocessContract) -> tuple[np.ndarray, ...
         mats = lm.alignment_matrices(slots[sel], slots[sel[0]])
         sel_crops = [c if k == 0 else cv2.warpAffine(c, m, (c.shape[1], c.shape[0]), flags=cv2.INTER_LINEAR,
                                                      borderMode=cv2.BORDER_REPLICATE)
-                     for k, (c, m) in enumerate(zip(sel_crops, mats))]
+                     for k, (c, m) in enumerate(zip(sel_crops, mats, strict=True))]
     frames = np.stack([cv2.resize(c, (contract.frame_size,) * 2, interpolation=cv2.INTER_AREA) for c in sel_crops])
     if contract.frame_norm == "aligned_first_frame_diff":   # and lighting changes: per-channel gain to frame 0's
         f = frames.astype(np.float32)
