@@ -60,7 +60,8 @@ class PreprocessContract:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     fps: float = 25.0
-    pad: str = "loop"                          # short clips loop; long clips keep the latter portion
+    pad: str = "loop"                          # short clips loop (the reference; or "duplicate", "zero",
+    #                 "interpolate": the paper's padding ablation); long clips keep the latter portion
     extra: dict = field(default_factory=dict)
 
     @property

@@ -42,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="trajectory coordinates (default: the reference's first_frame_nose_tip; --demo: aligned)")
     c.add_argument("--scale-norm", choices=["none", "interocular"])
     c.add_argument("--frame-norm", choices=["none", "first_frame_diff", "aligned_first_frame_diff"])
+    c.add_argument("--pad", choices=["loop", "duplicate", "zero", "interpolate"],
+                   help="padding of clips shorter than Tp/Tf (default: loop, the reference)")
     a.add_argument("--ablations", action="store_true", help="with --demo: also RGB-only, trajectory-only, pooled")
     a.add_argument("--ablation-expressions", default="",
                    help="with --demo --ablations: only these expressions for the ablation variants")
@@ -62,7 +64,7 @@ def _overrides(args) -> dict:
 
 
 def _contract(args) -> dict:
-    return {k: getattr(args, k) for k in ("coord_norm", "scale_norm", "frame_norm") if getattr(args, k) is not None}
+    return {k: getattr(args, k) for k in ("coord_norm", "scale_norm", "frame_norm", "pad") if getattr(args, k) is not None}
 
 
 def _recipe(args):

@@ -348,21 +348,27 @@ def _channels(contract: PreprocessContract, xy, z, rgb) -> np.ndarray:
 
 def _build(track: _Track, contract: PreprocessContract) -> tuple[np.ndarray, ...]:
     n = len(track.src)
-    idx, index_t = lm.trajectory_window(n, contract.tp)
+    idx, index_t = lm.trajectory_window(n, contract.tp, contract.pad)
+    short = n < contract.tp
+    rows = np.arange(n) if short and contract.pad == "interpolate" else idx    # resampled to Tp below
     lo = int(idx.min())
     slots = np.stack(track.slots)                       # (n, 63, 2)
-    xy = slots[idx] - track.nose[lo]                    # relative to the window's first nose tip
+    xy = slots[rows] - track.nose[lo]                   # relative to the window's first nose tip
     xy = lm.coord_normalise(xy, contract.coord_norm)
-    z = np.stack(track.z)[idx]
+    z = np.stack(track.z)[rows]
     if contract.scale_norm == "interocular":
         iod = float(lm.interocular(slots[lo]))
         xy = xy / max(iod, 1e-6)
         z = z / max(iod, 1e-6)
     elif contract.scale_norm != "none":
         raise ValueError(f"unknown scale_norm {contract.scale_norm!r}")
-    trajs = _channels(contract, xy, z, np.stack(track.rgb)[idx])
+    trajs = _channels(contract, xy, z, np.stack(track.rgb)[rows])
+    if short and contract.pad == "interpolate":
+        trajs = lm.resample_time(trajs, contract.tp)
+    elif short and contract.pad == "zero":
+        trajs[:, n:] = 0.0                              # positions and colours of the padded frames
     kept_from = n - len(track.crops)                    # index of the oldest crop still held
-    sel = lm.rgb_window(lo, n - 1, contract.tf)
+    sel = lm.rgb_window(lo, n - 1, contract.tf, contract.pad)
     sel_crops = [track.crops[i - kept_from] for i in sel]
     if contract.frame_norm == "aligned_first_frame_diff":   # head motion out of the crops before differencing
         mats = lm.alignment_matrices(slots[sel], slots[sel[0]])
@@ -375,6 +381,8 @@ def _build(track: _Track, contract: PreprocessContract) -> tuple[np.ndarray, ...
         gain = f[:1].mean((1, 2), keepdims=True) / np.maximum(f.mean((1, 2), keepdims=True), 1.0)
         frames = np.clip(f * gain, 0, 255).round().astype(np.uint8)
     frames = lm.frame_normalise(frames, contract.frame_norm)
+    if contract.pad == "zero" and n - lo < contract.tf:
+        frames[n - lo:] = 0                              # padded RGB frames are black
     window = np.arange(lo, n)
     crops = np.stack([track.crops[i - kept_from] for i in window])
     return trajs, index_t, frames, slots[window], np.stack(track.boxes)[window], crops, idx, sel
@@ -414,7 +422,7 @@ def extract(video_path: str | Path, contract: PreprocessContract | None = None, 
         "n_used_face_frames": len(track.src),
         "window_frames": [int(src[idx.min()]), int(src[-1])],      # output-frame span of the window
         "window_s": [round(float(src[idx.min()]) / contract.fps, 3), round(float(src[-1]) / contract.fps, 3)],
-        "traj_padding": "loop" if len(track.src) < contract.tp else "latter",
+        "traj_padding": contract.pad if len(track.src) < contract.tp else "latter",
         "rgb_sampling": "loop" if len(track.src) - int(idx.min()) < contract.tf else "even",
         "rgb_source_frames": [int(src[i]) for i in sel],
         "rgb_window_index": [int(i - idx.min()) for i in sel],     # row of `landmarks` for each RGB frame

@@ -4,7 +4,8 @@ Slot order follows the reference implementation's regions: left eye, left brow, 
 bottom lip, upper lip (9 slots each; left/right are the subject's own). In the 468-point MediaPipe mesh an eye
 has no pupil point, so its 9th slot is the centroid of the eye's 16-point contour.
 
-Window rules (the reference's `pad_type='loop'` and test-mode `latter_truncate`, index_t formulas included):
+Window rules (the reference's `pad_type='loop'` and test-mode `latter_truncate`, index_t formulas included;
+the contract's `pad` picks another padding for short clips, see `trajectory_window`):
 - n < Tp frames: idx = [i % n for i in range(Tp)], index_t = 2*idx/Tp - 1 (the index restarts each loop);
 - n >= Tp: idx = linspace(n-Tp, n-1, Tp) as int32, index_t = 2*idx/Tp - 1 (can exceed 1, as the reference).
 The RGB clip takes Tf frames from the same source span: evenly spaced when the span has >= Tf frames, looped
@@ -164,24 +165,58 @@ def coord_normalise(xy: np.ndarray, coord_norm: str) -> np.ndarray:
 
 
 # ---- windows ---------------------------------------------------------------------------------------------
-def trajectory_window(n: int, tp: int) -> tuple[np.ndarray, np.ndarray]:
-    """Source frame indices (tp,) int64 and index_t (tp,) float32 for a clip of n frames (reference formulas)."""
+PADS: tuple[str, ...] = ("loop", "duplicate", "zero", "interpolate")
+
+
+def trajectory_window(n: int, tp: int, pad: str = "loop") -> tuple[np.ndarray, np.ndarray]:
+    """Source frame indices (tp,) int64 and index_t (tp,) float32 for a clip of n frames.
+
+    n >= tp: the latter tp frames (reference formula, whatever `pad`). n < tp, by the contract's `pad` (the paper's
+    padding ablation): "loop" (the reference) repeats the clip, index_t restarting each loop; "duplicate" repeats
+    the last frame (index_t stays at the last frame's); "zero" holds the last index but the extractor zeroes the
+    padded rows; "interpolate" stretches the clip over tp frames (the extractor resamples the values with a cubic
+    spline; idx is the nearest source frame, for pictures and metadata)."""
     if n <= 0:
         raise ValueError("no frames")
-    if n < tp:
-        idx = np.array([i % n for i in range(tp)], dtype=np.int64)
-    else:
+    if pad not in PADS:
+        raise ValueError(f"unknown pad {pad!r}; expected one of {PADS}")
+    if n >= tp:
         idx = np.linspace(n - tp, n - 1, tp).astype(np.int32).astype(np.int64)
-    index_t = (2 * idx.astype(np.float32) / tp - 1).astype(np.float32)
+    elif pad == "loop":
+        idx = np.array([i % n for i in range(tp)], dtype=np.int64)
+    elif pad in ("duplicate", "zero"):
+        idx = np.minimum(np.arange(tp), n - 1).astype(np.int64)
+    else:
+        idx = np.round(np.linspace(0, n - 1, tp)).astype(np.int64)
+    t = idx if (n >= tp or pad in ("loop", "duplicate")) else np.arange(tp)
+    index_t = (2 * t.astype(np.float32) / tp - 1).astype(np.float32)
     return idx, index_t
 
 
-def rgb_window(lo: int, hi: int, tf: int) -> np.ndarray:
-    """Tf source indices within [lo, hi] (the trajectory span): evenly spaced, or looped when the span is short."""
+def rgb_window(lo: int, hi: int, tf: int, pad: str = "loop") -> np.ndarray:
+    """Tf source indices within [lo, hi] (the trajectory span): evenly spaced, or, when the span is short, looped
+    ("loop", the reference), stretched ("interpolate": evenly spaced with repeats) or held at the last frame
+    ("duplicate"; "zero" too, whose padded frames the extractor blanks)."""
     span = hi - lo + 1
-    if span >= tf:
+    if span >= tf or pad == "interpolate":
         return lo + np.round(np.linspace(0, span - 1, tf)).astype(np.int64)
+    if pad in ("duplicate", "zero"):
+        return lo + np.minimum(np.arange(tf), span - 1).astype(np.int64)
     return lo + np.array([i % span for i in range(tf)], dtype=np.int64)
+
+
+def resample_time(trajs: np.ndarray, tp: int) -> np.ndarray:
+    """(V, n, C) -> (V, tp, C) by a cubic spline along time (the "interpolate" padding; linear for n < 4)."""
+    n = trajs.shape[1]
+    if n == 1:
+        return np.repeat(trajs, tp, axis=1)
+    x, q = np.arange(n), np.linspace(0, n - 1, tp)
+    if n < 4:
+        return np.stack([np.stack([np.interp(q, x, trajs[v, :, c]) for c in range(trajs.shape[2])], -1)
+                         for v in range(trajs.shape[0])]).astype(trajs.dtype)
+    from scipy.interpolate import CubicSpline
+
+    return CubicSpline(x, trajs, axis=1)(q).astype(trajs.dtype)
 
 
 # ---- augmentations (training) ----------------------------------------------------------------------------

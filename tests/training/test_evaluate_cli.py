@@ -3,6 +3,7 @@ commands are registered with the `feqa` CLI and parse their switches."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from service.cli import build_parser
 from training.evaluate import plot_report, regression_metrics, summarise
@@ -39,6 +40,15 @@ def test_training_commands_are_registered():
     a = p.parse_args(["train", "--manifest", "m.csv", "--streams", "rgb", "--cp", "2", "--fusion-mode", "pooled",
                       "--tp", "64", "--folds", "3"])
     assert (a.streams, a.cp, a.fusion_mode, a.tp, a.folds) == ("rgb", 2, "pooled", 64, 3)
+    from training.cli_train import _contract
+
+    assert _contract(a) == {}                                   # the reference contract unless asked
+    a = p.parse_args(["train", "--manifest", "m.csv", "--pad", "zero", "--coord-norm", "first_frame_aligned",
+                      "--frame-norm", "aligned_first_frame_diff", "--scale-norm", "interocular"])
+    assert _contract(a) == {"pad": "zero", "coord_norm": "first_frame_aligned",
+                            "frame_norm": "aligned_first_frame_diff", "scale_norm": "interocular"}
+    with pytest.raises(SystemExit):
+        p.parse_args(["train", "--pad", "mirror"])
     a = p.parse_args(["simulate", "--out", "x", "--identities", "4", "--per-severity", "1"])
     assert (a.identities, a.per_severity) == (4, 1)
     a = p.parse_args(["export", "ck.pt", "--out", "d", "--from-reference", "--expression", "smile"])

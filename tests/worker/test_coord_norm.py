@@ -141,3 +141,34 @@ def test_extract_build_aligned_frame_diff_cancels_head_motion_and_lighting():
     inner = (slice(None), slice(12, -12), slice(12, -12))                  # away from the warped border
     assert np.abs(aligned[inner]).mean() < 0.4 * np.abs(plain[inner]).mean()
     assert (aligned[0] == 0).all()
+
+
+@pytest.mark.parametrize("pad", ["loop", "duplicate", "zero", "interpolate"])
+def test_padding_kinds_of_a_short_clip(pad):
+    """The contract's `pad` (the paper's padding ablation) for a clip shorter than Tp and Tf."""
+    n, tp = 10, 16
+    motion = _motion(n) + 50.0                                         # steadily moving slots
+    track = _track(motion, np.full((n, 2), 50, np.float32))
+    for i, crop in enumerate(track.crops):
+        crop[:] = 100 + 10 * i
+    c = PreprocessContract(tp=tp, tf=16, channels=("x", "y"), frame_size=32, pad=pad)
+    trajs, index_t, frames = ex._build(track, c)[:3]
+    assert trajs.shape == (63, tp, 2) and index_t.shape == (tp,) and frames.shape == (16, 32, 32, 3)
+    want = (motion - 50.0).transpose(1, 0, 2)                          # (63, n, 2), relative to the first nose
+    if pad == "interpolate":
+        np.testing.assert_allclose(trajs[:, [0, -1]], want[:, [0, -1]], atol=1e-3)     # stretched end to end
+        np.testing.assert_allclose(index_t, 2 * np.arange(tp) / tp - 1, atol=1e-6)
+        assert (np.diff(frames[:, 0, 0, 0].astype(int)) >= 0).all() and frames[-1].max() == 190
+    else:
+        np.testing.assert_allclose(trajs[:, :n], want, atol=1e-3)
+        tail = trajs[:, n:]
+        if pad == "loop":
+            np.testing.assert_allclose(tail, want[:, : tp - n], atol=1e-3)
+            assert frames[n, 0, 0, 0] == 100
+        elif pad == "duplicate":
+            np.testing.assert_allclose(tail, np.repeat(want[:, -1:], tp - n, 1), atol=1e-3)
+            assert index_t[-1] == index_t[n - 1] and (frames[n:] == 190).all()
+        else:
+            assert (tail == 0).all() and (frames[n:] == 0).all() and frames[n - 1].max() == 190
+    with pytest.raises(ValueError):
+        lm.trajectory_window(n, tp, "bogus")
