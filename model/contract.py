@@ -16,6 +16,12 @@ TORONTO_EXPRESSIONS: tuple[str, ...] = ("blow", "kiss", "brow", "open", "spread"
 EXPRESSIONS: tuple[str, ...] = PFED5_EXPRESSIONS + TORONTO_EXPRESSIONS
 PROTOCOLS: dict[str, tuple[str, ...]] = {"pfed5": PFED5_EXPRESSIONS, "toronto": TORONTO_EXPRESSIONS}
 
+# Allowed values of the contract's normalisation and padding options (reference first; see worker.landmarks).
+COORD_NORMS: tuple[str, ...] = ("first_frame_nose_tip", "first_frame_per_slot", "first_frame_aligned")
+SCALE_NORMS: tuple[str, ...] = ("none", "interocular")
+FRAME_NORMS: tuple[str, ...] = ("none", "first_frame_diff", "aligned_first_frame_diff")
+PADS: tuple[str, ...] = ("loop", "duplicate", "zero", "interpolate")
+
 # Regions in the reference order: left eye, left brow, right eye, right brow, nose, bottom lip, upper lip.
 REGIONS: tuple[str, ...] = ("left_eye", "left_brow", "right_eye", "right_brow", "nose", "bottom_lip", "upper_lip")
 N_REGIONS = 7

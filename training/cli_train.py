@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from model.contract import COORD_NORMS, FRAME_NORMS, PADS, SCALE_NORMS
+
 HELP = "Train TraMP-Former models (per expression; k-fold CV; --demo builds the shipped demo models)."
 
 
@@ -38,11 +40,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--fusion-blocks", type=int)
     a.add_argument("--tp", type=int, choices=[64, 128, 256])
     c = p.add_argument_group("preprocessing contract (written into every checkpoint and export manifest)")
-    c.add_argument("--coord-norm", choices=["first_frame_nose_tip", "first_frame_per_slot", "first_frame_aligned"],
+    c.add_argument("--coord-norm", choices=COORD_NORMS,
                    help="trajectory coordinates (default: the reference's first_frame_nose_tip; --demo: aligned)")
-    c.add_argument("--scale-norm", choices=["none", "interocular"])
-    c.add_argument("--frame-norm", choices=["none", "first_frame_diff", "aligned_first_frame_diff"])
-    c.add_argument("--pad", choices=["loop", "duplicate", "zero", "interpolate"],
+    c.add_argument("--scale-norm", choices=SCALE_NORMS)
+    c.add_argument("--frame-norm", choices=FRAME_NORMS)
+    c.add_argument("--pad", choices=PADS,
                    help="padding of clips shorter than Tp/Tf (default: loop, the reference)")
     a.add_argument("--ablations", action="store_true", help="with --demo: also RGB-only, trajectory-only, pooled")
     a.add_argument("--ablation-expressions", default="",

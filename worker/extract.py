@@ -346,6 +346,29 @@ def _channels(contract: PreprocessContract, xy, z, rgb) -> np.ndarray:
     return np.ascontiguousarray(stacked.transpose(1, 0, 2)).astype(np.float32)   # (63, Tp, C)
 
 
+def _model_frames(crops: list, crop_slots: np.ndarray, span: int, contract: PreprocessContract) -> np.ndarray:
+    """(Tf, S, S, 3) uint8 model frames from the selected crops (their slots in crop pixels; `span` source frames
+    behind them): resized, then the contract's frame_norm. "aligned_first_frame_diff" first warps each crop onto
+    the first (similarity on the anchor slots) and, after resizing, matches its per-channel mean brightness to the
+    first frame's, so neither head motion nor a lighting change shows as change. Padding "zero" blanks the frames
+    past the span."""
+    aligned = contract.frame_norm == "aligned_first_frame_diff"
+    if aligned:
+        mats = lm.alignment_matrices(crop_slots, crop_slots[0])
+        crops = [c if k == 0 else cv2.warpAffine(c, m, (c.shape[1], c.shape[0]), flags=cv2.INTER_LINEAR,
+                                                 borderMode=cv2.BORDER_REPLICATE)
+                 for k, (c, m) in enumerate(zip(crops, mats, strict=True))]
+    frames = np.stack([cv2.resize(c, (contract.frame_size,) * 2, interpolation=cv2.INTER_AREA) for c in crops])
+    if aligned:
+        f = frames.astype(np.float32)
+        gain = f[:1].mean((1, 2), keepdims=True) / np.maximum(f.mean((1, 2), keepdims=True), 1.0)
+        frames = np.clip(f * gain, 0, 255).round().astype(np.uint8)
+    frames = lm.frame_normalise(frames, contract.frame_norm)
+    if contract.pad == "zero" and span < contract.tf:
+        frames[span:] = 0                                # padded RGB frames are black
+    return frames
+
+
 def _build(track: _Track, contract: PreprocessContract) -> tuple[np.ndarray, ...]:
     n = len(track.src)
     idx, index_t = lm.trajectory_window(n, contract.tp, contract.pad)
@@ -369,20 +392,7 @@ def _build(track: _Track, contract: PreprocessContract) -> tuple[np.ndarray, ...
         trajs[:, n:] = 0.0                              # positions and colours of the padded frames
     kept_from = n - len(track.crops)                    # index of the oldest crop still held
     sel = lm.rgb_window(lo, n - 1, contract.tf, contract.pad)
-    sel_crops = [track.crops[i - kept_from] for i in sel]
-    if contract.frame_norm == "aligned_first_frame_diff":   # head motion out of the crops before differencing
-        mats = lm.alignment_matrices(slots[sel], slots[sel[0]])
-        sel_crops = [c if k == 0 else cv2.warpAffine(c, m, (c.shape[1], c.shape[0]), flags=cv2.INTER_LINEAR,
-                                                     borderMode=cv2.BORDER_REPLICATE)
-                     for k, (c, m) in enumerate(zip(sel_crops, mats, strict=True))]
-    frames = np.stack([cv2.resize(c, (contract.frame_size,) * 2, interpolation=cv2.INTER_AREA) for c in sel_crops])
-    if contract.frame_norm == "aligned_first_frame_diff":   # and lighting changes: per-channel gain to frame 0's
-        f = frames.astype(np.float32)
-        gain = f[:1].mean((1, 2), keepdims=True) / np.maximum(f.mean((1, 2), keepdims=True), 1.0)
-        frames = np.clip(f * gain, 0, 255).round().astype(np.uint8)
-    frames = lm.frame_normalise(frames, contract.frame_norm)
-    if contract.pad == "zero" and n - lo < contract.tf:
-        frames[n - lo:] = 0                              # padded RGB frames are black
+    frames = _model_frames([track.crops[i - kept_from] for i in sel], slots[sel], n - lo, contract)
     window = np.arange(lo, n)
     crops = np.stack([track.crops[i - kept_from] for i in window])
     return trajs, index_t, frames, slots[window], np.stack(track.boxes)[window], crops, idx, sel

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.contract import REGIONS, SLOTS_PER_REGION
+from model.contract import COORD_NORMS, FRAME_NORMS, PADS, REGIONS, SLOTS_PER_REGION
 
 # ---- 468-point mesh (MediaPipe) -------------------------------------------------------------------------
 LEFT_EYE_CONTOUR = (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466)
@@ -81,9 +81,6 @@ def interocular(slots: np.ndarray) -> np.ndarray:
     return np.linalg.norm(le - re, axis=-1)
 
 
-COORD_NORMS: tuple[str, ...] = ("first_frame_nose_tip", "first_frame_per_slot", "first_frame_aligned")
-
-
 def _anchor_slots() -> np.ndarray:
     """Slots that an expression barely moves: the nine nose slots and the four eye corners."""
     rs = region_slices()
@@ -126,9 +123,6 @@ def alignment_matrices(slots: np.ndarray, ref: np.ndarray, anchors: np.ndarray =
     return np.stack([np.stack([a.real, -a.imag, t.real], -1), np.stack([a.imag, a.real, t.imag], -1)], 1)
 
 
-FRAME_NORMS: tuple[str, ...] = ("none", "first_frame_diff", "aligned_first_frame_diff")
-
-
 def frame_normalise(frames: np.ndarray, frame_norm: str) -> np.ndarray:
     """Apply the contract's `frame_norm` to (Tf, H, W, 3) uint8 model frames: "none" keeps them;
     "first_frame_diff" gives 128 + (frame - first frame), clipped to 0-255, i.e. what moved, not who it is;
@@ -165,9 +159,6 @@ def coord_normalise(xy: np.ndarray, coord_norm: str) -> np.ndarray:
 
 
 # ---- windows ---------------------------------------------------------------------------------------------
-PADS: tuple[str, ...] = ("loop", "duplicate", "zero", "interpolate")
-
-
 def trajectory_window(n: int, tp: int, pad: str = "loop") -> tuple[np.ndarray, np.ndarray]:
     """Source frame indices (tp,) int64 and index_t (tp,) float32 for a clip of n frames.
 
@@ -210,13 +201,14 @@ def resample_time(trajs: np.ndarray, tp: int) -> np.ndarray:
     n = trajs.shape[1]
     if n == 1:
         return np.repeat(trajs, tp, axis=1)
-    x, q = np.arange(n), np.linspace(0, n - 1, tp)
-    if n < 4:
-        return np.stack([np.stack([np.interp(q, x, trajs[v, :, c]) for c in range(trajs.shape[2])], -1)
-                         for v in range(trajs.shape[0])]).astype(trajs.dtype)
+    q = np.linspace(0, n - 1, tp)
+    if n < 4:                                           # linear between neighbouring frames
+        i0 = np.minimum(q.astype(np.int64), n - 2)
+        w = (q - i0)[None, :, None]
+        return (trajs[:, i0] * (1 - w) + trajs[:, i0 + 1] * w).astype(trajs.dtype)
     from scipy.interpolate import CubicSpline
 
-    return CubicSpline(x, trajs, axis=1)(q).astype(trajs.dtype)
+    return CubicSpline(np.arange(n), trajs, axis=1)(q).astype(trajs.dtype)
 
 
 # ---- augmentations (training) ----------------------------------------------------------------------------
