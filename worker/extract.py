@@ -433,7 +433,7 @@ def extract(video_path: str | Path, contract: PreprocessContract | None = None, 
         "window_frames": [int(src[idx.min()]), int(src[-1])],      # output-frame span of the window
         "window_s": [round(float(src[idx.min()]) / contract.fps, 3), round(float(src[-1]) / contract.fps, 3)],
         "traj_padding": contract.pad if len(track.src) < contract.tp else "latter",
-        "rgb_sampling": "loop" if len(track.src) - int(idx.min()) < contract.tf else "even",
+        "rgb_sampling": contract.pad if len(track.src) - int(idx.min()) < contract.tf else "even",
         "rgb_source_frames": [int(src[i]) for i in sel],
         "rgb_window_index": [int(i - idx.min()) for i in sel],     # row of `landmarks` for each RGB frame
         "timing_s": {k: round(v, 3) for k, v in timing.items()} | {"total_s": round(time.perf_counter() - t0, 3)},
