@@ -329,7 +329,7 @@ def test_a_webcam_recording_is_uploaded_and_decoded_by_the_worker(browser, stack
         pg.click("#task-frown button.record")
         pg.wait_for_selector("#rec-start:not([disabled])")
         pg.click("#rec-start")
-        pg.wait_for_selector("#rec-stop:not([disabled])", timeout=6000)
+        pg.wait_for_selector("#rec-stop:not([disabled])", timeout=15_000)   # a 3-s countdown, then the recorder starts
         pg.wait_for_function("() => document.getElementById('rec-time').textContent >= '00:02'", timeout=6000)
         pg.click("#rec-stop")
         pg.wait_for_function("() => document.getElementById('chosen-frown').textContent.includes('Recorded')")
