@@ -248,7 +248,7 @@ def test_keyboard_only_sign_in_protocol_switch_and_webcam_recording(page, stack,
         .find(t => MediaRecorder.isTypeSupported(t))""")
     pg.keyboard.press("Enter")
     pg.wait_for_function("() => document.getElementById('countdown').textContent === '3'", timeout=3000)
-    pg.wait_for_selector("#rec-stop:not([disabled])", timeout=6000)
+    pg.wait_for_selector("#rec-stop:not([disabled])", timeout=15_000)   # the countdown, then the recorder starts
     pg.wait_for_function("() => document.getElementById('rec-time').textContent >= '00:02'", timeout=6000)
     assert pg.evaluate("document.activeElement.id") == "rec-stop"
     pg.locator("#task-smile").screenshot(path=str(artifacts_dir / "webform-recording.png"))
