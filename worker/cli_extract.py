@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         if args.fps:
             contract = contract.with_(fps=float(args.fps))
         limits = ExtractLimits(decode=DecodeLimits(max_duration_s=args.max_duration))
-        ex = extract(args.video, contract, limits=limits)
+        ex = extract(args.video, contract, limits=limits, keep_crops=bool(args.plots))
     except FeqaError as e:
         print(json.dumps({"error": e.to_dict()}, default=str), file=sys.stderr)
         return 2

@@ -86,7 +86,8 @@ def score_video(video_path: str | Path, expression: str, scorer: Any, *, progres
     clock = StageClock(progress)
     contract = scorer.contract(expression)          # raises if no model serves this expression
     facts = model_facts(scorer.manifest(expression))
-    extraction = extract(video_path, contract, progress=clock, limits=limits)
+    # keep_crops: the pictures are drawn on the patient's real frames, not on the model input
+    extraction = extract(video_path, contract, progress=clock, limits=limits, keep_crops=True)
     quality = dict(extraction.quality)
     result: dict[str, Any] = {"expression": expression, "score": None, "score_rounded": None, "meaning": None,
                               "abstained": False, "reasons": [], "model": facts, "quality": quality,
