@@ -495,3 +495,174 @@ def _bar(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
+
+
+# --------------------------------------------------------------------------------------------- whole recordings
+# (issue 12) A recording as the web form asks for it: a neutral lead-in, then several repetitions of the task with
+# pauses, 6-12 s; the ground truth (episode bounds and the movement parameters) comes back with the frames, so
+# segmentation and the movement measures can be checked against known values.
+@dataclass
+class RecordingPlan:
+    expression: str
+    severity: int | None
+    n_frames: int
+    fps: float
+    episodes: list            # [(onset_s, rise_s, hold_s, fall_s, amplitude)] per repetition
+    asym: float               # the weak side's displacement is scaled by (1 - asym)
+    weak_side: float          # +1: subject's left weaker, -1: right
+    tremor_iod: float         # lower-face vertical tremor amplitude, interocular units
+    tremor_hz: float
+    blinks: list              # blink times (s)
+    lips_part: float          # 0..1 lips falling open at rest
+    twitch: float             # spontaneous movement at rest (slow slight smile), 0..~0.4
+    head_motion: float = 1.0  # scale of the random head motion (0: none)
+
+    def truth(self) -> dict:
+        """Ground truth, JSON-friendly: episode bounds (onset, peak = full activation, offset = back to
+        neutral), amplitudes (fraction of the healthy field), and the other known parameters."""
+        eps = [{"onset_s": round(o, 4), "peak_s": round(o + r, 4), "offset_s": round(o + r + h + f, 4),
+                "amplitude": round(a, 4), "rise_s": round(r, 4)} for o, r, h, f, a in self.episodes]
+        return {"expression": self.expression, "severity": self.severity, "fps": self.fps,
+                "n_frames": self.n_frames, "duration_s": round(self.n_frames / self.fps, 4), "episodes": eps,
+                "asymmetry": self.asym, "weak_side": "left" if self.weak_side > 0 else "right",
+                "asymmetry_index": round(self.asym / (2 - self.asym), 4),
+                "tremor_iod": self.tremor_iod, "tremor_hz": self.tremor_hz, "blinks": list(self.blinks),
+                "lips_part": self.lips_part, "twitch": self.twitch}
+
+
+def plan_recording(expression: str, severity: int | None, rng: np.random.Generator, *, repetitions: int = 3,
+                   fps: float = FPS, lead_s: float | None = None, pause_s: float | None = None,
+                   tail_s: float | None = None, duration_s: float | None = None, amplitude: float | None = None,
+                   rise_s: float | None = None, hold_s: float | None = None, asym: float | None = None,
+                   tremor_iod: float | None = None, tremor_hz: float | None = None,
+                   blink_rate: float | None = None, lips_part: float | None = None, twitch: float | None = None,
+                   fatigue: float = 0.0, head_motion: float = 1.0) -> RecordingPlan:
+    """A whole recording's plan. Unset parameters follow the severity as `plan_clip` does (severity None: a
+    healthy face with no tremor); `fatigue` shrinks the amplitude linearly from the first repetition to the last
+    (0.3: the last is 30% smaller). sit_at_rest has no repetitions (duration_s default 8 s)."""
+    s = float(severity or 0)
+    amp = float(np.clip(1.0 - 0.2 * s + rng.normal(0, 0.035), 0.1, 1.1)) if amplitude is None else amplitude
+    rise = float(0.3 + 0.15 * s + rng.uniform(-0.05, 0.05)) if rise_s is None else rise_s
+    eps = []
+    t = float(rng.uniform(0.6, 1.5)) if lead_s is None else lead_s
+    if expression != "sit_at_rest":
+        for k in range(repetitions):
+            hold = float(rng.uniform(0.4, 0.8)) if hold_s is None else hold_s
+            a = amp * (1.0 - fatigue * (k / max(1, repetitions - 1)))
+            eps.append((t, rise, hold, rise, a))
+            t += 2 * rise + hold + (float(rng.uniform(0.6, 1.2)) if pause_s is None else pause_s)
+        end = eps[-1][0] + 2 * rise + eps[-1][2] + (float(rng.uniform(0.5, 1.0)) if tail_s is None else tail_s)
+    else:
+        end = 8.0
+    dur = float(duration_s) if duration_s is not None else end
+    n = int(round(dur * fps))
+    rate = (max(0.05, 0.6 - 0.14 * s) * rng.uniform(0.8, 1.2)) if blink_rate is None else blink_rate
+    nb = int(rng.poisson(rate * dur)) if expression in ("sit_at_rest",) or blink_rate is not None else \
+        int(rng.integers(0, 2)) if expression != "squeeze_eyes" else 0
+    blinks = sorted(rng.uniform(0.3, dur - 0.3, size=nb).tolist())
+    # blinks closer than 0.5 s merge into one to the eye: keep them apart so that the truth is countable
+    kept: list[float] = []
+    for b in blinks:
+        if not kept or b - kept[-1] >= 0.5:
+            kept.append(b)
+    return RecordingPlan(
+        expression=expression, severity=severity, n_frames=n, fps=fps, episodes=eps,
+        asym=float(np.clip(0.08 * s * rng.uniform(0.6, 1.4), 0, 0.6)) if asym is None else asym,
+        weak_side=float(rng.choice([-1.0, 1.0])),
+        tremor_iod=(float(0.012 * s * rng.uniform(0.7, 1.3)) if tremor_iod is None else tremor_iod),
+        tremor_hz=float(rng.uniform(4.0, 6.0)) if tremor_hz is None else tremor_hz,
+        blinks=kept,
+        lips_part=(float(np.clip((s - 1.5) / 2.5, 0, 1) * rng.uniform(0.7, 1.2)) if lips_part is None
+                   else lips_part),
+        twitch=(float(max(0.0, 0.35 - 0.09 * s) * rng.uniform(0.7, 1.3)) if twitch is None else twitch),
+        head_motion=head_motion)
+
+
+def episode_activation(t: np.ndarray, episodes: list) -> np.ndarray:
+    """Activation over time: per repetition a smoothstep rise, a hold, a smoothstep fall (max over repetitions)."""
+    act = np.zeros_like(t, dtype=np.float64)
+    for onset, rise, hold, fall, amp in episodes:
+        up = _smoothstep((t - onset) / rise)
+        down = 1.0 - _smoothstep((t - onset - rise - hold) / fall)
+        act = np.maximum(act, amp * np.minimum(up, down))
+    return act
+
+
+def recording_motion(geo: FaceGeometry, plan: RecordingPlan, rng: np.random.Generator) -> np.ndarray:
+    """(T, 468, 2) mesh displacements of a whole recording."""
+    t = np.arange(plan.n_frames) / plan.fps
+    disp = np.zeros((plan.n_frames, len(geo.xy), 2), np.float64)
+    if plan.expression != "sit_at_rest":
+        disp += episode_activation(t, plan.episodes)[:, None, None] * expression_field(geo, plan.expression)[None]
+    else:
+        smile = expression_field(geo, "smile")
+        phase = rng.uniform(0, 2 * np.pi)
+        disp += (plan.twitch * 0.5 * (1 + np.sin(2 * np.pi * 0.6 * t + phase)))[:, None, None] * smile * 0.5
+        disp += (plan.lips_part * _smoothstep((t - 0.3) / 1.5))[:, None, None] * lips_part_field(geo)[None]
+    weak = np.where(geo.side == plan.weak_side, 1.0 - plan.asym, 1.0)
+    disp *= weak[None, :, None]
+    disp += _blink_curve(t, plan.blinks)[:, None, None] * blink_field(geo)[None]
+    lower = np.clip((geo.xy[:, 1] - geo.xy[1, 1]) / (0.6 * geo.iod), 0, 1)
+    trem = plan.tremor_iod * geo.iod * np.sin(2 * np.pi * plan.tremor_hz * t + rng.uniform(0, 6.3))
+    disp[:, :, 1] += trem[:, None] * lower[None]
+    return disp.astype(np.float32)
+
+
+def render_recording(img: np.ndarray, mesh: np.ndarray, warp: MeshWarp, plan: RecordingPlan,
+                     rng: np.random.Generator, static: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+    """(frames (T, H, W, 3) uint8 RGB, ground truth `plan.truth()`) of one simulated whole recording: the same
+    warp, mouth shading, head motion, lighting and noise as `render_clip`, over several repetitions."""
+    import cv2
+
+    if static is not None:
+        mesh = mesh.copy()
+        mesh[:, :2] += static
+    geo = FaceGeometry(mesh)
+    disp = recording_motion(geo, plan, rng)
+    n = plan.n_frames
+    h, w = img.shape[:2]
+    hm = plan.head_motion
+    rot = _smooth_walk(rng, n, 2.0 * hm, smooth=int(plan.fps / 2))
+    tx, ty = _smooth_walk(rng, n, 3.0 * hm, smooth=int(plan.fps / 2)), _smooth_walk(rng, n, 2.0 * hm,
+                                                                                   smooth=int(plan.fps / 2))
+    sc = 1 + _smooth_walk(rng, n, 0.02 * hm, smooth=int(plan.fps / 2))
+    gain = rng.uniform(0.85, 1.1) * (1 + _smooth_walk(rng, n, 0.03))
+    colour = rng.uniform(0.9, 1.1, 3).astype(np.float32)
+    noise = rng.uniform(0.0, 3.0)
+    bank = rng.normal(0, noise, (4, h, w, 3)).astype(np.float32)
+    centre = tuple(float(v) for v in geo.xy[1])
+    teeth = plan.expression == "clench_teeth"
+    mouth_open = (disp[:, 14, 1] - disp[:, 13, 1]) / (0.1 * geo.iod)
+    frames = np.empty((n, h, w, 3), np.uint8)
+    for i in range(n):
+        f = warp(img, disp[i] if static is None else disp[i] + static)
+        if teeth or plan.lips_part > 0:
+            shade = (235, 232, 220) if teeth else (70, 40, 40)
+            _paint_mouth(f, geo.xy[INNER_MOUTH] + disp[i, INNER_MOUTH], shade,
+                         float(np.clip(mouth_open[i], 0, 1)) * (0.85 if teeth else 0.6))
+        m = cv2.getRotationMatrix2D(centre, float(rot[i]), float(sc[i]))
+        m[:, 2] += (tx[i], ty[i])
+        f = cv2.warpAffine(f, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        g = f.astype(np.float32) * (gain[i] * colour)
+        if noise > 0.3:
+            g += np.roll(bank[i % 4], int(rng.integers(0, h)), axis=0)
+        frames[i] = np.clip(g, 0, 255).astype(np.uint8)
+    return frames, plan.truth()
+
+
+def simulated_recording(identity: str, plan: RecordingPlan, seed: int = 0, *, size: int | None = None,
+                        ) -> tuple[np.ndarray, dict]:
+    """Convenience: render `plan` on a named base identity photo (e.g. "tfjs_woman"), optionally scaled so its
+    longer side is `size` px (small frames keep tests fast)."""
+    import cv2
+
+    ident = next(i for i in pseudo_identities(2 * len(load_identities())) if i.id == identity)
+    img, mesh = identity_face(ident)
+    if size is not None:
+        k = size / max(img.shape[:2])
+        img = cv2.resize(img, (int(round(img.shape[1] * k)), int(round(img.shape[0] * k))),
+                         interpolation=cv2.INTER_AREA)
+        mesh = mesh * np.float32(k)
+    warp = MeshWarp(mesh[:, :2], img.shape[:2])
+    rng = np.random.default_rng(seed)
+    return render_recording(img, mesh, warp, plan, rng)

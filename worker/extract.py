@@ -125,6 +125,8 @@ class _Track:
     rgb: list = field(default_factory=list)        # (63, 3)
     boxes: list = field(default_factory=list)      # (4,)
     crops: collections.deque = None                # last tp crops
+    mesh: list = field(default_factory=list)       # (468, 2) crop px, whole-recording tracking only
+    small: list = field(default_factory=list)      # model-size crops of every frame, whole-recording only
 
     def __post_init__(self) -> None:
         self.crops = collections.deque(maxlen=self.tp)
@@ -223,7 +225,10 @@ def _prefetch(frames: Iterator, depth: int = 6) -> Iterator:
 
 
 def _track_video(path, contract: PreprocessContract, limits: ExtractLimits, mesh: FaceMesh,
-                 progress, extra_rotation: int = 0) -> tuple[_Segments, QualityAccumulator, DecodeReport, dict]:
+                 progress, extra_rotation: int = 0, whole: bool = False
+                 ) -> tuple[_Segments, QualityAccumulator, DecodeReport, dict]:
+    """One tracking pass. `whole`: also keep, for every face frame, the mesh in crop pixels and the crop resized
+    to the model's frame size (what a model window anywhere in the recording needs; see `Recording`)."""
     report = DecodeReport()
     tracker, to_slots, nose_index = _backend(contract, mesh, limits)
     box = _CropBox(limits.box_smoothing)
@@ -258,6 +263,9 @@ def _track_video(path, contract: PreprocessContract, limits: ExtractLimits, mesh
             track.rgb.append(sample_rgb(crop, xy))
             track.boxes.append(np.array([cx - side / 2, cy - side / 2, side, side], np.float32))
             track.crops.append(crop)
+            if whole:
+                track.mesh.append(to_crop(step.pts, cx, cy, side, size))
+                track.small.append(cv2.resize(crop, (contract.frame_size,) * 2, interpolation=cv2.INTER_AREA))
         acc.add_frame(fr.index, fr.rgb.shape, step, step.pts, crop)
         t_mark = time.perf_counter()
         timing["track_s"] += t_mark - t1
@@ -369,27 +377,40 @@ def _model_frames(crops: list, crop_slots: np.ndarray, span: int, contract: Prep
     return frames
 
 
-def _build(track: _Track, contract: PreprocessContract) -> tuple[np.ndarray, ...]:
-    n = len(track.src)
+def _trajectory(slots: np.ndarray, nose: np.ndarray, z: np.ndarray, rgb: np.ndarray,
+                contract: PreprocessContract) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(trajs (63, Tp, C), index_t (Tp,), idx (Tp,)) of a clip of n face frames given as arrays (n, 63, 2) slots,
+    (n, 2) nose tips, (n, 63) depth, (n, 63, 3) colours: the reference's window rule (latter Tp frames, or the
+    contract's padding when n < Tp), coordinates relative to the window's first nose tip, then the contract's
+    coordinate and scale normalisation."""
+    n = len(slots)
     idx, index_t = lm.trajectory_window(n, contract.tp, contract.pad)
     short = n < contract.tp
     rows = np.arange(n) if short and contract.pad == "interpolate" else idx    # resampled to Tp below
     lo = int(idx.min())
-    slots = np.stack(track.slots)                       # (n, 63, 2)
-    xy = slots[rows] - track.nose[lo]                   # relative to the window's first nose tip
+    xy = slots[rows] - nose[lo]                         # relative to the window's first nose tip
     xy = lm.coord_normalise(xy, contract.coord_norm)
-    z = np.stack(track.z)[rows]
+    zz = z[rows]
     if contract.scale_norm == "interocular":
         iod = float(lm.interocular(slots[lo]))
         xy = xy / max(iod, 1e-6)
-        z = z / max(iod, 1e-6)
+        zz = zz / max(iod, 1e-6)
     elif contract.scale_norm != "none":
         raise ValueError(f"unknown scale_norm {contract.scale_norm!r}")
-    trajs = _channels(contract, xy, z, np.stack(track.rgb)[rows])
+    trajs = _channels(contract, xy, zz, rgb[rows])
     if short and contract.pad == "interpolate":
         trajs = lm.resample_time(trajs, contract.tp)
     elif short and contract.pad == "zero":
         trajs[:, n:] = 0.0                              # positions and colours of the padded frames
+    return trajs, index_t, idx
+
+
+def _build(track: _Track, contract: PreprocessContract) -> tuple[np.ndarray, ...]:
+    n = len(track.src)
+    slots = np.stack(track.slots)                       # (n, 63, 2)
+    trajs, index_t, idx = _trajectory(slots, np.stack(track.nose), np.stack(track.z), np.stack(track.rgb),
+                                      contract)
+    lo = int(idx.min())
     kept_from = n - len(track.crops)                    # index of the oldest crop still held
     sel = lm.rgb_window(lo, n - 1, contract.tf, contract.pad)
     frames = _model_frames([track.crops[i - kept_from] for i in sel], slots[sel], n - lo, contract)
@@ -440,3 +461,175 @@ def extract(video_path: str | Path, contract: PreprocessContract | None = None, 
     }
     return Extraction(trajs, index_t, frames, quality, meta, lms.astype(np.float32), boxes,
                       crops if keep_crops else None)
+
+
+# ---- whole recording (issue 12): track once, build model windows anywhere -------------------------------------
+@dataclass
+class Window:
+    """One model window cut from a Recording: inputs for the scorer plus where it lies."""
+    trajs: np.ndarray          # (63, Tp, C) float32
+    index_t: np.ndarray        # (Tp,) float32 (relative to the window's first frame: 2*i/Tp - 1)
+    frames: np.ndarray         # (Tf, S, S, 3) uint8
+    rows: tuple[int, int]      # [start, stop) rows of the Recording
+    src: tuple[int, int]       # first and last output frame index
+    padded: str | None         # None, or the contract's pad when the run was shorter than Tp
+    rgb_rows: np.ndarray       # (Tf,) Recording rows of the RGB frames
+
+
+@dataclass
+class Recording:
+    """Every kept face frame of a video from one tracking pass (`extract_recording`).
+
+    Rows are face frames in time order (frames without a face are left out, as in `extract`). `run` numbers the
+    face-presence runs: a new run starts where the face was lost for longer than the quality threshold's
+    `max_gap_s`, or where the tracker started a new segment (face lost > 2 s, re-found elsewhere, a cut). Model
+    windows never span two runs."""
+    contract: PreprocessContract
+    src: np.ndarray            # (N,) output frame index
+    run: np.ndarray            # (N,) int run id, 0..R-1, non-decreasing
+    slots: np.ndarray          # (N, 63, 2) crop px
+    nose: np.ndarray           # (N, 2) crop px nose tip
+    z: np.ndarray              # (N, 63) crop-scaled depth
+    rgb: np.ndarray            # (N, 63, 3) colour under each slot
+    boxes: np.ndarray          # (N, 4) crop boxes in decoded-frame px
+    mesh: np.ndarray           # (N, 468, 2) the full mesh in crop px (measures use it)
+    small: np.ndarray          # (N, S, S, 3) uint8 crops resized to the contract's frame size
+    quality: dict
+    meta: dict
+
+    @property
+    def fps(self) -> float:
+        return float(self.contract.fps)
+
+    @property
+    def n(self) -> int:
+        return int(self.src.size)
+
+    def runs(self) -> list[tuple[int, int]]:
+        """[start, stop) rows of each face-presence run."""
+        if not self.n:
+            return []
+        cuts = np.flatnonzero(np.diff(self.run)) + 1
+        edges = np.r_[0, cuts, self.n]
+        return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+    def window(self, start: int, stop: int) -> Window:
+        """Model inputs from rows [start, stop) of one run (stop - start <= Tp: shorter spans are padded by the
+        contract's rule; longer ones keep their latter Tp rows, as `extract`)."""
+        c = self.contract
+        if not (0 <= start < stop <= self.n) or self.run[start] != self.run[stop - 1]:
+            raise ValueError(f"rows [{start}, {stop}) are not inside one face-presence run")
+        sl = slice(start, stop)
+        trajs, index_t, idx = _trajectory(self.slots[sl], self.nose[sl], self.z[sl], self.rgb[sl], c)
+        n, lo = stop - start, int(idx.min())
+        sel = lm.rgb_window(lo, n - 1, c.tf, c.pad)
+        frames = _small_frames(self.small[sl][sel], self.slots[sl][sel], n - lo, c)
+        return Window(trajs, index_t, frames, (start + lo, stop),
+                      (int(self.src[start + lo]), int(self.src[stop - 1])), c.pad if n < c.tp else None,
+                      start + sel)
+
+    def extraction(self, win: Window) -> Extraction:
+        """An `Extraction` of one window (for the pictures and callers that want the single-window view)."""
+        a, b = win.rows
+        meta = {**self.meta, "window_frames": list(win.src),
+                "window_s": [round(win.src[0] / self.fps, 3), round(win.src[1] / self.fps, 3)],
+                "traj_padding": win.padded or "latter", "rgb_sampling": win.padded or "even",
+                "rgb_source_frames": [int(self.src[r]) for r in win.rgb_rows],
+                "rgb_window_index": [int(r - a) for r in win.rgb_rows]}
+        return Extraction(win.trajs, win.index_t, win.frames, self.quality, meta, self.slots[a:b].astype(np.float32),
+                          self.boxes[a:b].astype(np.float32))
+
+
+def _small_frames(small: np.ndarray, slots: np.ndarray, span: int, contract: PreprocessContract) -> np.ndarray:
+    """`_model_frames` for crops already resized to the frame size (what a Recording keeps). Identical for the
+    frame norms "none" and "first_frame_diff"; "aligned_first_frame_diff" warps the small crops (slots scaled to
+    them) instead of the 256 crops, a close approximation."""
+    frames = small
+    if contract.frame_norm == "aligned_first_frame_diff":
+        k = contract.frame_size / contract.crop_size
+        mats = lm.alignment_matrices(slots * k, slots[0] * k)
+        size = (frames.shape[2], frames.shape[1])
+        frames = np.stack([f if i == 0 else cv2.warpAffine(f, m, size, flags=cv2.INTER_LINEAR,
+                                                           borderMode=cv2.BORDER_REPLICATE)
+                           for i, (f, m) in enumerate(zip(frames, mats, strict=True))])
+        f = frames.astype(np.float32)
+        gain = f[:1].mean((1, 2), keepdims=True) / np.maximum(f.mean((1, 2), keepdims=True), 1.0)
+        frames = np.clip(f * gain, 0, 255).round().astype(np.uint8)
+    frames = lm.frame_normalise(np.ascontiguousarray(frames), contract.frame_norm)
+    if contract.pad == "zero" and span < contract.tf:
+        frames = frames.copy()
+        frames[span:] = 0
+    return frames
+
+
+def _kept_segments(segments: _Segments, limits: ExtractLimits, fps: float) -> list[_Track]:
+    """The patient's segments: the longest, plus every other of at least half a second whose face size is
+    within a factor 1.5 of it (a cut to someone much nearer or farther is left out)."""
+    longest = segments.longest()
+    side = float(np.median(np.stack(longest.boxes)[:, 2]))
+    keep = []
+    for t in segments.all:
+        if t is longest:
+            keep.append(t)
+            continue
+        if len(t.src) < max(limits.min_face_frames, int(round(0.5 * fps))):
+            continue
+        s = float(np.median(np.stack(t.boxes)[:, 2]))
+        if 1 / 1.5 <= s / side <= 1.5:
+            keep.append(t)
+    return sorted(keep, key=lambda t: t.src[0])
+
+
+def extract_recording(video_path: str | Path, contract: PreprocessContract | None = None, *,
+                      progress: Callable[[str, float], None] | None = None, limits: ExtractLimits | None = None,
+                      mesh: FaceMesh | None = None) -> Recording:
+    """Track the whole video once and keep what model windows anywhere in it and the movement measures need.
+    Same decoding, tracking, refusals and quality report as `extract`, except that the quality report is measured
+    on every kept face frame and a gap between face frames is no reason to refuse: windows are cut inside
+    face-presence runs (quality warning `segmented_by_face_presence` when there is more than one)."""
+    contract = contract or PreprocessContract()
+    limits = limits or ExtractLimits()
+    t0 = time.perf_counter()
+    mesh = mesh or default_mesh()
+    segments, acc, report, timing = _track_video(video_path, contract, limits, mesh, progress, whole=True)
+    quality = acc.report()
+    guessed = _sideways_turn(quality) if limits.guess_rotation else 0
+    if not segments.n_frames and limits.guess_rotation and acc.n_frames >= limits.min_face_frames:
+        guessed = guess_rotation(video_path, mesh, limits.decode)
+    if guessed:
+        segments, acc, report, timing = _track_video(video_path, contract, limits, mesh, progress, guessed,
+                                                     whole=True)
+        quality = acc.report()
+    _refuse_if_needed(segments, acc, limits, quality)
+    kept = _kept_segments(segments, limits, contract.fps)
+    src = np.concatenate([np.asarray(t.src) for t in kept])
+    seg_id = np.concatenate([np.full(len(t.src), k) for k, t in enumerate(kept)])
+    max_gap = int(round(limits.quality.max_gap_s * contract.fps))
+    new_run = np.r_[False, (np.diff(src) - 1 > max_gap) | (np.diff(seg_id) != 0)]
+    run = np.cumsum(new_run)
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([np.stack(getattr(t, name)) for t in kept])
+
+    quality = acc.report(measure_frames=set(src.tolist()))
+    _segment_quality(quality, segments, segments.longest(), contract.fps, limits)
+    # a gap is handled by cutting windows at it: not blocking here; coverage is over every kept frame
+    quality["reasons"] = [r for r in quality["reasons"] if r not in ("long_gap", "face_often_missing")]
+    quality["used_face_frames"] = int(src.size)
+    quality["used_share"] = round(src.size / max(1, quality["n_frames"]), 4)
+    if quality["used_share"] < limits.quality.min_face_share:
+        quality["reasons"].append("face_often_missing")
+    quality["measured_on"] = "all_used_face_frames"
+    quality["runs"] = int(run[-1]) + 1
+    if run[-1] > 0 and "segmented_by_face_presence" not in quality["warnings"]:
+        quality["warnings"].append("segmented_by_face_presence")
+    quality["scorable"] = not quality["reasons"]
+    if progress:
+        progress("tracking", 1.0)
+    meta = {**report.to_dict(), "rotation_guessed": guessed, "landmark_scheme": contract.landmark_scheme,
+            "crop_size": contract.crop_size, "contract_sha256": contract.sha256(), "n_face_frames": segments.n_frames,
+            "n_used_face_frames": int(src.size),
+            "timing_s": {k: round(v, 3) for k, v in timing.items()} | {"total_s": round(time.perf_counter() - t0, 3)}}
+    return Recording(contract, src, run, cat("slots").astype(np.float32), cat("nose").astype(np.float32),
+                     cat("z").astype(np.float32), cat("rgb").astype(np.float32), cat("boxes").astype(np.float32),
+                     cat("mesh").astype(np.float32), cat("small"), quality, meta)
