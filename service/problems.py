@@ -2,6 +2,8 @@
 
 Input and model errors reuse `model.errors.FeqaError` codes (not_a_video, empty_file,
 unknown_expression, ...); the service adds the codes below. A code never changes once released.
+`title` is the code's plain-language message (model.messages: the same for every occurrence of a
+code), `detail` the facts of this occurrence followed by what to do.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from model.errors import FeqaError
+from model.messages import explain, message
 
 log = logging.getLogger("feqa.api")
 MEDIA_TYPE = "application/problem+json"
@@ -23,7 +26,7 @@ UNAUTHORIZED = "unauthorized"            # 401: no key, or a key we do not know
 RATE_LIMITED = "rate_limited"            # 429
 NOT_FOUND = "not_found"                  # 404: no such resource for this tenant
 UPLOAD_TOO_LARGE = "upload_too_large"    # 413
-INVALID_REQUEST = "invalid_request"      # 400/422: malformed request
+INVALID_REQUEST = "invalid_request"      # 400/405/415/422: malformed request (415: not multipart/form-data)
 MISSING_VIDEO = "missing_video"          # 422
 EXPRESSION_MISMATCH = "expression_mismatch"  # 422: videos and expressions do not pair up
 UNKNOWN_PROTOCOL = "unknown_protocol"    # 422
@@ -49,8 +52,8 @@ class Problem(FeqaError):
 
 def problem_response(status: int, code: str, detail: str, *, instance: str | None = None,
                      extra: dict | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    body = {"type": f"urn:feqa:problem:{code}", "title": TITLES.get(status, "Error"), "status": status,
-            "detail": detail, "code": code}
+    body = {"type": f"urn:feqa:problem:{code}", "title": message(code)["title"], "status": status,
+            "detail": explain(code, detail), "code": code}
     if instance:
         body["instance"] = instance
     if extra:
@@ -68,7 +71,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
-        return problem_response(422, INVALID_REQUEST, "the request does not match the API schema",
+        where = ", ".join(".".join(str(p) for p in e["loc"]) for e in errors[:3])
+        return problem_response(422, INVALID_REQUEST, f"the request does not match the API schema ({where})",
                                 instance=request.url.path, extra={"errors": errors})
 
     @app.exception_handler(StarletteHTTPException)

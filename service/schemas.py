@@ -97,12 +97,37 @@ class ModelOut(BaseModel):
     manifest: dict[str, Any] = {}
 
 
+class TaskOut(BaseModel):
+    expression: str
+    served: bool
+    model: dict[str, str] | None = Field(None, description="name and version of the model serving it")
+    reason: str | None = Field(None, description="why the task is not served, in plain words")
+    reason_code: str | None = Field(None, description='"model_unavailable" when the task is not served')
+
+
+class ProtocolOut(BaseModel):
+    title: str
+    served: bool = Field(description="at least one task of the protocol is served")
+    tasks: list[TaskOut]
+
+
 class ModelsOut(BaseModel):
-    model_dir: str
-    expressions: list[str]
-    protocols: dict[str, list[str]]
+    expressions: list[str] = Field(description="the expressions an upload may name")
+    protocols: dict[str, ProtocolOut]
     models: list[ModelOut]
+    source: Literal["workers", "model_dir"] = Field(description=(
+        "workers: what the running workers report loaded; model_dir: no worker has reported yet, "
+        "the installed manifests stand in"))
     problem: str | None = Field(None, description="why no model is available, when none is")
+
+
+class Message(BaseModel):
+    title: str = Field(description="what happened, in plain words")
+    what_to_do: str
+
+
+class MessagesOut(BaseModel):
+    messages: dict[str, Message] = Field(description="code -> message")
 
 
 class Health(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from model.contract import PFED5_EXPRESSIONS, TORONTO_EXPRESSIONS
+from model.messages import explain, message, reasons_text
 from service.db import Assessment, Item
 from service.store import assessment_status, aware
 
@@ -46,9 +47,15 @@ def item_out(base: str, a: Assessment, it: Item) -> dict:
            "progress": {"stage": it.stage, "percent": it.percent}, "pictures": pictures_state(it),
            "links": links}
     out["result"] = it.result
-    out["error"] = ({"code": it.error_code or "internal_error", "message": it.error_message or "",
-                     "details": it.error_details} if it.status == "failed" else None)
+    out["error"] = error_out(it.error_code, it.error_message, it.error_details) if it.status == "failed" else None
     return out
+
+
+def error_out(code: str | None, stored: str | None, details: dict | None) -> dict:
+    """A failed item's error in plain words: the stored facts then what to do (model.messages)."""
+    m = message(code or "internal_error")
+    return {"code": m["code"], "title": m["title"], "message": explain(m["code"], stored),
+            "what_to_do": m["what_to_do"], "details": details}
 
 
 def assessment_out(base: str, a: Assessment, items: list[Item]) -> dict:
@@ -82,7 +89,7 @@ def _component(system: str, it: Item) -> dict:
                                    "text": MEANINGS.get(rounded, "")}]
     else:
         reason = "not-performed" if res.get("abstained") else "error"
-        text = "; ".join(res.get("reasons") or []) or (it.error_message or it.status)
+        text = reasons_text(res.get("reasons")) or explain(it.error_code or "internal_error", it.error_message)
         comp["dataAbsentReason"] = {"coding": [{
             "system": "http://terminology.hl7.org/CodeSystem/data-absent-reason", "code": reason}], "text": text}
     model = res.get("model")

@@ -27,11 +27,22 @@ def model_dir(tmp_path_factory) -> Path:
     return untrained_models(tmp_path_factory.mktemp("models"), ["smile"])
 
 
+def stand_in_models(model_dir: Path, expressions=("smile", "frown")) -> Path:
+    """Manifest + empty .onnx pairs: what the API reads to know what is served (it never loads a model)."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    for e in expressions:
+        (model_dir / f"{e}-stand-in.json").write_text(
+            f'{{"name": "{e}-stand-in", "version": "0", "expression": "{e}", "trained_on": "untrained"}}')
+        (model_dir / f"{e}-stand-in.onnx").write_bytes(b"")
+    return model_dir
+
+
 @pytest.fixture()
 def settings(tmp_path):
     from service.settings import Settings
 
-    return Settings(var_dir=tmp_path / "var", model_dir=tmp_path / "no-models", rate_limit_per_minute=0)
+    return Settings(var_dir=tmp_path / "var", model_dir=stand_in_models(tmp_path / "models"),
+                    rate_limit_per_minute=0)
 
 
 class RecordingQueue:

@@ -114,13 +114,20 @@ def test_fhir_observation_shape(client, app):
     assert [e.action for e in store.audit_events(aid)] == ["fhir_export"]
 
 
-def test_models_lists_manifests_without_onnxruntime(client, settings, model_dir):
+def test_models_lists_manifests_without_onnxruntime(client, settings, model_dir, tmp_path):
+    settings.model_dir = tmp_path / "no-models"
     r = client.get("/v1/models").json()
-    assert r["models"] == [] and ("no models" in r["problem"] or "does not exist" in r["problem"])
+    assert r["models"] == [] and "no model is installed" in r["problem"] and str(tmp_path) not in str(r)
+    assert r["protocols"]["pfed5"]["served"] is False
     settings.model_dir = model_dir
     r = client.get("/v1/models").json()
     assert r["expressions"] == ["smile"] and r["models"][0]["trained_on"] == "untrained"
-    assert r["protocols"]["pfed5"][1] == "smile"
+    assert r["source"] == "model_dir" and "model_dir" not in r
+    tasks = {t["expression"]: t for t in r["protocols"]["pfed5"]["tasks"]}
+    assert tasks["smile"]["served"] and tasks["smile"]["model"]["name"].startswith("smile")
+    assert not tasks["frown"]["served"] and tasks["frown"]["reason"] == "no model is installed for this task"
+    assert r["protocols"]["toronto"]["served"] is False
+    assert str(model_dir) not in client.get("/v1/models").text
 
 
 def test_openapi_documents_the_multipart_upload(client):

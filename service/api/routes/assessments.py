@@ -9,11 +9,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 
 from model.contract import EXPRESSIONS, PROTOCOLS, check_expression
-from model.errors import UnknownExpression, VideoError
+from model.errors import ModelUnavailable, UnknownExpression, VideoError
+from model.messages import video_label
 from service import problems
 from service.api.deps import PrincipalDep, SettingsDep, StorageDep, StoreDep
 from service.probe import probe
 from service.schemas import AssessmentCreated, AssessmentOut, RetryOut
+from service.served import served, unavailable_problem_text
 from service.settings import Settings
 from service.storage import LocalStorage
 from service.store import NewItem, Principal, Store, assessment_status
@@ -71,23 +73,33 @@ def pair_expressions(n_videos: int, expressions: list[str], protocol: str | None
             exc.details = {**exc.details, "index": i}
             raise
         if protocol and e not in PROTOCOLS[protocol]:
-            raise UnknownExpression(f"expression #{i + 1} {e!r} is not part of protocol {protocol!r}",
+            raise UnknownExpression(f"the expression of {video_label(i)}, {e!r}, is not part of protocol {protocol!r}",
                                     details={"index": i, "expected": list(PROTOCOLS[protocol])})
     return expressions
+
+
+def check_served(store: Store, settings: Settings, expressions: list[str]) -> None:
+    """Refuse, before anything is stored, an expression no loaded model serves (422, not a later failure)."""
+    s = served(store, settings)
+    for i, e in enumerate(expressions):
+        if e not in s.models:
+            raise problems.Problem(422, ModelUnavailable.code, f"{video_label(i)}: {unavailable_problem_text(e, s)}",
+                                   details={"index": i, "expression": e, "served": s.expressions})
 
 
 def check_video(w, settings: Settings, index: int) -> None:
     """Refuse empty files, non-videos and too-long videos before anything is queued."""
     if w.size == 0:
-        raise VideoError(f"video #{index + 1} is empty", code="empty_file", details={"index": index})
+        raise VideoError(f"{video_label(index)} is empty", code="empty_file", details={"index": index})
     try:
         facts = probe(w.dst, max_duration_s=settings.max_duration_s, max_bytes=settings.max_upload_bytes)
     except VideoError as exc:
         exc.details = {**exc.details, "index": index}
+        exc.message = f"{video_label(index)}: {exc.message}"
         raise
     duration = facts.get("duration_s")
     if duration is not None and duration > settings.max_duration_s:
-        raise VideoError(f"video #{index + 1} lasts {duration:.0f} s; the limit is {settings.max_duration_s:.0f} s",
+        raise VideoError(f"{video_label(index)} lasts {duration:.0f} s; the limit is {settings.max_duration_s:.0f} s",
                          code="video_too_long", details={"index": index})
 
 
@@ -126,6 +138,7 @@ async def create_assessment(request: Request, principal: PrincipalDep, store: St
     try:
         protocol = _one(upload.fields, "protocol")
         expressions = pair_expressions(len(upload.videos), upload.fields.get("expression", []), protocol)
+        await run_in_threadpool(check_served, store, settings, expressions)
         for i, w in enumerate(upload.videos):
             w.commit()
             await run_in_threadpool(check_video, w, settings, i)
