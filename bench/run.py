@@ -3,6 +3,8 @@
 Sections (each may be chosen with --only):
   model       ms per sample, paper and compact, PyTorch eager and onnxruntime (model.bench)
   extract     extraction frames/s beside the decode-only floor, tracking speed (worker.bench)
+  peers       FEQA's face tracker beside MediaPipe's FaceMesh on the shared videos (bench/peers/; builds a side
+              virtualenv var/peers/mediapipe-venv on its first run)
   api         upload latency p50/p99, 20 concurrent clients, ~5 MB video; status reads/s (bench.api_bench)
   e2e         seconds from upload to result for a 10 s 720p clip on `feqa serve` (bench.api_bench)
   throughput  videos per minute with 1, 2 and 4 worker processes (bench.throughput)
@@ -27,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-SECTIONS = ("model", "extract", "api", "e2e", "throughput")
+SECTIONS = ("model", "extract", "peers", "api", "e2e", "throughput")
 
 
 # --- the machine ---------------------------------------------------------------------------------
@@ -112,6 +114,12 @@ def run_extract(quick: bool) -> dict:
     return res
 
 
+def run_peers(quick: bool) -> dict:
+    from bench.peers import mediapipe_facemesh
+
+    return mediapipe_facemesh.main(["--max-frames", "60"] if quick else [])
+
+
 def run_api(quick: bool) -> dict:
     from bench import api_bench
 
@@ -132,7 +140,7 @@ def run_throughput(quick: bool) -> dict:
                            + (["--video", str(throughput.FALLBACK_VIDEO)] if quick else []))
 
 
-RUNNERS = {"model": run_model, "extract": run_extract, "api": run_api, "e2e": run_e2e,
+RUNNERS = {"model": run_model, "extract": run_extract, "peers": run_peers, "api": run_api, "e2e": run_e2e,
            "throughput": run_throughput}
 
 
@@ -154,6 +162,12 @@ def rows(results: dict) -> list[tuple[str, str, str]]:
         out.append(("decode-only floor", f"{s['decode_only_frames_per_s']} frames/s",
                     f"extraction = {s['extract_over_decode']}x decode"))
         out.append(("tracking 1280x720", f"{ex['tracking_1280x720']['tracking_fps']} frames/s", "target >= 150"))
+    peer = results.get("peers", {}).get("overall")
+    if peer:
+        ms, err = peer["ms_per_frame"], peer["error_iod"]
+        out.append(("tracking vs MediaPipe FaceMesh (CPU ms/frame)", f"{ms['feqa']} vs {ms['mediapipe']}",
+                    f"ratio {peer['ratio']}; landmark error median {err['median']} p95 {err['p95']} IOD, "
+                    f"{peer['frames']} frames"))
     up = results.get("api", {}).get("upload")
     if up:
         out.append((f"upload {up['video_mb']} MB, {up['clients']} clients",

@@ -1,7 +1,8 @@
 """Extraction benchmark: tracking speed, whole-extraction time beside decode-only time, landmark jitter.
 
 `feqa bench extract` (service/cli_bench.py) calls `main(args)`; it returns a dict and prints it.
-`python -m worker.bench [--video PATH] [--frames N]` runs it directly.
+`python -m worker.bench [--video PATH] [--frames N]` runs it directly; `--peer mediapipe` runs instead the side by side
+comparison with Google MediaPipe's FaceMesh (bench/peers/mediapipe_facemesh.py).
 
 Targets: detection + landmarks >= 150 frames/s on one core at 1280x720 with tracking (decode excluded);
 whole extraction of a 10 s 30 fps 720p clip <= 3 s on 2 cores; jitter <= 1% of the inter-ocular distance.
@@ -23,7 +24,7 @@ FALLBACK_VIDEO = ROOT / "tests" / "data" / "pyfeat_single_face.mp4"
 
 
 def _opts(args) -> dict:
-    d = {"video": None, "frames": 150, "jitter_steps": 40}
+    d = {"video": None, "frames": 150, "jitter_steps": 40, "peer": None, "peer_max_frames": None}
     if isinstance(args, dict):
         d.update({k: v for k, v in args.items() if v is not None})
     elif isinstance(args, (list, tuple)):
@@ -160,10 +161,31 @@ def landmark_jitter(image: np.ndarray, transforms: list[np.ndarray], mesh=None) 
             "jitter_centroid_distance_mean": round(float(rms.mean() / centroid_iod), 5)}
 
 
+def peer_benchmark(peer: str, max_frames: int | None = None) -> dict:
+    """FEQA's tracker beside a peer tracker on the same frames (bench/peers/; MediaPipe needs its own virtualenv,
+    so the script runs as a separate program and hands back its JSON)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    script = ROOT / "bench" / "peers" / f"{peer}_facemesh.py"
+    if not script.exists():
+        raise ValueError(f"unknown peer {peer!r} (no {script.relative_to(ROOT)})")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "peer.json"
+        cmd = [sys.executable, str(script), "--json", str(out)]
+        if max_frames:
+            cmd += ["--max-frames", str(max_frames)]
+        subprocess.run(cmd, check=True)
+        return json.loads(out.read_text())
+
+
 def main(args=None) -> dict:
     from worker.face import FaceMesh
 
     o = _opts(args)
+    if o["peer"]:
+        return {"peer": o["peer"], **peer_benchmark(o["peer"], o["peer_max_frames"])}
     mesh = FaceMesh(threads=1)
     frames = [_to_720p(f) for f in _frames(o["video"], int(o["frames"]))]
     res = {"video": Path(o["video"]).name, "cpus": os.cpu_count(), "load_avg_before": os.getloadavg()}
@@ -188,6 +210,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--video", help="clip to measure (default: tfjs-models_facemesh_input.mp4 in ../shared)")
     p.add_argument("--frames", type=int, help="frames for the tracking-speed test (default 150)")
     p.add_argument("--jitter-steps", type=int, dest="jitter_steps", help="known transforms (default 40)")
+    p.add_argument("--peer", choices=["mediapipe"], help="instead: FEQA's tracker beside MediaPipe's FaceMesh on the "
+                   "shared videos (bench/peers/mediapipe_facemesh.py; builds var/peers/mediapipe-venv once)")
+    p.add_argument("--peer-max-frames", type=int, dest="peer_max_frames", help="frames per video for --peer")
     return p
 
 

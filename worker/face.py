@@ -36,6 +36,49 @@ ROI_SCALE = 1.5      # landmark ROI side = 1.5 x the face box
 RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 33, 263   # mesh indices used to align the tracked ROI
 
 
+def prelu_as_convs(model_bytes: bytes) -> bytes:
+    """The same network with every per-channel PRelu written as Relu and two 1x1 depthwise convolutions:
+    PRelu(x) = (1 - a) * Relu(x) + a * x, i.e. Add(DWConv_{1-a}(Relu(x)), DWConv_a(x)).
+
+    Why: onnxruntime's CPU PRelu is a slow broadcasting kernel that also forces its blocked (NCHWc) layout to be
+    undone and redone around it; in the 468-point mesh it took 64% of the time (2.3 of 3.6 ms). Relu, depthwise
+    Conv and Add stay in the blocked layout (the Add is fused into the second convolution), and the model runs in
+    about a third of the time. Equal up to float rounding: the outputs differ by < 1e-4 crop pixels."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load_from_string(model_bytes)
+    g = model.graph
+    consts = {i.name: i for i in g.initializer}
+    nodes, changed = [], False
+    for n in g.node:
+        slope = consts.get(n.input[1]) if n.op_type == "PRelu" and len(n.input) == 2 else None
+        a = numpy_helper.to_array(slope).astype(np.float32) if slope is not None else None
+        if a is None or a.ndim != 4 or a.shape[0] != 1 or a.shape[2:] != (1, 1):
+            nodes.append(n)
+            continue
+        c, x, y, p = a.shape[1], n.input[0], n.output[0], n.name or n.output[0]
+        w = a.reshape(c, 1, 1, 1)
+        g.initializer.extend([numpy_helper.from_array(w, p + "/slope_dw"),
+                              numpy_helper.from_array((1.0 - w).astype(np.float32), p + "/one_minus_slope_dw")])
+        nodes += [helper.make_node("Relu", [x], [p + "/relu"], name=p + "/relu"),
+                  helper.make_node("Conv", [x, p + "/slope_dw"], [p + "/neg_part"], name=p + "/slope_conv",
+                                   group=c, kernel_shape=[1, 1]),
+                  helper.make_node("Conv", [p + "/relu", p + "/one_minus_slope_dw"], [p + "/pos_part"],
+                                   name=p + "/one_minus_slope_conv", group=c, kernel_shape=[1, 1]),
+                  helper.make_node("Add", [p + "/pos_part", p + "/neg_part"], [y], name=p + "/sum")]
+        changed = True
+    if not changed:
+        return model_bytes
+    used = {i for n in nodes for i in n.input}
+    kept = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(kept)
+    del g.node[:]
+    g.node.extend(nodes)
+    return model.SerializeToString()
+
+
 def _session(path: Path, threads: int = 1):
     import onnxruntime as ort
 
@@ -44,7 +87,9 @@ def _session(path: Path, threads: int = 1):
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")   # no busy-waiting between frames
+    return ort.InferenceSession(prelu_as_convs(Path(path).read_bytes()), sess_options=opts,
+                                providers=["CPUExecutionProvider"])
 
 
 def _sigmoid(x):

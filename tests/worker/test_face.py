@@ -53,3 +53,32 @@ def test_tracker_loses_the_face_on_blank_frames_and_reacquires_it_elsewhere(face
     assert steps[12].reacquired and steps[12].pts is not None
     # the new box is where the face moved to
     assert iou(mesh_box(steps[-1].pts), mesh_box(steps[7].pts) + np.array([300, 40, 300, 40])) > 0.7
+
+
+def test_prelu_rewrite_gives_the_same_network_outputs():
+    # a Conv -> PRelu graph with negative, fractional and >1 slopes, and the shipped 468-point mesh
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from worker.face import ASSETS, LANDMARK_FILE, prelu_as_convs
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(4, 3, 3, 3)).astype(np.float32)
+    slope = np.array([-0.5, 0.25, 1.5, 0.0], np.float32).reshape(1, 4, 1, 1)
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("PRelu", ["c", "s"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(slope, "s")])
+    tiny = helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)]).SerializeToString()
+    rewritten = prelu_as_convs(tiny)
+    assert "PRelu" not in {n.op_type for n in onnx.load_from_string(rewritten).graph.node}
+    x = rng.normal(size=(1, 3, 8, 8)).astype(np.float32)
+    run = lambda m, feed: ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(None, feed)  # noqa: E731
+    np.testing.assert_allclose(run(rewritten, {"x": x})[0], run(tiny, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+    mesh_bytes = (ASSETS / LANDMARK_FILE).read_bytes()
+    crop = {"input_1": rng.random((1, 3, 192, 192), dtype=np.float32)}
+    a, b = run(mesh_bytes, crop), run(prelu_as_convs(mesh_bytes), crop)
+    assert np.abs(a[0] - b[0]).max() < 1e-3 and np.abs(a[1] - b[1]).max() < 1e-4    # crop pixels, logit
