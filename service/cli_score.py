@@ -21,8 +21,8 @@ def run(args: argparse.Namespace) -> int:
     from model.contract import check_expression
     from model.errors import FeqaError
     from model.scorer import Scorer
-    from service.settings import get_settings
     from worker.pipeline import assess
+    from worker.settings import get_settings
 
     model_dir = args.model_dir or get_settings().model_dir
     try:

@@ -35,14 +35,14 @@ def _apply(args: argparse.Namespace) -> None:
     for opt, env in (("host", "FEQA_HOST"), ("port", "FEQA_PORT"), ("model_dir", "FEQA_MODEL_DIR")):
         if getattr(args, opt, None) is not None:
             os.environ[env] = str(getattr(args, opt))
-    from service.settings import get_settings
+    from worker.settings import get_settings
 
     get_settings.cache_clear()
 
 
 def _admin(args: argparse.Namespace) -> int | None:
-    from service.settings import get_settings
-    from service.store import Store
+    from worker.jobs.store import Store
+    from worker.settings import get_settings
 
     settings = get_settings()
     if args.create_key:
@@ -55,8 +55,8 @@ def _admin(args: argparse.Namespace) -> int | None:
         print("revoked" if ok else "no such key", file=sys.stderr)
         return 0 if ok else 1
     if args.purge:
-        from service.housekeeping import purge
-        from service.storage import LocalStorage
+        from worker.jobs.housekeeping import purge
+        from worker.jobs.storage import LocalStorage
 
         print(purge(Store(settings.db_url), LocalStorage(settings.storage_root), settings))
         return 0
@@ -128,8 +128,8 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.manifests import read_manifests
-    from service.settings import get_settings
-    from service.store import Store
+    from worker.jobs.store import Store
+    from worker.settings import get_settings
 
     settings = get_settings()
     Store(settings.db_url)   # migrate once before the worker and the API open the database

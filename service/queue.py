@@ -1,9 +1,12 @@
-"""Send work to the workers by task name (no worker code is imported here)."""
+"""Send work to the workers by task name (no worker task code is imported here)."""
 from __future__ import annotations
 
 from functools import cached_property
 
-from service.settings import Settings
+from celery import Celery
+
+from worker.celery_app import make_celery, send_assess
+from worker.settings import Settings
 
 
 class Queue:
@@ -11,13 +14,8 @@ class Queue:
         self.settings = settings
 
     @cached_property
-    def celery(self):
-        from worker.celery_app import make_celery
-
+    def celery(self) -> Celery:
         return make_celery(self.settings)
 
     def enqueue(self, item_ids: list[int]) -> None:
-        from worker.celery_app import TASK_ASSESS
-
-        for item_id in item_ids:
-            self.celery.send_task(TASK_ASSESS, args=[item_id], queue=self.settings.queue)
+        send_assess(self.celery, item_ids, self.settings.queue)

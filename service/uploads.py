@@ -13,7 +13,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from service import problems
-from service.storage import ChunkWriter
+from worker.jobs.storage import ChunkWriter
 
 MAX_FIELD_BYTES = 4096
 TEXT_FIELDS = ("expression", "patient_ref", "protocol")

@@ -5,8 +5,9 @@ from datetime import UTC, datetime
 
 from model.contract import PFED5_EXPRESSIONS, TORONTO_EXPRESSIONS
 from model.messages import explain, message, reasons_text
-from service.db import Assessment, Item
-from service.store import assessment_status, aware
+from worker.jobs.db import Assessment, Item
+from worker.jobs.status import IN_FLIGHT, NO_PICTURES, ItemStatus, PicturesState
+from worker.jobs.store import assessment_status, aware
 
 MEANINGS = {0: "normal", 1: "slight", 2: "mild", 3: "moderate", 4: "severe"}
 ARTIFACTS = ("overlay", "trajectories")
@@ -16,27 +17,25 @@ def assessment_url(base: str, assessment_id: str) -> str:
     return f"{base}/v1/assessments/{assessment_id}"
 
 
-# The worker records this key (and no picture) when it could draw none for a scored item.
-NO_PICTURES = "_none"
 # A scored item still without pictures this long after its result: its worker died before drawing them.
 PICTURES_GRACE_S = 600.0
 
 
-def pictures_state(it: Item, now: datetime | None = None) -> str:
-    """"pending" (links may still appear), "ready" (links are set) or "none" (no link will appear)."""
-    if it.status in ("queued", "running"):
-        return "pending"
-    if it.status != "succeeded":
-        return "none"     # failed, or deleted (its pictures removed with it)
+def pictures_state(it: Item, now: datetime | None = None) -> PicturesState:
+    """Whether an item's picture links may still appear (pending), are set (ready) or never will (none)."""
+    if it.status in IN_FLIGHT:
+        return PicturesState.PENDING
+    if it.status != ItemStatus.SUCCEEDED:
+        return PicturesState.NONE     # failed, or deleted (its pictures removed with it)
     drawn = it.artifacts or {}
     if any(name in drawn for name in ARTIFACTS):
-        return "ready"
+        return PicturesState.READY
     if NO_PICTURES in drawn:
-        return "none"
+        return PicturesState.NONE
     finished = aware(it.finished_at) if it.finished_at else None
     if finished is not None and ((now or datetime.now(UTC)) - finished).total_seconds() > PICTURES_GRACE_S:
-        return "none"
-    return "pending"
+        return PicturesState.NONE
+    return PicturesState.PENDING
 
 
 def item_out(base: str, a: Assessment, it: Item) -> dict:
@@ -47,7 +46,8 @@ def item_out(base: str, a: Assessment, it: Item) -> dict:
            "progress": {"stage": it.stage, "percent": it.percent}, "pictures": pictures_state(it),
            "links": links}
     out["result"] = it.result
-    out["error"] = error_out(it.error_code, it.error_message, it.error_details) if it.status == "failed" else None
+    out["error"] = (error_out(it.error_code, it.error_message, it.error_details)
+                    if it.status == ItemStatus.FAILED else None)
     return out
 
 
@@ -80,7 +80,7 @@ def _component(system: str, it: Item) -> dict:
     code, display = _code_for(it.expression)
     comp: dict = {"code": {"coding": [{"system": system, "code": code, "display": display}], "text": display}}
     res = it.result or {}
-    if it.status == "succeeded" and not res.get("abstained") and res.get("score") is not None:
+    if it.status == ItemStatus.SUCCEEDED and not res.get("abstained") and res.get("score") is not None:
         comp["valueQuantity"] = {"value": round(float(res["score"]), 3), "unit": "score",
                                  "system": "http://unitsofmeasure.org", "code": "{score}"}
         rounded = res.get("score_rounded")

@@ -144,7 +144,7 @@ class Stack:
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=kw.pop("timeout", 30.0), **kw)
 
     def store(self):
-        from service.store import Store
+        from worker.jobs.store import Store
 
         return Store(self.env.get("DATABASE_URL") or f"sqlite:///{self.var_dir / 'feqa.sqlite3'}")
 

@@ -1,7 +1,8 @@
-"""The one Celery app, configured from service.settings.
+"""The Celery app, configured from worker.settings, and sending by task name.
 
-The API imports this module only to send tasks by name; it never imports worker.tasks (and so
-never loads onnxruntime or OpenCV). Workers import it via `worker.tasks`.
+The API imports this module only to send tasks by name (`send_assess`); it never imports
+worker.tasks (and so never loads onnxruntime or OpenCV). The worker's own app is built by
+worker.runtime; nothing here builds one at import.
 """
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from kombu.transport.sqlalchemy import Channel as SQLAChannel
 from kombu.transport.sqlalchemy import Transport as SQLATransport
 from sqlalchemy import event
 
-from service.db import sqlite_pragmas
-from service.settings import Settings, get_settings
+from worker.jobs.db import sqlite_pragmas
+from worker.settings import Settings, get_settings
 
 TASK_ASSESS = "feqa.assess_item"
 TASK_PURGE = "feqa.purge"
@@ -63,4 +64,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
     return app
 
 
-app = make_celery()
+def send_assess(app: Celery, item_ids: list[int], queue: str) -> None:
+    """Queue one scoring task per item, by task name."""
+    for item_id in item_ids:
+        app.send_task(TASK_ASSESS, args=[item_id], queue=queue)

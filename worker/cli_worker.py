@@ -25,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def healthcheck() -> int:
-    from service.settings import get_settings
-    from service.store import Store
+    from worker.jobs.store import Store
+    from worker.settings import get_settings
 
     settings = get_settings()
     host = socket.gethostname()
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         os.environ["FEQA_MODEL_DIR"] = str(args.model_dir)
     if args.queue:
         os.environ["FEQA_QUEUE"] = args.queue
-    from service.settings import get_settings
+    from worker.settings import get_settings
 
     get_settings.cache_clear()
     settings = get_settings()

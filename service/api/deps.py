@@ -13,9 +13,9 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
 from service import problems
-from service.settings import Settings
-from service.storage import LocalStorage
-from service.store import Principal, Store
+from worker.jobs.storage import LocalStorage
+from worker.jobs.store import Principal, Store
+from worker.settings import Settings
 
 KEY_COOKIE = "feqa_key"
 AUTH_CACHE_S = 30.0   # a revoked key stops working within this time

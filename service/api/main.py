@@ -9,11 +9,11 @@ from service import problems
 from service.api import metrics
 from service.api.deps import KeyCache, RateLimiter
 from service.api.routes import assessments, docs, health, models, web
-from service.housekeeping import purge
 from service.queue import Queue
-from service.settings import Settings, get_settings
-from service.storage import LocalStorage
-from service.store import Store
+from worker.jobs.housekeeping import purge
+from worker.jobs.storage import LocalStorage
+from worker.jobs.store import Store
+from worker.settings import Settings, get_settings
 
 log = logging.getLogger("feqa.api")
 

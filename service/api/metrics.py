@@ -9,7 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from service.store import Store
+from worker.jobs.status import IN_FLIGHT
+from worker.jobs.store import Store
 
 router = APIRouter(tags=["operations"])
 
@@ -21,7 +22,7 @@ class StoreCollector:
     def collect(self):
         depth = GaugeMetricFamily("feqa_queue_depth", "Items waiting or running", labels=["status"])
         counts = self.store.queue_depth()
-        for status in ("queued", "running"):
+        for status in IN_FLIGHT:
             depth.add_metric([status], counts.get(status, 0))
         yield depth
         stages = SummaryMetricFamily("feqa_job_stage_seconds", "Time spent per job stage", labels=["stage"])

@@ -58,7 +58,7 @@ def test_sigkill_mid_job_finishes_once_on_another_worker(models, tmp_path):
         it = item_of(stack, aid)
         assert it.attempts == 2 and int(it.worker.rpartition(":")[2]) != pid
         time.sleep(1.5)   # a late duplicate delivery would have written by now
-        from service.db import Item, StageDuration
+        from worker.jobs.db import Item, StageDuration
 
         with stack.store().session() as s:
             n_items = s.scalar(select(func.count()).select_from(Item).where(Item.assessment_id == aid))

@@ -66,7 +66,7 @@ def pictures_drawn(http, aid: str) -> None:
 def all_routes(stack) -> set[tuple[str, str]]:
     """Every (method, path) the app serves: the OpenAPI operations plus the routes hidden from it."""
     from service.api.main import create_app
-    from service.settings import Settings
+    from worker.settings import Settings
 
     class NoQueue:
         def enqueue(self, _ids) -> None:
@@ -152,7 +152,7 @@ def test_rate_limit_answers_429_with_retry_after(stack):
 
 
 def test_audit_log_records_every_access(stack, scored, video):
-    from service.db import AuditEvent  # noqa: F401  (the table the API writes)
+    from worker.jobs.db import AuditEvent  # noqa: F401  (the table the API writes)
 
     key = stack.create_key("tenant-audit")
     key_id = key.split("_")[1]
@@ -176,7 +176,7 @@ def test_audit_log_records_every_access(stack, scored, video):
     assert {e.actor for e in events} == {key_id} and {e.tenant for e in events} == {"tenant-audit"}
     assert all(PATIENT not in repr(e.detail) for e in events)        # the trail holds no patient data
     with store.session() as s:
-        from service.db import Assessment
+        from worker.jobs.db import Assessment
 
         assert s.get(Assessment, aid).patient_ref is None               # deletion scrubs the reference
 

@@ -39,7 +39,7 @@ def stand_in_models(model_dir: Path, expressions=("smile", "frown")) -> Path:
 
 @pytest.fixture()
 def settings(tmp_path):
-    from service.settings import Settings
+    from worker.settings import Settings
 
     return Settings(var_dir=tmp_path / "var", model_dir=stand_in_models(tmp_path / "models"),
                     rate_limit_per_minute=0)

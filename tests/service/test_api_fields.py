@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service.store import NewItem
-from service.views import NO_PICTURES, PICTURES_GRACE_S, pictures_state
+from service.views import PICTURES_GRACE_S, pictures_state
+from worker.jobs.status import NO_PICTURES
+from worker.jobs.store import NewItem
 
 
 def _item(app, status="queued"):
@@ -68,11 +69,11 @@ def test_pictures_none_when_the_worker_died_before_drawing(app):
 
 
 def test_the_worker_records_no_pictures_when_drawing_fails(tmp_path, monkeypatch):
-    from service.storage import LocalStorage
-    from service.store import Store
-    from worker import pipeline, tasks
+    from worker import pipeline, runtime, tasks
+    from worker.jobs.storage import LocalStorage
+    from worker.jobs.store import Store
 
-    st = tasks.ProcessState(store=Store(f"sqlite:///{tmp_path / 'db.sqlite3'}"),
+    st = runtime.ProcessState(store=Store(f"sqlite:///{tmp_path / 'db.sqlite3'}"),
                             storage=LocalStorage(tmp_path / "storage"), worker_id="w1")
     aid = st.store.new_id()
     st.store.create_assessment(aid, "t", [NewItem("smile", f"uploads/{aid}/0.video", "0", 1)])

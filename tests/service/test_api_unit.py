@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from service.store import NewItem
 from tests.service.conftest import RecordingQueue
+from worker.jobs.store import NewItem
 
 
 def post(client, video: bytes, *, expression="smile", headers=None, name="a.mp4", extra=None):
@@ -148,7 +148,7 @@ def test_api_process_loads_no_onnxruntime_or_opencv(tmp_path, video_path):
     import subprocess
     import sys
 
-    code = ("import sys\nfrom service.settings import Settings\nfrom service.api.main import create_app\n"
+    code = ("import sys\nfrom worker.settings import Settings\nfrom service.api.main import create_app\n"
             f"create_app(Settings(var_dir={str(tmp_path)!r}))\n"
             f"from service.probe import probe\nprint(probe({str(video_path)!r}, max_duration_s=60, max_bytes=10**9))\n"
             "bad = [m for m in ('onnxruntime', 'cv2', 'torch', 'worker.tasks') if m in sys.modules]\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from service.api.main import create_app
-from service.settings import Settings
+from worker.settings import Settings
 
 
 def test_bearer_header_and_cookie_are_accepted(settings, queue):

@@ -32,7 +32,7 @@ def test_create_key_prints_a_working_key_once(tmp_path):
     assert r.returncode == 0, r.stderr
     key = r.stdout.strip()
     assert key.startswith("feqa_")
-    from service.store import Store
+    from worker.jobs.store import Store
 
     store = Store(f"sqlite:///{tmp_path / 'var' / 'feqa.sqlite3'}")
     assert store.verify_key(key).tenant == "clinic-x"
@@ -55,7 +55,7 @@ def test_serve_says_clearly_when_the_model_directory_is_empty(tmp_path):
 def test_worker_healthcheck_follows_this_hosts_heartbeat(tmp_path):
     import socket
 
-    from service.store import Store
+    from worker.jobs.store import Store
 
     env = service_env(tmp_path / "var")
     store = Store(f"sqlite:///{tmp_path / 'var' / 'feqa.sqlite3'}")

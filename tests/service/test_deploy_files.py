@@ -73,22 +73,22 @@ WORKER_RUN = """
 import os, sys
 sys.modules["torch"] = None          # an image without torch: any import of it fails
 from pathlib import Path
-from service.storage import LocalStorage
-from service.store import NewItem, Store
+from worker.jobs.storage import LocalStorage
+from worker.jobs.store import NewItem, Store
 from model.scorer import Scorer
-from worker import tasks
+from worker import runtime, tasks
 import service.cli, worker.cli_worker  # the `feqa worker` entry point
 tmp, video = Path(sys.argv[2]), Path(sys.argv[3])
-st = tasks.ProcessState(store=Store(f"sqlite:///{tmp / 'db.sqlite3'}"), storage=LocalStorage(tmp / "storage"),
-                        worker_id=f"{tasks.HOST}:{os.getpid()}")
+st = runtime.ProcessState(store=Store(f"sqlite:///{tmp / 'db.sqlite3'}"), storage=LocalStorage(tmp / "storage"),
+                        worker_id=runtime.this_worker_id())
 st.scorer, st.warmed = Scorer(sys.argv[1]), True
-tasks._state = st
+runtime.install(st)
 aid = st.store.new_id()
 st.storage.put_file(f"uploads/{aid}/0.video", video)
 st.store.create_assessment(aid, "t", [NewItem("smile", f"uploads/{aid}/0.video", "0", video.stat().st_size)])
 iid = st.store.item_ids(aid)[0]
 assert tasks.assess_item.apply(args=[iid]).get() == "succeeded"
-tasks.flush_pictures()
+runtime.flush_pictures()
 assert sorted(st.store.get_item(iid).artifacts) == ["overlay", "trajectories"]
 from importlib.metadata import packages_distributions
 dists = packages_distributions()

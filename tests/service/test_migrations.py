@@ -5,9 +5,9 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from service.db import Base, get_engine, migrate
 from tests.servers import postgres_url
 from tests.service.conftest import pg_url_or_skip
+from worker.jobs.db import Base, get_engine, migrate
 
 
 def assert_no_drift(url: str) -> None:

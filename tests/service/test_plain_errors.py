@@ -8,7 +8,7 @@ details, failed items' errors and FHIR texts come from model.messages (no codes,
 from __future__ import annotations
 
 from model.messages import MESSAGES
-from service.store import NewItem
+from worker.jobs.store import NewItem
 
 
 def test_an_expression_without_a_model_is_refused_at_upload(client, app, queue, video_bytes):

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from service.db import ApiKey
-from service.store import NewItem, Store, hash_secret
 from tests.servers import postgres_url
 from tests.service.conftest import pg_url_or_skip
+from worker.jobs.db import ApiKey
+from worker.jobs.store import NewItem, Store, hash_secret
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -100,7 +100,7 @@ def test_assessment_status_follows_its_items(store):
     aid = store.new_id()
     store.create_assessment(aid, "t", [NewItem("smile", f"uploads/{aid}/{i}.video", "0", 1) for i in range(2)])
     a_ids = store.item_ids(aid)
-    from service.store import assessment_status
+    from worker.jobs.store import assessment_status
 
     def status():
         return assessment_status(store.get_assessment("t", aid)[1])
@@ -157,9 +157,9 @@ def test_heartbeats_make_workers_ready(store):
 
 
 def test_purge_removes_expired_videos_and_assessments(store, tmp_path):
-    from service.housekeeping import purge
-    from service.settings import Settings
-    from service.storage import LocalStorage
+    from worker.jobs.housekeeping import purge
+    from worker.jobs.storage import LocalStorage
+    from worker.settings import Settings
 
     storage = LocalStorage(tmp_path / "storage")
     aid, item = one_item(store, "t1", idem="k")

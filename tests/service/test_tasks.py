@@ -2,27 +2,26 @@
 exactly-once results, video errors fail without retry, the video is deleted after scoring."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from service.storage import LocalStorage
-from service.store import NewItem, Store
 from tests.conftest import VIDEOS
+from worker.jobs.storage import LocalStorage
+from worker.jobs.store import NewItem, Store
 
 
 @pytest.fixture()
 def task_env(tmp_path, model_dir):
     from model.scorer import Scorer
-    from worker import tasks
+    from worker import runtime, tasks
 
-    st = tasks.ProcessState(store=Store(f"sqlite:///{tmp_path / 'db.sqlite3'}"),
-                            storage=LocalStorage(tmp_path / "storage"), worker_id=f"{tasks.HOST}:{os.getpid()}")
+    st = runtime.ProcessState(store=Store(f"sqlite:///{tmp_path / 'db.sqlite3'}"),
+                            storage=LocalStorage(tmp_path / "storage"), worker_id=runtime.this_worker_id())
     st.scorer, st.warmed = Scorer(model_dir), True
-    saved, tasks._state = tasks._state, st
+    saved = runtime.install(st)
     yield tasks, st
-    tasks._state = saved
+    runtime.install(saved)
 
 
 def add_item(st, video: Path, expression: str = "smile") -> int:
@@ -37,7 +36,9 @@ def test_a_task_delivered_twice_writes_one_result(task_env, video_path):
     tasks, st = task_env
     item_id = add_item(st, video_path)
     assert tasks.assess_item.apply(args=[item_id]).get() == "succeeded"
-    tasks.flush_pictures()   # the pictures are drawn on the process's picture thread
+    from worker import runtime
+
+    runtime.flush_pictures()   # the pictures are drawn on the process's picture thread
     first = st.store.get_item(item_id)
     assert first.status == "succeeded" and 0 <= first.result["score"] <= 4
     assert set(first.artifacts) == {"overlay", "trajectories"}

@@ -35,7 +35,7 @@ def batch(stack, key: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def n_assessments(stack) -> int:
-    from service.db import Assessment
+    from worker.jobs.db import Assessment
 
     with stack.store().session() as s:
         return s.scalar(select(func.count()).select_from(Assessment))

@@ -16,11 +16,13 @@ from service.api.deps import PrincipalDep, SettingsDep, StorageDep, StoreDep
 from service.probe import probe
 from service.schemas import AssessmentCreated, AssessmentOut, RetryOut
 from service.served import served, unavailable_problem_text
-from service.settings import Settings
-from service.storage import LocalStorage
-from service.store import NewItem, Principal, Store, assessment_status
 from service.uploads import ParsedUpload, parse_upload, too_large
 from service.views import ARTIFACTS, assessment_out, assessment_url, fhir_observation
+from worker.jobs.keys import upload_key, uploads_prefix
+from worker.jobs.status import JobStatus
+from worker.jobs.storage import LocalStorage
+from worker.jobs.store import NewItem, Principal, Store, assessment_status
+from worker.settings import Settings
 
 log = logging.getLogger("feqa.api")
 router = APIRouter(prefix="/v1/assessments", tags=["assessments"])
@@ -111,7 +113,7 @@ def _accepted(request: Request, settings: Settings, aid: str, status: str, code:
 def _store_upload(store: Store, storage: LocalStorage, principal: Principal, aid: str, upload: ParsedUpload,
                   expressions: list[str], protocol: str | None, patient_ref: str | None,
                   idem: str | None) -> tuple[str, bool]:
-    items = [NewItem(e, f"uploads/{aid}/{i}.video", w.sha256, w.size)
+    items = [NewItem(e, upload_key(aid, i), w.sha256, w.size)
              for i, (e, w) in enumerate(zip(expressions, upload.videos, strict=True))]
     return store.create_assessment(aid, principal.tenant, items, protocol=protocol, patient_ref=patient_ref,
                                    idempotency_key=idem)
@@ -133,7 +135,7 @@ async def create_assessment(request: Request, principal: PrincipalDep, store: St
         raise too_large(settings.max_upload_bytes)   # refused before reading a byte of the body
     aid = store.new_id()
     upload = await parse_upload(request.stream(), request.headers.get("content-type", ""),
-                                lambda i: storage.writer(f"uploads/{aid}/{i}.video"),
+                                lambda i: storage.writer(upload_key(aid, i)),
                                 max_bytes=settings.max_upload_bytes, max_files=settings.max_items)
     try:
         protocol = _one(upload.fields, "protocol")
@@ -147,13 +149,13 @@ async def create_assessment(request: Request, principal: PrincipalDep, store: St
                                                 idempotency_key)
     except BaseException:
         upload.abort()
-        storage.delete_prefix(f"uploads/{aid}/")
+        storage.delete_prefix(uploads_prefix(aid))
         raise
     if not created:   # lost an idempotency race to a concurrent request
-        storage.delete_prefix(f"uploads/{aid}/")
+        storage.delete_prefix(uploads_prefix(aid))
         return await _replay(request, store, settings, principal, aid2)
     await run_in_threadpool(_enqueue_and_audit, request, store, storage, principal, aid, expressions, upload)
-    return _accepted(request, settings, aid, "queued", 202)
+    return _accepted(request, settings, aid, JobStatus.QUEUED, 202)
 
 
 def _enqueue_and_audit(request: Request, store: Store, storage: LocalStorage, principal: Principal, aid: str,
@@ -163,7 +165,7 @@ def _enqueue_and_audit(request: Request, store: Store, storage: LocalStorage, pr
     except Exception as exc:   # broker down: undo, so that the client's retry starts clean
         log.error("could not queue assessment %s (%s)", aid, type(exc).__name__)
         store.delete_assessment(principal.tenant, aid)
-        storage.delete_prefix(f"uploads/{aid}/")
+        storage.delete_prefix(uploads_prefix(aid))
         raise problems.Problem(503, problems.BROKER_UNAVAILABLE, "the job queue is not reachable; "
                                "nothing was kept, send the upload again shortly",
                                headers={"Retry-After": "5"}) from exc
@@ -174,7 +176,7 @@ def _enqueue_and_audit(request: Request, store: Store, storage: LocalStorage, pr
 
 async def _replay(request: Request, store: Store, settings: Settings, principal: Principal, aid: str) -> JSONResponse:
     found = await run_in_threadpool(store.get_assessment, principal.tenant, aid)
-    status = assessment_status(found[1]) if found else "queued"
+    status = assessment_status(found[1]) if found else JobStatus.QUEUED
     return _accepted(request, settings, aid, status, 200)
 
 

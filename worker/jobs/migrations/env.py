@@ -1,20 +1,20 @@
-"""Alembic environment: runs on the connection `service.db.migrate` hands over (or the URL)."""
+"""Alembic environment: runs on the connection `worker.jobs.db.migrate` hands over (or the URL)."""
 from __future__ import annotations
 
 from alembic import context
 
-from service.db import Base, get_engine
+from worker.jobs.db import Base, get_engine
 
 config = context.config
 target_metadata = Base.metadata
 
 
 def _url() -> str:
-    """The URL given by service.db.migrate, else the configured database (for the alembic CLI)."""
+    """The URL given by worker.jobs.db.migrate, else the configured database (for the alembic CLI)."""
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from service.settings import get_settings
+    from worker.settings import get_settings
 
     return get_settings().db_url
 

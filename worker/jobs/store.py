@@ -19,7 +19,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.db import (
+from worker.jobs.db import (
     ApiKey,
     Assessment,
     AuditEvent,
@@ -30,8 +30,9 @@ from service.db import (
     session_factory,
     utcnow,
 )
+from worker.jobs.keys import assessment_prefixes
+from worker.jobs.status import IN_FLIGHT, ItemStatus, JobStatus, job_status
 
-IN_FLIGHT = ("queued", "running")
 KEY_PREFIX = "feqa"
 
 
@@ -61,15 +62,8 @@ def aware(dt: datetime | None) -> datetime | None:
     return dt
 
 
-def assessment_status(items: list[Item]) -> str:
-    states = [it.status for it in items]
-    if any(s in IN_FLIGHT for s in states):
-        return "queued" if all(s == "queued" for s in states) else "running"
-    if all(s == "succeeded" for s in states):
-        return "succeeded"
-    if all(s == "failed" for s in states):
-        return "failed"
-    return "partly_failed"
+def assessment_status(items: list[Item]) -> JobStatus:
+    return job_status([it.status for it in items])
 
 
 class Store:
@@ -83,6 +77,15 @@ class Store:
     def session(self) -> Iterator[Session]:
         with self._sessions() as s, s.begin():
             yield s
+
+    @staticmethod
+    def _visible(s: Session, tenant: str, assessment_id: str) -> Assessment | None:
+        """The assessment if it exists, belongs to `tenant` and is not deleted: the one check that keeps
+        one tenant from another's jobs."""
+        a = s.get(Assessment, assessment_id)
+        if a is None or a.tenant != tenant or a.deleted_at is not None:
+            return None
+        return a
 
     # --- API keys -----------------------------------------------------------------------
     def create_key(self, tenant: str) -> str:
@@ -133,7 +136,7 @@ class Store:
                 for i, it in enumerate(items):
                     s.add(Item(assessment_id=assessment_id, idx=i, expression=it.expression,
                                video_key=it.video_key, video_sha256=it.video_sha256, size_bytes=it.size_bytes,
-                               status="queued", stage="queued", percent=0.0, attempts=0))
+                               status=ItemStatus.QUEUED, stage="queued", percent=0.0, attempts=0))
             return assessment_id, True
         except IntegrityError:
             if idempotency_key is None:
@@ -145,8 +148,8 @@ class Store:
 
     def get_assessment(self, tenant: str, assessment_id: str) -> tuple[Assessment, list[Item]] | None:
         with self.session() as s:
-            a = s.get(Assessment, assessment_id)
-            if a is None or a.tenant != tenant or a.deleted_at is not None:
+            a = self._visible(s, tenant, assessment_id)
+            if a is None:
                 return None
             items = list(s.scalars(select(Item).where(Item.assessment_id == a.id).order_by(Item.idx)))
             return a, items
@@ -155,8 +158,8 @@ class Store:
                      action: str = "read") -> tuple[Assessment, list[Item]] | None:
         """`get_assessment` and its audit row in one transaction (the polling path)."""
         with self.session() as s:
-            a = s.get(Assessment, assessment_id)
-            if a is None or a.tenant != tenant or a.deleted_at is not None:
+            a = self._visible(s, tenant, assessment_id)
+            if a is None:
                 return None
             items = list(s.scalars(select(Item).where(Item.assessment_id == a.id).order_by(Item.idx)))
             s.add(AuditEvent(tenant=tenant, actor=actor, action=action, assessment_id=a.id))
@@ -176,15 +179,15 @@ class Store:
     def retry_failed(self, tenant: str, assessment_id: str) -> list[int]:
         """Put the failed items back in the queue; returns their ids (the caller enqueues them)."""
         with self.session() as s:
-            a = s.get(Assessment, assessment_id)
-            if a is None or a.tenant != tenant or a.deleted_at is not None:
+            a = self._visible(s, tenant, assessment_id)
+            if a is None:
                 return []
             ids = list(s.scalars(select(Item.id).where(Item.assessment_id == assessment_id,
-                                                       Item.status == "failed", Item.video_key.is_not(None),
+                                                       Item.status == ItemStatus.FAILED, Item.video_key.is_not(None),
                                                        Item.video_deleted_at.is_(None))))
             if ids:
                 s.execute(update(Item).where(Item.id.in_(ids)).values(
-                    status="queued", stage="queued", percent=0.0, attempts=0, error_code=None,
+                    status=ItemStatus.QUEUED, stage="queued", percent=0.0, attempts=0, error_code=None,
                     error_message=None, error_details=None, result=None, queued_at=utcnow(), finished_at=None))
                 a.updated_at = utcnow()
             return ids
@@ -192,18 +195,18 @@ class Store:
     def delete_assessment(self, tenant: str, assessment_id: str) -> list[str] | None:
         """Mark deleted, drop results and patient reference; returns the storage prefixes to remove."""
         with self.session() as s:
-            a = s.get(Assessment, assessment_id)
-            if a is None or a.tenant != tenant or a.deleted_at is not None:
+            a = self._visible(s, tenant, assessment_id)
+            if a is None:
                 return None
             self._scrub(s, a)
-            return [f"uploads/{assessment_id}/", f"artifacts/{assessment_id}/"]
+            return assessment_prefixes(assessment_id)
 
     @staticmethod
     def _scrub(s: Session, a: Assessment) -> None:
         a.deleted_at = a.updated_at = utcnow()
         a.patient_ref = a.idempotency_key = None   # the key may be used again for a new upload
         s.execute(update(Item).where(Item.assessment_id == a.id).values(
-            status="failed", stage="done", result=None, artifacts=None, video_key=None, video_sha256=None,
+            status=ItemStatus.FAILED, stage="done", result=None, artifacts=None, video_key=None, video_sha256=None,
             error_code="deleted", error_message="assessment deleted", error_details=None,
             video_deleted_at=utcnow()))
 
@@ -218,14 +221,14 @@ class Store:
             it = s.get(Item, item_id, with_for_update=True)
             if it is None or it.status not in IN_FLIGHT or it.video_key is None:
                 return None
-            if it.status == "running" and it.worker and it.worker != worker and alive(it.worker):
+            if it.status == ItemStatus.RUNNING and it.worker and it.worker != worker and alive(it.worker):
                 return None
             if it.attempts >= max_attempts:
                 self._fail(s, it, "worker_lost", f"the worker stopped {it.attempts} times on this video")
                 return None
             res = s.execute(update(Item).where(Item.id == item_id, Item.status.in_(IN_FLIGHT),
                                                Item.attempts == it.attempts).values(
-                status="running", stage="decoding", percent=0.0, attempts=it.attempts + 1, worker=worker,
+                status=ItemStatus.RUNNING, stage="decoding", percent=0.0, attempts=it.attempts + 1, worker=worker,
                 started_at=utcnow()))
             if res.rowcount != 1:
                 return None
@@ -235,8 +238,9 @@ class Store:
     def release_item(self, item_id: int, worker: str) -> None:
         """Back to the queue before a retry, so whichever worker process gets it may claim it."""
         with self.session() as s:
-            s.execute(update(Item).where(Item.id == item_id, Item.status == "running", Item.worker == worker)
-                      .values(status="queued", stage="queued", percent=0.0))
+            s.execute(update(Item).where(Item.id == item_id, Item.status == ItemStatus.RUNNING,
+                                   Item.worker == worker)
+                      .values(status=ItemStatus.QUEUED, stage="queued", percent=0.0))
 
     def requeue_orphans(self, alive: Callable[[str], bool], older_than_s: float) -> list[int]:
         """Items running under a dead worker, or queued for longer than `older_than_s` (a lost
@@ -246,7 +250,8 @@ class Store:
             rows = s.execute(select(Item.id, Item.status, Item.worker, Item.attempts, Item.queued_at).where(
                 Item.status.in_(IN_FLIGHT), Item.video_key.is_not(None))).all()
         found = [(i, status, w, n, at) for i, status, w, n, at in rows
-                 if (status == "running" and not (w and alive(w))) or (status == "queued" and aware(at) < since)]
+                 if (status == ItemStatus.RUNNING and not (w and alive(w)))
+                 or (status == ItemStatus.QUEUED and aware(at) < since)]
         ids = []
         for i, status, w, n, at in found:
             # Only if the item is still as seen: a live worker may have claimed it meanwhile (found by the
@@ -255,22 +260,23 @@ class Store:
                 res = s.execute(update(Item).where(
                     Item.id == i, Item.status == status, Item.attempts == n,
                     Item.worker.is_(None) if w is None else Item.worker == w,
-                    Item.queued_at == at).values(status="queued", stage="queued", percent=0.0, queued_at=utcnow()))
+                    Item.queued_at == at).values(status=ItemStatus.QUEUED, stage="queued", percent=0.0,
+                                                 queued_at=utcnow()))
                 if res.rowcount == 1:
                     ids.append(i)
         return ids
 
     def set_progress(self, item_id: int, stage: str, percent: float) -> None:
         with self.session() as s:
-            s.execute(update(Item).where(Item.id == item_id, Item.status == "running").values(
+            s.execute(update(Item).where(Item.id == item_id, Item.status == ItemStatus.RUNNING).values(
                 stage=stage, percent=round(float(percent), 1)))
 
     def finish_item(self, item_id: int, result: dict, artifacts: dict[str, str],
                     durations: dict[str, float]) -> bool:
         """Write the result once: a second call for the same item changes nothing and returns False."""
         with self.session() as s:
-            res = s.execute(update(Item).where(Item.id == item_id, Item.status == "running").values(
-                status="succeeded", stage="done", percent=100.0, result=result, artifacts=artifacts,
+            res = s.execute(update(Item).where(Item.id == item_id, Item.status == ItemStatus.RUNNING).values(
+                status=ItemStatus.SUCCEEDED, stage="done", percent=100.0, result=result, artifacts=artifacts,
                 finished_at=utcnow(), error_code=None, error_message=None, error_details=None))
             if res.rowcount != 1:
                 return False
@@ -281,7 +287,7 @@ class Store:
     def set_artifacts(self, item_id: int, artifacts: dict[str, str], durations: dict[str, float]) -> bool:
         """Pictures drawn after the result was published; False when the item is gone meanwhile."""
         with self.session() as s:
-            res = s.execute(update(Item).where(Item.id == item_id, Item.status == "succeeded")
+            res = s.execute(update(Item).where(Item.id == item_id, Item.status == ItemStatus.SUCCEEDED)
                             .values(artifacts=artifacts))
             if res.rowcount != 1:
                 return False
@@ -298,7 +304,7 @@ class Store:
 
     @staticmethod
     def _fail(s: Session, it: Item, code: str, message: str, details: dict | None = None) -> None:
-        it.status, it.stage, it.error_code, it.error_message = "failed", "done", code, message[:2000]
+        it.status, it.stage, it.error_code, it.error_message = ItemStatus.FAILED, "done", code, message[:2000]
         it.error_details = details or None
         it.finished_at = utcnow()
         Store._touch(s, it.id)
@@ -368,7 +374,7 @@ class Store:
         since = utcnow() - timedelta(hours=retention_h)
         with self.session() as s:
             rows = s.execute(select(Item.id, Item.video_key).where(
-                Item.status == "succeeded", Item.video_key.is_not(None), Item.video_deleted_at.is_(None),
+                Item.status == ItemStatus.SUCCEEDED, Item.video_key.is_not(None), Item.video_deleted_at.is_(None),
                 Item.finished_at <= since))
             return [(i, k) for i, k in rows]
 

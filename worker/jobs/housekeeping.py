@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import logging
 
-from service.settings import Settings
-from service.storage import LocalStorage
-from service.store import Store
+from worker.jobs.keys import assessment_prefixes
+from worker.jobs.storage import LocalStorage
+from worker.jobs.store import Store
+from worker.settings import Settings
 
 log = logging.getLogger("feqa.purge")
 
@@ -23,8 +24,8 @@ def purge(store: Store, storage: LocalStorage, settings: Settings) -> dict[str, 
     assessments = 0
     for a in store.expired_assessments(settings.result_retention_days):
         store.expire_assessment(a.id)
-        storage.delete_prefix(f"uploads/{a.id}/")
-        storage.delete_prefix(f"artifacts/{a.id}/")
+        for prefix in assessment_prefixes(a.id):
+            storage.delete_prefix(prefix)
         store.audit(a.tenant, "system", "purge", a.id)
         assessments += 1
     partial = storage.remove_stale_parts(settings.partial_upload_max_age_s)

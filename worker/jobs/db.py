@@ -1,7 +1,7 @@
 """Database tables (SQLAlchemy 2) and the engine.
 
 SQLite under var/ by default; PostgreSQL when DATABASE_URL says so. The schema is created
-by the alembic migrations in service/migrations, run at start by `migrate()`.
+by the alembic migrations in worker/jobs/migrations, run at start by `migrate()`.
 """
 from __future__ import annotations
 
