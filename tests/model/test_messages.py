@@ -20,7 +20,7 @@ SOURCES = [p for d in ("model", "worker", "service") for p in (ROOT / d).rglob("
 PATTERNS = [re.compile(p) for p in (
     # VideoError(..., code="no_face"), error_code="deleted", {"error_code": "file_not_found"}, {code: "..."} (JS)
     r"""\b(?:error_)?code["']?\s*[=:]\s*["']([a-z][a-z_]+)["']""",
-    r"""\bfail_item\([^,()]+,\s*["']([a-z][a-z_]+)["']""",                # store.fail_item(id, "timeout", ...)
+    r"""\bfail(?:_item|ed)\([^,()]+,\s*["']([a-z][a-z_]+)["']""",          # fail_item(id, "timeout"), failed(row, ..)
     r"""\b_fail\([^,()]+,[^,()]+,\s*["']([a-z][a-z_]+)["']""",            # self._fail(s, it, "worker_lost", ...)
     r"""\(([a-z]+_[a-z_]+)\)["']""",                                       # web form: "... (unsupported_media_type)"
 )]
@@ -37,7 +37,7 @@ def _constants(module) -> set[str]:
 
 def emitted_codes() -> dict[str, str]:
     """code -> where it was found."""
-    from service import problems
+    from service import cli_batch, problems
     from worker import quality
 
     found: dict[str, str] = {}
@@ -48,8 +48,9 @@ def emitted_codes() -> dict[str, str]:
             found.setdefault(line.strip(), "model.errors.VideoError docstring")
     for code in _constants(quality):
         found.setdefault(code, "worker.quality")
-    for code in _constants(problems):
-        found.setdefault(code, "service.problems")
+    for module in (problems, cli_batch):
+        for code in _constants(module):
+            found.setdefault(code, module.__name__)
     for path in SOURCES:
         text = path.read_text(encoding="utf-8", errors="replace")
         for pattern in PATTERNS:
@@ -62,7 +63,7 @@ def test_the_walk_finds_the_codes_of_every_layer():
     codes = emitted_codes()
     # one from each source, so that a broken walk cannot pass by finding nothing
     for code in ("model_checksum_mismatch", "several_faces", "head_turned", "nothing_to_retry", "worker_lost",
-                 "no_face", "expression_not_recognised", "network_error"):
+                 "no_face", "expression_not_recognised", "unsupported_file", "network_error"):
         assert code in codes, code
     assert len(codes) >= 40
 

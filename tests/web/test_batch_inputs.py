@@ -32,7 +32,8 @@ def test_given_the_three_naming_conventions_then_expression_and_patient_are_foun
     touch(tmp_path / "notes.txt")
     jobs = {j.video.name: (j.expression, j.patient_ref) for j in jobs_from_folder(tmp_path, EXPRESSIONS)}
     assert jobs == {"P0042_sit_at_rest.mp4": ("sit_at_rest", "P0042"), "P0043.MOV": ("smile", "P0043"),
-                    "clench_teeth.webm": ("clench_teeth", "P0044"), "holiday.mp4": (None, None)}
+                    "clench_teeth.webm": ("clench_teeth", "P0044"), "holiday.mp4": (None, None),
+                    "notes.txt": (None, None)}   # every file gets a row; notes.txt as unsupported_file
 
 
 def test_given_a_protocol_then_videos_of_the_other_protocol_are_left_out(tmp_path):
@@ -55,13 +56,13 @@ def test_given_a_manifest_then_relative_paths_resolve_against_its_folder(tmp_pat
 def test_given_a_rows_file_when_read_back_then_done_means_succeeded_with_the_current_version(tmp_path):
     for fmt in ("csv", "jsonl"):
         out = tmp_path / f"out.{fmt}"
-        w = RowWriter(out, fmt, [])
+        w = RowWriter(out, fmt)
         w.write({"video": "a.mp4", "expression": "smile", "status": "succeeded", "model_version": "1.0", "score": 1.5})
         w.write({"video": "b.mp4", "expression": "smile", "status": "failed", "model_version": "1.0"})
         w.close()
         rows = read_rows(out, fmt)
         assert [r["video"] for r in rows] == ["a.mp4", "b.mp4"]
-        assert rows[0]["score"] == "1.5"
+        assert rows[0]["score"] == 1.5
         assert is_done(rows[0], {"smile": "1.0"}) and not is_done(rows[0], {"smile": "1.1"})
         assert not is_done(rows[1], {"smile": "1.0"})
 
@@ -80,3 +81,38 @@ def test_given_a_missing_input_or_an_unreachable_api_then_exit_status_is_2(tmp_p
     assert run(args) == 2
     assert "cannot read the models" in capsys.readouterr().err
     assert len(collect_jobs(args)) == 1
+
+
+def test_given_typed_rows_when_written_and_read_back_then_numbers_and_booleans_keep_their_types(tmp_path):
+    from service.cli_batch import FIELDS
+
+    row = {"video": "/v/a.mp4", "expression": "smile", "patient_ref": "0042", "status": "succeeded",
+           "score": 3.2721, "score_rounded": 3, "abstained": False, "clinical_use": False, "quality_scorable": True,
+           "quality_reasons": ["too_dark", "head_turned"], "model_version": "1.0"}
+    for fmt in ("csv", "jsonl"):
+        out = tmp_path / f"out.{fmt}"
+        w = RowWriter(out, fmt, 1)
+        w.put(0, row)
+        w.close()
+        first_text = out.read_text()
+        back = read_rows(out, fmt)[0]
+        assert {k: back[k] for k in row} == row, fmt   # "0042" stays a string, 3 an int, False a bool
+        again = RowWriter(out, fmt, 1)                          # a re-run writes the kept row back
+        again.finish([back])
+        assert out.read_text() == first_text, fmt
+    assert list(read_rows(out, "jsonl")[0]) == FIELDS
+    # an output written by an older version (every value a string) is read back typed too
+    old = tmp_path / "old.jsonl"
+    old.write_text('{"video": "a", "score": "3.2721", "abstained": "False", "score_rounded": "3"}\n')
+    assert read_rows(old, "jsonl")[0] == {"video": "a", "score": 3.2721, "abstained": False, "score_rounded": 3}
+
+
+def test_given_rows_finishing_out_of_order_then_the_file_keeps_input_order(tmp_path):
+    out = tmp_path / "o.jsonl"
+    w = RowWriter(out, "jsonl", 3)
+    w.put(2, {"video": "c"})
+    assert out.read_text() == ""                                # nothing after a gap is written early
+    w.put(0, {"video": "a"})
+    assert [r["video"] for r in read_rows(out, "jsonl")] == ["a"]
+    w.put(1, {"video": "b"})
+    assert [r["video"] for r in read_rows(out, "jsonl")] == ["a", "b", "c"]
