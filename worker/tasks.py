@@ -114,7 +114,10 @@ def assess_item(self, item_id: int) -> str:
             st.store.release_item(item_id, st.worker_id)
             raise self.retry(countdown=2 ** self.request.retries, max_retries=settings.task_max_retries) from exc
         log.exception("item %s failed", item_id)
-        st.store.fail_item(item_id, code, f"scoring failed ({type(exc).__name__}); try again later")
+        # The class name goes to the log above, never to the person reading the item (model.messages
+        # adds what to do when the API shows it).
+        st.store.fail_item(item_id, code, "the video could not be scored" if code == "internal_error"
+                           else getattr(exc, "message", "the video could not be scored"))
         return code
     if wrote:
         drop_video(st, item)
