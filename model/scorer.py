@@ -30,6 +30,7 @@ class _Loaded:
     contract: PreprocessContract
     session: object
     inputs: tuple[str, ...]
+    batch: int | None = None          # the graph's fixed batch size, None when the batch axis is dynamic
 
 
 def default_providers() -> list[str]:
@@ -69,8 +70,11 @@ class Scorer:
             raise ModelUnavailable(f"two models for {expression!r} in {self.model_dir}: {prev.get('name')} and "
                                    f"{manifest.get('name')}; keep one per expression")
         session = ort.InferenceSession(str(onnx_path), so, providers=self.providers)
+        dims = {i.shape[0] for i in session.get_inputs() if i.shape}
+        fixed = [d for d in dims if isinstance(d, int) and d > 0]
         self._models[expression] = _Loaded(manifest, PreprocessContract.from_dict(manifest["contract"]), session,
-                                           tuple(i.name for i in session.get_inputs()))
+                                           tuple(i.name for i in session.get_inputs()),
+                                           fixed[0] if fixed else None)
 
     def expressions(self) -> list[str]:
         return sorted(self._models)
@@ -90,10 +94,28 @@ class Scorer:
 
     def score(self, expression: str, trajs: np.ndarray, index_t: np.ndarray,
               frames: np.ndarray | None) -> np.ndarray:
-        """(B,) float32 scores; ContractError when the inputs do not match the model's contract."""
+        """(B,) float32 scores; ContractError when the inputs do not match the model's contract.
+
+        Any B >= 1 is one onnxruntime call when the exported graph has a dynamic batch axis (the shipped
+        exports do); a graph exported with a fixed batch size b is run in chunks of b (the last one padded by
+        repeating its final sample, whose extra scores are dropped)."""
         m = self._get(expression)
         feeds = _validate(m.contract, m.inputs, trajs, index_t, frames)
-        return m.session.run(["score"], feeds)[0].reshape(-1).astype(np.float32)
+        size = next(iter(feeds.values())).shape[0]
+        if m.batch is None or m.batch == size:
+            return m.session.run(["score"], feeds)[0].reshape(-1).astype(np.float32)
+        out = []
+        for a in range(0, size, m.batch):
+            chunk = {k: v[a:a + m.batch] for k, v in feeds.items()}
+            n = next(iter(chunk.values())).shape[0]
+            if n < m.batch:
+                chunk = {k: np.concatenate([v, np.repeat(v[-1:], m.batch - n, axis=0)]) for k, v in chunk.items()}
+            out.append(m.session.run(["score"], chunk)[0].reshape(-1)[:n])
+        return np.concatenate(out).astype(np.float32)
+
+    def batch_size(self, expression: str) -> int | None:
+        """The model's fixed batch size, or None when any batch size runs in one call."""
+        return self._get(expression).batch
 
     def warmup(self) -> None:
         """One batch-1 run per model, so that the first request does not pay for allocation."""

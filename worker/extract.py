@@ -30,6 +30,7 @@ from worker.quality import QualityAccumulator, QualityThresholds, head_pose
 from worker.video import DecodeLimits, DecodeReport, iter_frames
 
 CROP_MARGIN = 1.1          # crop side = 1.1 x the longest side of the mesh's bounding box
+PICTURE_CROP = 128         # side of the face crops a Recording keeps for the pictures
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ class _Track:
     crops: collections.deque = None                # last tp crops
     mesh: list = field(default_factory=list)       # (468, 2) crop px, whole-recording tracking only
     small: list = field(default_factory=list)      # model-size crops of every frame, whole-recording only
+    pics: list = field(default_factory=list)       # PICTURE_CROP crops of every frame, whole-recording only
 
     def __post_init__(self) -> None:
         self.crops = collections.deque(maxlen=self.tp)
@@ -266,6 +268,7 @@ def _track_video(path, contract: PreprocessContract, limits: ExtractLimits, mesh
             if whole:
                 track.mesh.append(to_crop(step.pts, cx, cy, side, size))
                 track.small.append(cv2.resize(crop, (contract.frame_size,) * 2, interpolation=cv2.INTER_AREA))
+                track.pics.append(cv2.resize(crop, (PICTURE_CROP,) * 2, interpolation=cv2.INTER_AREA))
         acc.add_frame(fr.index, fr.rgb.shape, step, step.pts, crop)
         t_mark = time.perf_counter()
         timing["track_s"] += t_mark - t1
@@ -494,6 +497,7 @@ class Recording:
     boxes: np.ndarray          # (N, 4) crop boxes in decoded-frame px
     mesh: np.ndarray           # (N, 468, 2) the full mesh in crop px (measures use it)
     small: np.ndarray          # (N, S, S, 3) uint8 crops resized to the contract's frame size
+    pictures: np.ndarray       # (N, 128, 128, 3) uint8 face crops for the pictures
     quality: dict
     meta: dict
 
@@ -527,6 +531,16 @@ class Recording:
         return Window(trajs, index_t, frames, (start + lo, stop),
                       (int(self.src[start + lo]), int(self.src[stop - 1])), c.pad if n < c.tp else None,
                       start + sel)
+
+    def overview(self) -> Extraction:
+        """The whole recording as an `Extraction` for the pictures: every face frame's slots and face crop
+        (128 px; `meta["crop_size"]` says the slots' scale); trajs/index_t/frames are left empty."""
+        meta = {**self.meta, "window_frames": [int(self.src[0]), int(self.src[-1])],
+                "window_s": [round(self.src[0] / self.fps, 3), round(self.src[-1] / self.fps, 3)]}
+        c = self.contract
+        return Extraction(np.zeros((63, 0, c.cp), np.float32), np.zeros(0, np.float32),
+                          np.zeros((0, c.frame_size, c.frame_size, 3), np.uint8), self.quality, meta,
+                          self.slots, self.boxes, self.pictures)
 
     def extraction(self, win: Window) -> Extraction:
         """An `Extraction` of one window (for the pictures and callers that want the single-window view)."""
@@ -632,4 +646,4 @@ def extract_recording(video_path: str | Path, contract: PreprocessContract | Non
             "timing_s": {k: round(v, 3) for k, v in timing.items()} | {"total_s": round(time.perf_counter() - t0, 3)}}
     return Recording(contract, src, run, cat("slots").astype(np.float32), cat("nose").astype(np.float32),
                      cat("z").astype(np.float32), cat("rgb").astype(np.float32), cat("boxes").astype(np.float32),
-                     cat("mesh").astype(np.float32), cat("small"), quality, meta)
+                     cat("mesh").astype(np.float32), cat("small"), cat("pics"), quality, meta)

@@ -77,33 +77,101 @@ def write_pictures(extraction: Any, out_dir: Path) -> dict[str, Path]:
     return written
 
 
+AGGREGATION_RULE = "median_over_repetitions_of_mean_over_windows"
+TILING_RULE = "mean_over_windows_tiling_the_recording"
+DISAGREE_SPREAD = 1.0       # repetitions whose scores differ by a grade or more disagree
+
+
+def _base_result(expression: str, facts: dict, scale: Any, quality: dict, meta: dict) -> dict[str, Any]:
+    return {"expression": expression, "score": None, "score_rounded": None, "meaning": None,
+            "abstained": False, "reasons": [], "model": facts, "scale": scale.to_dict(), "quality": quality,
+            "not_for_clinical_use": not facts["clinical_use"],
+            "video": {k: meta.get(k) for k in ("duration_s", "fps_in", "fps_out", "rotation", "n_frames")}}
+
+
+def aggregate(window_scores: np.ndarray, plans: list, episodes: list, scale: Any) -> tuple[float, dict, list]:
+    """Task score from the windows' raw scores: each repetition's score is the mean of its windows; the task
+    score is the median over the complete repetitions (over the partial ones when no repetition is complete;
+    the mean over all windows when the recording was tiled: rest, or no movement found). The median keeps one
+    odd repetition (a fragment, a cough, one much weaker try) from setting the score, and the spread shows it.
+    Returns (raw task score, aggregation dict, per-repetition raw scores)."""
+    w = np.asarray(window_scores, np.float64).reshape(-1)
+    reps = []
+    for k, _ in enumerate(episodes):
+        mine = [w[i] for i, pl in enumerate(plans) if pl.episode == k]
+        reps.append(float(np.mean(mine)) if mine else float("nan"))
+    if not episodes:
+        clipped = [scale.clip(v) for v in w]
+        return float(np.mean(w)), {"rule": TILING_RULE, "n_windows": int(w.size), "basis": "whole_recording",
+                                   "spread": round(float(np.ptp(clipped)) if clipped else 0.0, 4)}, []
+    complete = [r for r, e in zip(reps, episodes, strict=True) if not e.partial and np.isfinite(r)]
+    used = complete or [r for r in reps if np.isfinite(r)]
+    clipped = [scale.clip(v) for v in used]
+    agg = {"rule": AGGREGATION_RULE, "n_windows": int(w.size),
+           "basis": "complete_repetitions" if complete else "partial_repetitions",
+           "n_repetitions": len(used), "spread": round(float(np.ptp(clipped)), 4)}
+    return float(np.median(used)), agg, reps
+
+
 def score_video(video_path: str | Path, expression: str, scorer: Any, *, progress: Progress | None = None,
                 limits: Any = None) -> tuple[dict, Any]:
-    """Extract then score: (the per-expression result, the Extraction for the pictures)."""
-    from worker.extract import extract
+    """Track the whole recording once, find the task's repetitions, score every window that covers them in one
+    batched call, aggregate, and measure the movement: (the per-expression result, an Extraction for the
+    pictures). See docs/extraction.md ("Whole recording")."""
+    from model.scales import scale_for_manifest
+    from worker import measures as ms
+    from worker import segment as sg
+    from worker.extract import extract_recording
 
     t0 = time.perf_counter()
     clock = StageClock(progress)
     contract = scorer.contract(expression)          # raises if no model serves this expression
-    facts = model_facts(scorer.manifest(expression))
-    # keep_crops: the pictures are drawn on the patient's real frames, not on the model input
-    extraction = extract(video_path, contract, progress=clock, limits=limits, keep_crops=True)
-    quality = dict(extraction.quality)
-    result: dict[str, Any] = {"expression": expression, "score": None, "score_rounded": None, "meaning": None,
-                              "abstained": False, "reasons": [], "model": facts, "quality": quality,
-                              "not_for_clinical_use": not facts["clinical_use"],
-                              "video": {k: extraction.meta.get(k) for k in
-                                        ("duration_s", "fps_in", "fps_out", "rotation", "n_frames")}}
+    manifest = scorer.manifest(expression)
+    facts, scale = model_facts(manifest), scale_for_manifest(manifest)
+    rec = extract_recording(video_path, contract, progress=clock, limits=limits)
+    quality = dict(rec.quality)
+    result = _base_result(expression, facts, scale, quality, rec.meta)
+    clock("segmenting", 0.0)
+    seg = sg.segment(rec.mesh, rec.runs(), expression, rec.fps)
+    plans = sg.plan_windows(seg, contract.tp)
+    windows = [rec.window(pl.start, pl.stop) for pl in plans]
+    findings = list(seg.findings)
+    if any(w.padded for w in windows):
+        findings.append(sg.SHORT_CLIP_PADDED)
+    clock("measuring", 0.0)
+    measures, rep_measures = ms.compute(seg)
+    rep_raw: list = []
     if not quality.get("scorable", True):
         result["abstained"], result["reasons"] = True, list(quality.get("reasons") or ["quality too low"])
+        result["aggregation"] = {"rule": AGGREGATION_RULE if seg.episodes else TILING_RULE,
+                                 "n_windows": 0, "spread": 0.0}
     else:
         clock("scoring", 0.0)
-        # (1, 63, Tp, 5), (1, Tp), (1, Tf, 224, 224, 3): a batch of one
-        raw = scorer.score(expression, extraction.trajs[None], extraction.index_t[None], extraction.frames[None])
-        result.update(graded(float(np.asarray(raw).reshape(-1)[0])))
+        raw = scorer.score(expression, np.stack([w.trajs for w in windows]), np.stack([w.index_t for w in windows]),
+                           np.stack([w.frames for w in windows]))
+        task_raw, agg, rep_raw = aggregate(raw, plans, seg.episodes, scale)
+        result.update(scale.grade(task_raw))
+        result["aggregation"] = agg
+        result["windows"] = [{"onset_s": round(float(rec.src[w.rows[0]]) / rec.fps, 3),
+                              "offset_s": round(float(rec.src[w.rows[1] - 1]) / rec.fps, 3),
+                              "repetition": pl.episode, "score": round(scale.clip(float(r)), 4),
+                              "padded": w.padded}
+                             for w, pl, r in zip(windows, plans, raw, strict=True)]
+        if agg["spread"] >= DISAGREE_SPREAD and len(seg.episodes) > 1:
+            findings.append(sg.REPETITIONS_DISAGREE)
         clock("scoring", 1.0)
+    result["repetitions"] = []
+    for k, e in enumerate(seg.episodes):
+        t = [round(float(rec.src[i]) / rec.fps, 3) for i in (e.onset, e.peak, e.offset)]
+        score = rep_raw[k] if k < len(rep_raw) and np.isfinite(rep_raw[k]) else None
+        result["repetitions"].append({"index": k, "onset_s": t[0], "peak_s": t[1], "offset_s": t[2],
+                                      "partial": e.partial,
+                                      "score": None if score is None else round(scale.clip(score), 4),
+                                      "measures": rep_measures[k]})
+    result["findings"] = findings
+    result["measures"] = measures
     result["timings"] = {**clock.finish(), "total": round(time.perf_counter() - t0, 4)}
-    return result, extraction
+    return result, rec.overview()
 
 
 def draw_pictures(extraction: Any, out_dir: Path) -> tuple[dict[str, Path], float]:
