@@ -6,10 +6,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-AssessmentStatus = Literal["queued", "running", "succeeded", "failed", "partly_failed"]
-ItemStatus = Literal["queued", "running", "succeeded", "failed"]
+from worker.jobs.status import ItemStatus, JobStatus, PicturesState
+from worker.result import ItemResult
+
+# The states and the result are defined once below the web layer; these names are what the API calls them.
+AssessmentStatus = JobStatus
 Stage = Literal["queued", "decoding", "tracking", "scoring", "done"]
-PicturesState = Literal["pending", "ready", "none"]
 
 
 class AssessmentCreated(BaseModel):
@@ -23,32 +25,10 @@ class Progress(BaseModel):
     percent: float = Field(ge=0, le=100)
 
 
-class ModelFacts(BaseModel):
-    name: str
-    version: str
-    sha256: str
-    trained_on: str = Field(description='"simulated", "clinical:<dataset>" or "untrained"')
-    training_data: Any = None
-    clinical_use: bool
-
-
 class ErrorInfo(BaseModel):
     code: str
     message: str
     details: dict[str, Any] | None = Field(None, description="e.g. the quality report of a video without a usable face")
-
-
-class ItemResult(BaseModel):
-    expression: str
-    score: float | None = Field(None, ge=0, le=4, description="model output clipped to 0..4")
-    score_rounded: int | None = Field(None, ge=0, le=4)
-    meaning: str | None = Field(None, description="0 normal, 1 slight, 2 mild, 3 moderate, 4 severe")
-    abstained: bool = False
-    reasons: list[str] = []
-    model: ModelFacts | None = None
-    quality: dict[str, Any] = {}
-    not_for_clinical_use: bool = True
-    timings: dict[str, float] = {}
 
 
 class ItemLinks(BaseModel):
@@ -63,7 +43,7 @@ class ItemOut(BaseModel):
     progress: Progress
     result: ItemResult | None = None
     error: ErrorInfo | None = None
-    pictures: PicturesState = Field("pending", description=(
+    pictures: PicturesState = Field(PicturesState.PENDING, description=(
         "pending: the overlay/trajectory links may still appear (keep polling); ready: the links are set; "
         "none: no picture will come (the item failed, no picture could be drawn, or they were deleted)"))
     links: ItemLinks = ItemLinks()

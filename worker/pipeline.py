@@ -190,4 +190,6 @@ def assess(video_path: str | Path, expression: str, scorer: Any, *, progress: Pr
         _, seconds = draw_pictures(extraction, Path(artifacts_dir))
         result["timings"] = {**result["timings"], "plotting": seconds,
                              "total": round(result["timings"]["total"] + seconds, 4)}
-    return result
+    from worker.result import validated
+
+    return validated(result)

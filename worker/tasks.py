@@ -15,6 +15,7 @@ from worker.celery_app import TASK_ASSESS, TASK_PURGE
 from worker.jobs.keys import artifacts_prefix
 from worker.jobs.status import NO_PICTURES
 from worker.jobs.store import Store
+from worker.result import validated
 from worker.runtime import ProcessState, app, load_models, picture_pool, state, worker_alive
 from worker.settings import get_settings
 
@@ -51,6 +52,7 @@ def run_item(st: ProcessState, item) -> bool:
     result, extraction = score_video(st.storage.path(item.video_key), item.expression, st.scorer,
                                      progress=Throttled(st.store, item.id),
                                      limits=ExtractLimits(decode=DecodeLimits(max_duration_s=settings.max_duration_s)))
+    result = validated(result)   # the stored (and served) result is always a valid ItemResult
     if not st.store.finish_item(item.id, result, {}, dict(result.get("timings", {}))):
         return False
     picture_pool().submit(pictures_job, st, item.id, artifacts_prefix(item.assessment_id, item.idx), extraction)
