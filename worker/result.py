@@ -5,7 +5,7 @@ by the Python client and `feqa batch`.
 The JSON is the one the service always wrote; `validated()` checks it and returns plain JSON with the
 same keys (fields the builder did not set are not added). Every model allows extra keys, so a field a
 newer pipeline adds is stored and served before it is declared here; the whole-recording fields
-(`scale`, `aggregation`, `repetitions`, `findings`, `measures`) are declared, loosely, for that reason.
+(`scale`, `aggregation`, `windows`, `repetitions`, `findings`, `measures`) are declared, loosely, for that reason.
 """
 from __future__ import annotations
 
@@ -70,6 +70,15 @@ class Repetition(_Open):
     measures: dict[str, Any] = Field(default_factory=dict)
 
 
+class Window(_Open):
+    """One scored window of a whole recording."""
+    onset_s: float | None = None
+    offset_s: float | None = None
+    repetition: int | None = None
+    score: float | None = None
+    padded: bool | str | None = Field(None, description="false, or the padding kind of a short window")
+
+
 class ItemResult(_Open):
     expression: str
     score: float | None = Field(None, description="model output clipped to the model's scale (0..4 without one)")
@@ -84,6 +93,7 @@ class ItemResult(_Open):
     timings: dict[str, float] = Field(default_factory=dict, description="seconds per stage, and total")
     scale: ScaleInfo | None = None
     aggregation: Aggregation | None = None
+    windows: list[Window] | None = None
     repetitions: list[Repetition] | None = None
     findings: list[str] | None = Field(None, description="codes, e.g. fewer_repetitions_than_asked")
     measures: dict[str, Any] | None = None
