@@ -205,8 +205,9 @@ class Landmarker:
     def __call__(self, image_rgb: np.ndarray, roi: Roi) -> tuple[np.ndarray, float]:
         """Returns (468, 3) points in image pixels (z scaled like x) and the face-presence probability."""
         m = roi.crop_to_image()
+        # outside the frame: edge pixels repeated (MediaPipe's rule; zeros give a different mesh near the border)
         crop = cv2.warpAffine(image_rgb, m, (INPUT, INPUT), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_CONSTANT)
+                              borderMode=cv2.BORDER_REPLICATE)
         x = (crop.astype(np.float32) * (1.0 / 255.0)).transpose(2, 0, 1)[None]
         pts, presence = self.session.run(None, {self.input_name: x})
         pts = pts.reshape(468, 3).astype(np.float64)
@@ -224,15 +225,12 @@ def roi_from_detection(det: Detection, scale: float = ROI_SCALE) -> Roi:
 
 
 def roi_from_landmarks(pts: np.ndarray, scale: float = ROI_SCALE) -> Roi:
-    """Box of the mesh in the eye-aligned frame, scaled like a detection ROI."""
+    """The next frame's ROI from a mesh, MediaPipe's rule: centre and longer side of the axis-aligned box of the
+    points in image pixels (side x `scale`), turned so that the outer eye corners (33 -> 263) are level."""
     d = pts[LEFT_EYE_OUTER, :2] - pts[RIGHT_EYE_OUTER, :2]
-    angle = math.atan2(d[1], d[0])
-    c, s = math.cos(angle), math.sin(angle)
-    rot = np.array([[c, s], [-s, c]])                 # image -> eye-aligned
-    p = pts[:, :2].astype(np.float64) @ rot.T
-    lo, hi = p.min(0), p.max(0)
-    centre = ((lo + hi) / 2) @ rot                    # back to image
-    return Roi(float(centre[0]), float(centre[1]), float(scale * max(hi - lo)), angle)
+    lo, hi = pts[:, :2].min(0), pts[:, :2].max(0)
+    return Roi(float(lo[0] + hi[0]) / 2, float(lo[1] + hi[1]) / 2, float(scale * max(hi - lo)),
+               math.atan2(float(d[1]), float(d[0])))
 
 
 def mesh_box(pts: np.ndarray) -> np.ndarray:
@@ -254,7 +252,7 @@ class FaceMesh:
     def landmarks_for(self, image_rgb: np.ndarray, det: Detection, refine: bool = True):
         pts, presence = self.landmarker(image_rgb, roi_from_detection(det))
         if refine and presence >= 0.5:
-            # a second pass on the eye-aligned mesh box is closer to what tracking converges to
+            # a second pass on the mesh's own box is closer to what tracking converges to
             pts2, presence2 = self.landmarker(image_rgb, roi_from_landmarks(pts))
             if presence2 >= 0.5:
                 return pts2, presence2
