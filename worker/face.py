@@ -79,7 +79,37 @@ def prelu_as_convs(model_bytes: bytes) -> bytes:
     return model.SerializeToString()
 
 
-def _session(path: Path, threads: int = 1):
+def uint8_hwc_input(model_bytes: bytes, scale: float, offset: float = 0.0, divide: bool = False) -> bytes:
+    """The same network taking the image itself: a (1, H, W, 3) uint8 RGB input named "image", cast, transposed
+    to NCHW and mapped to `x * scale + offset` (`x / scale + offset` when `divide`) inside the graph (what the Python side did per frame, with a
+    copy for the transpose). The caller hands onnxruntime a view of its crop buffer, no copy."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load_from_string(model_bytes)
+    g = model.graph
+    old = g.input[0]
+    dims = [d.dim_value for d in old.type.tensor_type.shape.dim]          # (1, 3, H, W)
+    nodes = [helper.make_node("Cast", ["image"], ["image/float"], to=TensorProto.FLOAT, name="image/cast"),
+             helper.make_node("Transpose", ["image/float"], ["image/nchw"], perm=[0, 3, 1, 2], name="image/nchw"),
+             helper.make_node("Div" if divide else "Mul", ["image/nchw", "image/scale"],
+                              ["image/scaled" if offset else old.name], name="image/scale")]
+    g.initializer.append(numpy_helper.from_array(np.array(scale, np.float32), "image/scale"))
+    if offset:
+        nodes.append(helper.make_node("Add", ["image/scaled", "image/offset"], [old.name], name="image/add"))
+        g.initializer.append(numpy_helper.from_array(np.array(offset, np.float32), "image/offset"))
+    new_input = helper.make_tensor_value_info("image", TensorProto.UINT8, [dims[0], dims[2], dims[3], dims[1]])
+    body = list(g.node)
+    del g.node[:]
+    g.node.extend(nodes + body)
+    del g.input[:]
+    g.input.append(new_input)
+    return model.SerializeToString()
+
+
+def _session(path: Path, threads: int = 1, scale: float = 1.0, offset: float = 0.0, divide: bool = False):
+    """onnxruntime session for one of the face models: PRelu rewritten (`prelu_as_convs`), uint8 HWC input
+    (`uint8_hwc_input`), one intra-op thread by default."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -88,12 +118,16 @@ def _session(path: Path, threads: int = 1):
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")   # no busy-waiting between frames
-    return ort.InferenceSession(prelu_as_convs(Path(path).read_bytes()), sess_options=opts,
-                                providers=["CPUExecutionProvider"])
+    graph = uint8_hwc_input(prelu_as_convs(Path(path).read_bytes()), scale, offset, divide)
+    return ort.InferenceSession(graph, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
+
+
+def _sigmoid1(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-min(60.0, max(-60.0, float(x)))))
 
 
 @dataclass
@@ -117,11 +151,10 @@ class Roi:
 
     def crop_to_image(self) -> np.ndarray:
         """2x3 affine mapping 192x192 crop pixels to image pixels."""
-        c, s = math.cos(self.angle), math.sin(self.angle)
         k = self.size / INPUT
-        a = np.array([[c * k, -s * k], [s * k, c * k]], dtype=np.float64)
-        t = np.array([self.cx, self.cy]) - a @ np.array([INPUT / 2, INPUT / 2])
-        return np.hstack([a, t[:, None]])
+        c, s = math.cos(self.angle) * k, math.sin(self.angle) * k
+        h = INPUT / 2
+        return np.array([[c, -s, self.cx - (c - s) * h], [s, c, self.cy - (s + c) * h]], dtype=np.float64)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -151,11 +184,12 @@ class FaceDetector:
 
     def __init__(self, model_path: str | Path | None = None, *, threads: int = 1,
                  score_threshold: float = 0.6, iou_threshold: float = 0.3) -> None:
-        self.session = _session(Path(model_path or ASSETS / DETECTOR_FILE), threads)
-        self.input_name = self.session.get_inputs()[0].name
+        self.session = _session(Path(model_path or ASSETS / DETECTOR_FILE), threads, 127.5, -1.0, divide=True)
         self.score_threshold = score_threshold
         self.iou_threshold = iou_threshold
         self.anchors = _anchors()
+        self._canvas = np.zeros((1, INPUT, INPUT, 3), np.uint8)     # letterbox: black (-1) around the image
+        self._placed: tuple[int, ...] | None = None
 
     def __call__(self, image_rgb: np.ndarray) -> list[Detection]:
         h, w = image_rgb.shape[:2]
@@ -163,10 +197,11 @@ class FaceDetector:
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         small = _shrink(image_rgb, nw, nh)
         px, py = (INPUT - nw) // 2, (INPUT - nh) // 2
-        canvas = np.zeros((INPUT, INPUT, 3), np.uint8)
-        canvas[py:py + nh, px:px + nw] = small
-        x = (canvas.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)[None]
-        reg, cls = self.session.run(None, {self.input_name: x})
+        if self._placed != (px, py, nw, nh):
+            self._canvas[:] = 0
+            self._placed = (px, py, nw, nh)
+        self._canvas[0, py:py + nh, px:px + nw] = small
+        reg, cls = self.session.run(None, {"image": self._canvas})
         scores = _sigmoid(cls[0, :, 0])
         keep = np.nonzero(scores >= self.score_threshold)[0]
         if keep.size == 0:
@@ -199,22 +234,21 @@ class Landmarker:
     """468-point face mesh on a rotated square ROI warped to 192x192 (RGB in [0, 1])."""
 
     def __init__(self, model_path: str | Path | None = None, *, threads: int = 1) -> None:
-        self.session = _session(Path(model_path or ASSETS / LANDMARK_FILE), threads)
-        self.input_name = self.session.get_inputs()[0].name
+        self.session = _session(Path(model_path or ASSETS / LANDMARK_FILE), threads, 1 / 255)
+        self._crop = np.empty((1, INPUT, INPUT, 3), np.uint8)
 
     def __call__(self, image_rgb: np.ndarray, roi: Roi) -> tuple[np.ndarray, float]:
         """Returns (468, 3) points in image pixels (z scaled like x) and the face-presence probability."""
         m = roi.crop_to_image()
         # outside the frame: edge pixels repeated (MediaPipe's rule; zeros give a different mesh near the border)
-        crop = cv2.warpAffine(image_rgb, m, (INPUT, INPUT), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_REPLICATE)
-        x = (crop.astype(np.float32) * (1.0 / 255.0)).transpose(2, 0, 1)[None]
-        pts, presence = self.session.run(None, {self.input_name: x})
-        pts = pts.reshape(468, 3).astype(np.float64)
-        out = np.empty_like(pts)
-        out[:, :2] = pts[:, :2] @ m[:, :2].T + m[:, 2]
-        out[:, 2] = pts[:, 2] * roi.size / INPUT
-        return out.astype(np.float32), float(_sigmoid(presence.ravel()[0]))
+        cv2.warpAffine(image_rgb, m, (INPUT, INPUT), dst=self._crop[0],
+                       flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+        pts, presence = self.session.run(None, {"image": self._crop})
+        pts = pts.reshape(468, 3)
+        out = np.empty((468, 3), np.float32)
+        out[:, :2] = pts[:, :2] @ m[:, :2].T.astype(np.float32) + m[:, 2].astype(np.float32)
+        out[:, 2] = pts[:, 2] * np.float32(roi.size / INPUT)
+        return out, _sigmoid1(presence.ravel()[0])
 
 
 def roi_from_detection(det: Detection, scale: float = ROI_SCALE) -> Roi:

@@ -82,3 +82,17 @@ def test_prelu_rewrite_gives_the_same_network_outputs():
     crop = {"input_1": rng.random((1, 3, 192, 192), dtype=np.float32)}
     a, b = run(mesh_bytes, crop), run(prelu_as_convs(mesh_bytes), crop)
     assert np.abs(a[0] - b[0]).max() < 1e-3 and np.abs(a[1] - b[1]).max() < 1e-4    # crop pixels, logit
+
+
+def test_uint8_image_input_matches_the_float_input():
+    import onnxruntime as ort
+
+    from worker.face import ASSETS, DETECTOR_FILE, uint8_hwc_input
+
+    det = (ASSETS / DETECTOR_FILE).read_bytes()
+    img = np.random.default_rng(1).integers(0, 256, (1, 192, 192, 3), dtype=np.uint8)
+    run = lambda m, feed: ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(None, feed)  # noqa: E731
+    ref = run(det, {"input": (img.astype(np.float32) / 127.5 - 1.0).transpose(0, 3, 1, 2)})
+    got = run(uint8_hwc_input(det, 127.5, -1.0, divide=True), {"image": img})
+    for a, b in zip(ref, got, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-4)
