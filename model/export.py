@@ -25,6 +25,7 @@ from model.config import ModelConfig, get_config
 from model.contract import PFED5_EXPRESSIONS, PreprocessContract, check_expression
 from model.manifest import sha256_file  # noqa: F401  (re-exported: callers import it from here)
 from model.network import TrampFormer, count_params
+from model.scales import default_scale, get_scale
 
 OPSET = 17
 INPUT_NAMES = ("trajs", "index_t", "frames")
@@ -100,11 +101,36 @@ def check_onnx(path: str | Path, model: TrampFormer, *, atol: float = FP32_ATOL,
     return diff
 
 
+class ModelExists(ValueError):
+    """Another model of the same name and version is already in the output folder."""
+
+
+def check_no_clash(out_dir: str | Path, name: str, version: str) -> None:
+    """Refuse to overwrite a model of the same name and version (another version of the name may be replaced)."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return
+    for js in sorted(out_dir.glob("*.json")):
+        try:
+            m = json.loads(js.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(m, dict) and m.get("name") == name and str(m.get("version")) == str(version):
+            raise ModelExists(f"{js} already holds model {name} version {version}; give another --version or "
+                              "--name, or another --out")
+
+
 def build_manifest(cfg: ModelConfig, name: str, expression: str, version: str, *, contract: PreprocessContract,
                    training, trained_on: str, clinical_use: bool, metrics: dict | None, params: int,
-                   precision: str = "fp32", extra: dict | None = None) -> dict:
+                   precision: str = "fp32", extra: dict | None = None, scale: str | None = None,
+                   provenance: dict | None = None) -> dict:
+    """The sidecar manifest. `scale` names the score scale (model.scales: `mds_updrs_3_2` for PFED5
+    expressions, `toronto_neuroface` for Toronto NeuroFace tasks; default: the expression's protocol);
+    `provenance` records the dataset and split sizes, init files, code version and recipe of a trained model."""
+    scale_name = get_scale(scale).name if scale else default_scale(expression).name
     return {
         "name": name, "version": version, "expression": expression, "format": "onnx", "opset": OPSET,
+        "scale": scale_name, **({"provenance": provenance} if provenance else {}),
         "inputs": {"trajs": ["batch", 63, cfg.tp, cfg.cp, "float32"], "index_t": ["batch", cfg.tp, "float32"],
                    "frames": ["batch", cfg.tf, cfg.frame_size, cfg.frame_size, 3, "uint8"]},
         "outputs": {"score": ["batch", "float32"]},
@@ -128,7 +154,8 @@ def _write_metadata(path: Path, manifest: dict) -> None:
 def export_model(model: TrampFormer, cfg: ModelConfig, out_dir: str | Path, name: str, expression: str,
                  version: str, *, training=None, metrics: dict | None = None, trained_on: str = "simulated",
                  clinical_use: bool = False, contract: PreprocessContract | None = None, check: bool = True,
-                 precision: str = "fp32", calibration: list[dict[str, np.ndarray]] | None = None) -> Path:
+                 precision: str = "fp32", calibration: list[dict[str, np.ndarray]] | None = None,
+                 scale: str | None = None, provenance: dict | None = None) -> Path:
     """Export `<out_dir>/<name>.onnx` plus the `<name>.json` manifest; returns the .onnx path.
 
     precision "int8" quantises the RGB encoder's convolutions and matmuls (model.quantize) after the fp32
@@ -161,7 +188,8 @@ def export_model(model: TrampFormer, cfg: ModelConfig, out_dir: str | Path, name
             raise ValueError(f"precision must be fp32 or int8, got {precision!r}")
     manifest = build_manifest(cfg, name, expression, version, contract=contract, training=training,
                               trained_on=trained_on, clinical_use=clinical_use, metrics=metrics,
-                              params=count_params(model), precision=precision, extra=extra)
+                              params=count_params(model), precision=precision, extra=extra, scale=scale,
+                              provenance=provenance)
     if check:
         atol = FP32_ATOL if precision == "fp32" else 0.05
         manifest["export_check"] = {"max_abs_vs_torch": check_onnx(onnx_path, model, atol=atol), "atol": atol}

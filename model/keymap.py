@@ -143,18 +143,38 @@ def convert_state_dict(ref: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch
     return mapped, skipped
 
 
+def part_of(key: str) -> str:
+    """The part of our model a key belongs to: `traj.`, `rgb.`, `fusion.` or `head.`."""
+    return key.split(".")[0] + "."
+
+
+def expected_keys(own: Mapping[str, torch.Tensor], mapped: Mapping[str, torch.Tensor]) -> set[str]:
+    """Keys of `own` that mapped weights must cover: every key of each part they touch. The one exception is
+    `rgb.clip_proj` (the reference's `rgb_transform`), which a bare Former-DFER file does not hold: it may be
+    left out only as a whole - a file with its bias but not its weight (or the reverse) does not fit."""
+    parts = {part_of(k) for k in mapped}
+    expected = {k for k in own if part_of(k) in parts}
+    clip_proj = {"rgb.clip_proj.weight", "rgb.clip_proj.bias"}
+    if "rgb." in parts and not (clip_proj & mapped.keys()):
+        expected -= clip_proj
+    return expected
+
+
+def fit_problems(own: Mapping[str, torch.Tensor], mapped: Mapping[str, torch.Tensor]) -> dict[str, list[str]]:
+    """What keeps mapped weights from loading strictly: missing keys, keys the model lacks, shape mismatches."""
+    return {"missing": sorted(expected_keys(own, mapped) - mapped.keys()),
+            "unexpected": sorted(mapped.keys() - own.keys()),
+            "shapes": sorted(f"{k}: reference {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                             for k, v in mapped.items() if k in own and v.shape != own[k].shape)}
+
+
 def load_reference_state_dict(model: nn.Module, source: str | Path | Mapping[str, torch.Tensor]) -> dict:
     """Load reference-layout weights (whole model or one pretrained encoder) strictly; returns a report."""
     mapped, skipped = convert_state_dict(read_state_dict(source))
     own = model.state_dict()
-    parts = sorted({k.split(".")[0] + "." for k in mapped})          # traj. / rgb. / fusion. / head.
-    expected = {k for k in own if any(k.startswith(p) for p in parts)}
-    if "rgb." in parts and "rgb.clip_proj.weight" not in mapped:   # FormerDFER alone has no rgb_transform
-        expected -= {"rgb.clip_proj.weight", "rgb.clip_proj.bias"}
-    missing = sorted(expected - mapped.keys())
-    unexpected = sorted(mapped.keys() - own.keys())
-    bad_shape = sorted(f"{k}: reference {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-                       for k, v in mapped.items() if k in own and v.shape != own[k].shape)
+    parts = sorted({part_of(k) for k in mapped})          # traj. / rgb. / fusion. / head.
+    bad = fit_problems(own, mapped)
+    missing, unexpected, bad_shape = bad["missing"], bad["unexpected"], bad["shapes"]
     if missing or unexpected or bad_shape:
         raise ValueError(f"reference weights do not fit this model: missing {missing[:10]} ({len(missing)}), "
                          f"unexpected {unexpected[:10]} ({len(unexpected)}), shapes {bad_shape[:10]}")

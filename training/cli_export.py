@@ -10,7 +10,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="best.pt from `feqa train`, or a reference state dict with --from-reference")
     p.add_argument("--out", required=True, help="model directory")
     p.add_argument("--name", help="model name (default <expression>-<config>)")
-    p.add_argument("--version", default="0.1.0")
+    p.add_argument("--version", default="0.1.0",
+                   help="model version; a model of the same name and version in --out is never overwritten")
     p.add_argument("--from-reference", action="store_true",
                    help="CHECKPOINT is a reference TraMP-Former state dict (paper config, key-mapped)")
     p.add_argument("--expression", help="expression (required with --from-reference)")
@@ -19,10 +20,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
 
 
+def provenance_of(ck: dict, path: str) -> tuple[dict, dict, dict]:
+    """(training, metrics, provenance) manifest sections from a training checkpoint."""
+    from model.manifest import sha256_file
+
+    meta = ck.get("meta", {})
+    prov = dict(meta.get("provenance") or {})
+    ev = ck.get("evaluation") or {}
+    init = meta.get("init")
+    prov.update({"checkpoint": {"path": str(path), "sha256": sha256_file(path)},
+                 "init": ({"mode": init["mode"], "files": [{"path": f["path"], "sha256": f["sha256"]}
+                                                           for f in init["files"]],
+                           "parts": {k: {"loaded": v["loaded"], "random": v["random"]}
+                                     for k, v in init["parts"].items()}} if init else None),
+                 "recipe": {"train": ck.get("train_config"), "model": ck.get("model_args"),
+                            "contract": meta.get("contract")},
+                 "hashes": ck.get("hashes")})
+    prov.setdefault("git_commit", None)
+    training = {"recipe": ck.get("train_config"), "n_train": meta.get("n_train"), "n_val": meta.get("n_val"),
+                "dataset": prov.get("dataset"), "sizes": prov.get("sizes")}
+    metrics = {"val_best": ck.get("best"), "calibration": ck.get("calibration"),
+               "test": ev.get("test"), "test_evaluated_on": (f"fold {ev['fold']} held-out subjects"
+                                                             if "fold" in ev else "test split" if ev.get("test")
+                                                             else None),
+               "cross_validation": ck.get("cross_validation")}
+    return training, {k: v for k, v in metrics.items() if v is not None}, prov
+
+
 def run(args: argparse.Namespace) -> int:
-    from model.export import export_model
+    import sys
+
+    from model.export import ModelExists, check_no_clash, export_model
     from model.network import TrampFormer
 
+    scale = provenance = None
     if args.from_reference:
         if not args.expression:
             print("--from-reference needs --expression")
@@ -38,13 +69,15 @@ def run(args: argparse.Namespace) -> int:
         expression = args.expression
     else:
         from training.loop import load_model
+        from training.train import apply_calibration
 
         model, ck = load_model(args.checkpoint)
         cfg = model.cfg
         meta = ck.get("meta", {})
         expression = args.expression or meta.get("expression")
-        training = {"recipe": ck.get("train_config"), "n_train": meta.get("n_train"), "n_val": meta.get("n_val")}
-        metrics = {"val_best": ck.get("best")}
+        training, metrics, provenance = provenance_of(ck, args.checkpoint)
+        apply_calibration(model, ck.get("calibration"))     # the graph outputs calibrated scores
+        scale = meta.get("scale")
         trained_on = args.trained_on or meta.get("trained_on")
         if not trained_on:
             print("the checkpoint does not say what it was trained on: give --trained-on "
@@ -54,8 +87,13 @@ def run(args: argparse.Namespace) -> int:
 
     contract = model_contract(cfg) if args.from_reference else checkpoint_contract(ck, cfg)
     name = args.name or f"{expression}-{cfg.name}"
+    try:
+        check_no_clash(args.out, name, args.version)
+    except ModelExists as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     path = export_model(model.eval(), cfg, args.out, name, expression, args.version, training=training,
                         metrics=metrics, trained_on=trained_on, clinical_use=False, contract=contract,
-                        precision=args.precision)
+                        precision=args.precision, scale=scale, provenance=provenance)
     print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0

@@ -12,16 +12,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demo", action="store_true",
                    help="simulate -> extract -> train compact per PFED5 expression -> evaluate -> export to OUT/demo")
     p.add_argument("--out", default="runs", help="output folder (with --demo: the model root, e.g. models)")
-    p.add_argument("--manifest", help="generic manifest CSV (video,subject,expression,score[,start,end,group,split])")
+    add_dataset_arguments(p)
     p.add_argument("--expressions", default="", help="comma-separated; default: every expression in the manifest")
     p.add_argument("--config", default="compact", choices=["compact", "paper"])
     p.add_argument("--work", default="var/train", help="feature cache and simulation folder")
     p.add_argument("--folds", type=int, default=0, help="subject-wise k-fold cross-validation (0 = use splits)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of training subjects for validation")
-    p.add_argument("--trained-on", help="recorded in checkpoints and exports: 'simulated' or 'clinical:<dataset>'")
-    p.add_argument("--init", help="published pretrained state dict (reference key layout) to start from")
-    p.add_argument("--no-resume", action="store_true", help="start afresh even if OUT holds last.pt")
-    p.add_argument("--workers", type=int, default=2, help="extraction processes")
+    p.add_argument("--trained-on", help="recorded in checkpoints and exports: 'simulated' or 'clinical:<dataset>' "
+                                        "(default for --dataset pfed5/toronto: clinical:<dataset>)")
+    p.add_argument("--init", nargs="+", metavar="FILE",
+                   help="pretrained weights in the reference key layout (several files: e.g. the trajectory and "
+                        "the RGB encoder); strict: every key maps and fits")
+    p.add_argument("--init-partial", action="store_true",
+                   help="with --init: load only the tensors whose shapes fit, listing every one dropped")
+    p.add_argument("--restart", "--no-resume", dest="no_resume", action="store_true",
+                   help="start afresh even if OUT holds last.pt (resuming is refused when the data, contract or "
+                        "recipe changed)")
+    p.add_argument("--workers", type=int, default=2, help="feature-extraction processes")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument("--loader-workers", type=int, default=None,
+                   help="DataLoader processes building batches (default: 0 on the CPU, 4 on CUDA)")
+    p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+    p.add_argument("--model-json", default=None,
+                   help="model config overrides as JSON, e.g. '{\"tp\": 64, \"dim\": 64}' (small test models)")
     p.add_argument("--quiet", action="store_true")
     g = p.add_argument_group("recipe (defaults: the paper's)")
     g.add_argument("--epochs", type=int)
@@ -69,17 +82,51 @@ def _contract(args) -> dict:
     return {k: getattr(args, k) for k in ("coord_norm", "scale_norm", "frame_norm", "pad") if getattr(args, k) is not None}
 
 
+def add_dataset_arguments(p: argparse.ArgumentParser) -> None:
+    d = p.add_argument_group("dataset (layouts in docs/training.md)")
+    d.add_argument("--dataset", choices=["pfed5", "toronto", "manifest"],
+                   help="pfed5: --data-root + --split-csv [--test-csv]; toronto: --data-root + --repetitions + "
+                        "--scores; manifest: --manifest")
+    d.add_argument("--data-root", help="PFED5: folder of <pid>/<video_id>/*.jpg; Toronto: folder of the videos")
+    d.add_argument("--split-csv", help="PFED5 training split (videoID_subjectID, label, frame count, ..., class)")
+    d.add_argument("--test-csv", help="PFED5 test split (same layout)")
+    d.add_argument("--repetitions", help="Toronto repetition table (File Name, repID, Number of Frames, start, end)")
+    d.add_argument("--scores", help="Toronto rater scores (File Name, <rater>_overall, ...)")
+    d.add_argument("--manifest", help="generic manifest CSV (video,subject,expression,score[,start,end,group,split])")
+
+
 def _recipe(args):
-    from training.loop import TrainConfig
+    from training.loop import TrainConfig, resolve_device
 
     kw = {k: getattr(args, k) for k in ("epochs", "optimizer", "lr", "lr_step", "batch_size", "repeat")
           if getattr(args, k) is not None}
-    return TrainConfig(**kw, learn_sigma=not args.fixed_sigma, seed=args.seed, threads=args.threads)
+    device = resolve_device(args.device)
+    workers = args.loader_workers if args.loader_workers is not None else (4 if device.type == "cuda" else 0)
+    return TrainConfig(**kw, learn_sigma=not args.fixed_sigma, seed=args.seed, threads=args.threads,
+                       device=str(device), amp=not args.no_amp, loader_workers=workers)
+
+
+def _model_json(args) -> dict:
+    import json
+
+    if not args.model_json:
+        return {}
+    try:
+        d = json.loads(args.model_json)
+    except ValueError as exc:
+        raise ValueError(f"--model-json is not JSON: {exc}") from None
+    if not isinstance(d, dict):
+        raise ValueError("--model-json must be a JSON object of ModelConfig fields")
+    from model.config import ModelConfig
+
+    unknown = sorted(set(d) - set(ModelConfig.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"--model-json: unknown model config fields {unknown}")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
+    import sys
 
     if args.demo:
         from training.train import DEMO_CONTRACT, DEMO_STREAMS, run_demo
@@ -92,34 +139,28 @@ def run(args: argparse.Namespace) -> int:
                  fusion_mode=args.fusion_mode or "pooled", streams=args.streams or DEMO_STREAMS,
                  contract={**DEMO_CONTRACT, **_contract(args)})
         return 0
-    if not args.manifest:
-        print("give --manifest CSV (or --demo)")
-        return 2
-    from training.datasets import holdout_validation, read_manifest, split_by_column, subject_folds
-    from training.train import cross_validate, evaluate_checkpoint, train_expression
+    from pathlib import Path
 
-    samples = read_manifest(args.manifest)
-    exprs = [e for e in args.expressions.split(",") if e] or sorted({s.expression for s in samples})
-    common = dict(config=args.config, model_overrides=_overrides(args), train_cfg=_recipe(args),
-                  cache_root=Path(args.work) / "features", init=args.init, progress=not args.quiet,
-                  resume=not args.no_resume, contract_overrides=_contract(args) or None,
-                  extra_meta={"trained_on": args.trained_on} if args.trained_on else None)
-    out = Path(args.out)
-    summary = {}
-    for e in exprs:
-        if args.folds:
-            folds = subject_folds([s for s in samples if s.expression == e], args.folds, seed=args.seed)
-            common_cv = {k: v for k, v in common.items() if k != "resume"}
-            summary[e] = cross_validate(samples, e, folds, out / e, val_fraction=args.val_fraction, **common_cv)
-        else:
-            sp = split_by_column([s for s in samples if s.expression == e])
-            tr, va = (sp["train"], sp["val"]) if sp["val"] else holdout_validation(sp["train"], args.val_fraction,
-                                                                                   args.seed)
-            res = train_expression(e, tr, va, out / e, **common)
-            test = evaluate_checkpoint(res["best_path"], sp["test"], common["cache_root"]) if sp["test"] else None
-            summary[e] = {"best": res["best"], "best_path": res["best_path"],
-                          "test": {k: v for k, v in (test or {}).items() if k not in ("y_true", "y_pred")}}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
-    print(json.dumps(summary, indent=1, default=str)[:4000])
+    from training.datasets import DatasetError
+    from training.loop import DeviceError, ResumeRefused
+    from training.runs import dataset_from_args, print_summary, run_training
+    from training.train import InitError
+
+    try:
+        dataset = dataset_from_args(args)
+        train_cfg = _recipe(args)
+        overrides = {**_overrides(args), **_model_json(args)}
+        trained_on = args.trained_on or dataset.trained_on or None
+        common = dict(config=args.config, model_overrides=overrides, train_cfg=train_cfg,
+                      cache_root=Path(args.work) / "features", init=args.init, init_partial=args.init_partial,
+                      progress=not args.quiet, resume=not args.no_resume, contract_overrides=_contract(args) or None,
+                      trained_on=trained_on)
+        report = run_training(dataset, Path(args.out), expressions=[e for e in args.expressions.split(",") if e],
+                              folds=args.folds, val_fraction=args.val_fraction, seed=args.seed,
+                              workers=args.workers, progress=not args.quiet, common=common,
+                              command="feqa " + " ".join(sys.argv[1:]))
+    except (DatasetError, ResumeRefused, InitError, DeviceError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print_summary(report)
     return 0

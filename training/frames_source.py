@@ -15,6 +15,10 @@ import numpy as np
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
+class RangeOutsideVideo(ValueError):
+    """A frame range asks for frames the video or frame folder does not have."""
+
+
 def list_frames(folder: str | Path) -> list[Path]:
     """Image files of a frame folder in natural order (frame_2 before frame_10)."""
     import re
@@ -95,9 +99,25 @@ def as_video(source: str | Path, *, start: int | None = None, end: int | None = 
         return
     with tempfile.TemporaryDirectory(prefix="feqa-frames-") as tmp:
         dst = Path(tmp) / "clip.mkv"
+        want = None if end is None else end - (start or 0) + 1
         if source.is_dir():
             files = list_frames(source)[slice(start, None if end is None else end + 1)]
-            write_lossless((read_frame(p) for p in files), dst, fps)
+            got = len(files)
+            if not want or got == want:
+                write_lossless((read_frame(p) for p in files), dst, fps)
         else:
-            write_lossless(iter_video_range(source, start, end), dst, video_fps(source))
+            counted = [0]
+
+            def frames():
+                for f in iter_video_range(source, start, end):
+                    counted[0] += 1
+                    yield f
+            try:
+                write_lossless(frames(), dst, video_fps(source))
+            except ValueError:             # no frames at all in the range
+                if not want:
+                    raise
+            got = counted[0]
+        if want and got != want:
+            raise RangeOutsideVideo(f"frames {start}..{end} (0-based) asked, the source has {got} of them")
         yield dst

@@ -48,11 +48,98 @@ class TrainConfig:
     select_on: str = "spearman"     # validation metric for model selection
     color_jitter: float = 0.0       # > 0: per-clip colour, brightness and contrast change of the RGB frames
     ema: float = 0.0                # > 0: validate, select and save an exponential moving average of the weights
+    device: str = "cpu"             # auto | cpu | cuda | cuda:N (resolve_device)
+    amp: bool = True                # bf16 autocast on CUDA devices that support it (never on the CPU)
+    loader_workers: int = 0         # > 0: batches built (augmented, collated) in DataLoader worker processes
+    prefetch: int = 2               # batches each loader worker prepares ahead
     extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+# Settings that do not change what is learned from which data: a run may resume with other values of these
+# (another device, more epochs, more loader processes). Everything else of the recipe is hashed.
+RESUMABLE_FIELDS = ("epochs", "max_steps", "threads", "device", "amp", "loader_workers", "prefetch")
+
+
+class ResumeRefused(ValueError):
+    """`last.pt` was written for other data, another preprocessing contract or another recipe."""
+
+
+class DeviceError(ValueError):
+    """A --device that is not there."""
+
+
+# --------------------------------------------------------------------------------------------- device
+def resolve_device(spec: str = "auto", *, cuda_available: bool | None = None,
+                   device_count: int | None = None) -> torch.device:
+    """`auto` (CUDA when present, else the CPU), `cpu`, `cuda` (= cuda:0) or `cuda:N`; DeviceError otherwise."""
+    spec = (spec or "auto").strip().lower()
+    avail = torch.cuda.is_available() if cuda_available is None else cuda_available
+    count = (torch.cuda.device_count() if avail else 0) if device_count is None else device_count
+    if spec == "auto":
+        return torch.device("cuda:0" if avail and count > 0 else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "cuda" or spec.startswith("cuda:"):
+        idx_s = spec.partition(":")[2] or "0"
+        if not idx_s.isdigit():
+            raise DeviceError(f"--device {spec!r}: give cuda or cuda:N with N a device number")
+        if not avail or count == 0:
+            raise DeviceError(f"--device {spec}: no CUDA device is available here (use --device cpu or auto)")
+        if int(idx_s) >= count:
+            raise DeviceError(f"--device {spec}: only {count} CUDA device(s) here (cuda:0..cuda:{count - 1})")
+        return torch.device(f"cuda:{int(idx_s)}")
+    raise DeviceError(f"--device {spec!r}: expected auto, cpu, cuda or cuda:N")
+
+
+def autocast_dtype(device: torch.device, amp: bool = True, *, bf16_supported: bool | None = None):
+    """bf16 on a CUDA device that supports it (the model's float inputs stay fp32), else None (no autocast)."""
+    if not amp or device.type != "cuda":
+        return None
+    ok = torch.cuda.is_bf16_supported() if bf16_supported is None else bf16_supported
+    return torch.bfloat16 if ok else None
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+# --------------------------------------------------------------------------------------------- hashes
+def _sha(obj) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def run_hashes(model_cfg: ModelConfig, cfg: TrainConfig, train_items: Sequence, val_items: Sequence,
+               contract: dict | None) -> dict:
+    """sha256 of what a checkpoint was trained from: the manifest (training and validation clips with their
+    scores), the preprocessing contract, and the recipe (model config + training settings except
+    RESUMABLE_FIELDS)."""
+    rows = [["train", it.key, float(it.score)] for it in train_items] + \
+           [["val", it.key, float(it.score)] for it in val_items]
+    recipe = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_FIELDS}
+    return {"manifest": _sha(rows), "contract": _sha(contract), "recipe": _sha({"model": model_cfg.to_dict(),
+                                                                              "train": recipe})}
+
+
+def check_resume(ck: dict, hashes: dict, path: Path) -> list[str]:
+    """Raise ResumeRefused naming what changed; returns warnings (a checkpoint that predates hash records)."""
+    old = ck.get("hashes")
+    if not old:
+        return [f"{path} records no manifest/contract/recipe hashes (written by an older version): resuming "
+                "unchecked; use --restart to start over"]
+    changed = [k for k in ("manifest", "contract", "recipe") if old.get(k) != hashes.get(k)]
+    if changed:
+        what = {"manifest": "manifest (the training/validation clips or their scores)",
+                "contract": "preprocessing contract", "recipe": "recipe (model config or training settings)"}
+        raise ResumeRefused(f"{path}: not resuming: the {' and the '.join(what[k] for k in changed)} changed "
+                            "since this checkpoint was written; use --restart to start over, or another --out")
+    return []
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -134,11 +221,32 @@ def make_optimizer(model: TrampFormer, loss: BMCLoss, cfg: TrainConfig) -> torch
 @torch.no_grad()
 def predict(model: TrampFormer, items: Sequence[Item], batch_size: int = 8) -> np.ndarray:
     model.eval()
+    dev = _model_device(model)
     out = []
     for i in range(0, len(items), batch_size):
         chunk = [(it.trajs, it.index_t, it.frames) for it in items[i:i + batch_size]]
-        out.append(model(*collate(chunk, model.cfg.channels)).numpy())
+        x = [t.to(dev, non_blocking=True) for t in collate(chunk, model.cfg.channels)]
+        out.append(model(*x).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+class _EpochBatches(torch.utils.data.Dataset):
+    """One epoch's batches for DataLoader workers: batch i is augmented with its own generator seeded by
+    (seed, epoch, i), so the data do not depend on how many workers build them or in what order."""
+
+    def __init__(self, items, batches, cfg: TrainConfig, epoch: int, uses_rgb: bool, channels) -> None:
+        self.items, self.batches, self.cfg, self.epoch = items, batches, cfg, epoch
+        self.uses_rgb, self.channels = uses_rgb, channels
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int):
+        rng = np.random.default_rng([self.cfg.seed, self.epoch, i])
+        b = self.batches[i]
+        trajs, index_t, frames = collate([augment(self.items[j], self.cfg, rng, self.uses_rgb) for j in b],
+                                         self.channels)
+        return trajs, index_t, frames, torch.tensor([self.items[j].score for j in b], dtype=torch.float32)
 
 
 def spearman(y_true: Sequence[float], y_pred: Sequence[float]) -> float:
@@ -157,19 +265,25 @@ def val_metrics(model: TrampFormer, items: Sequence[Item]) -> dict:
 
 # --------------------------------------------------------------------------------------------- state
 def _rng_state(rng: np.random.Generator) -> dict:
-    return {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state(), "python": random.getstate()}
+    st = {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
 
 
 def _set_rng_state(rng: np.random.Generator, st: dict) -> None:
     rng.bit_generator.state = st["numpy"]
     torch.set_rng_state(st["torch"])
     random.setstate(st["python"])
+    if st.get("cuda") is not None and torch.cuda.is_available() and len(st["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(st["cuda"])
 
 
 def save_checkpoint(path: Path, model: TrampFormer, loss: BMCLoss, opt, sched, epoch: int, step: int,
                     rng: np.random.Generator, cfg: TrainConfig, history: list, best: dict, meta: dict,
-                    ema_state: dict | None = None) -> None:
+                    ema_state: dict | None = None, hashes: dict | None = None) -> None:
     ck = {"ema_state": ema_state} if ema_state is not None else {}
+    ck = {**ck, "hashes": hashes} if hashes else ck
     ck = {**ck, "model_args": model.model_args(), "state_dict": model.state_dict(), "loss_state": loss.state_dict(),
           "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch, "step": step,
           "rng": _rng_state(rng), "train_config": asdict(cfg), "history": history, "best": best, **meta}
@@ -217,16 +331,20 @@ def train(model_cfg: ModelConfig, train_items: Sequence[Item], val_items: Sequen
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    amp_dtype = autocast_dtype(device, cfg.amp)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = TrampFormer(model_cfg)
     if init_state:
         model.load_state_dict(init_state, strict=False)
+    model.to(device)
     ema = _Ema(model, cfg.ema) if cfg.ema > 0 else None
-    loss_fn = BMCLoss(cfg.sigma_init, learnable=cfg.learn_sigma)
+    loss_fn = BMCLoss(cfg.sigma_init, learnable=cfg.learn_sigma).to(device)
     opt = make_optimizer(model, loss_fn, cfg)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+    hashes = run_hashes(model_cfg, cfg, train_items, val_items, (meta or {}).get("contract"))
     meta = {"meta": meta or {}}
     history: list = []
     best: dict = {"epoch": -1, "spearman": -2.0, "mae": float("inf")}
@@ -235,7 +353,10 @@ def train(model_cfg: ModelConfig, train_items: Sequence[Item], val_items: Sequen
     if resume and last.exists():
         ck = torch.load(last, map_location="cpu", weights_only=False)
         if ModelConfig.from_dict(ck["model_args"]) != model_cfg:
-            raise ValueError(f"{last} was trained with another model config; use a fresh --out or --no-resume")
+            raise ResumeRefused(f"{last}: not resuming: it was trained with another model config; use --restart "
+                                "to start over, or another --out")
+        for w in check_resume(ck, hashes, last):
+            log(w)
         model.load_state_dict(ck["state_dict"])
         if ema is not None:
             ema.load(ck.get("ema_state") or ck["state_dict"])
@@ -247,18 +368,24 @@ def train(model_cfg: ModelConfig, train_items: Sequence[Item], val_items: Sequen
         log(f"resumed from {last} at epoch {start_epoch}")
     uses_rgb = model_cfg.uses_rgb
     n = len(train_items)
+    if device.type == "cuda":
+        log(f"training on {device} ({torch.cuda.get_device_name(device)}), autocast "
+            f"{'bf16' if amp_dtype is not None else 'off'}, {cfg.loader_workers} loader workers")
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         order = np.concatenate([rng.permutation(n) for _ in range(cfg.repeat)])
         batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         batches = [b for b in batches if len(b) >= 2]   # BMC needs at least two samples to contrast
         t0, losses = time.time(), []
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
-        for b in bar:
-            batch = [augment(train_items[i], cfg, rng, uses_rgb) for i in b]
-            trajs, index_t, frames = collate(batch, model_cfg.channels)
-            target = torch.tensor([train_items[i].score for i in b], dtype=torch.float32)
-            loss = loss_fn(model(trajs, index_t, frames if uses_rgb else None), target)
+        bar = tqdm(_batch_source(train_items, batches, cfg, epoch, rng, uses_rgb, model_cfg.channels, device),
+                   total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
+        for trajs, index_t, frames, target in bar:
+            trajs, index_t, target = (t.to(device, non_blocking=True) for t in (trajs, index_t, target))
+            frames = frames.to(device, non_blocking=True) if uses_rgb else None
+            with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32,
+                                enabled=amp_dtype is not None):
+                pred = model(trajs, index_t, frames)
+            loss = loss_fn(pred.float(), target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
@@ -282,12 +409,29 @@ def train(model_cfg: ModelConfig, train_items: Sequence[Item], val_items: Sequen
         if _better(vm, best, cfg.select_on) or not val_items:
             best = {"epoch": epoch, **vm}
             save_checkpoint(out / "best.pt", judged, loss_fn, opt, sched, epoch, step, rng, cfg, history, best,
-                            meta)
+                            meta, hashes=hashes)
         save_checkpoint(last, model, loss_fn, opt, sched, epoch, step, rng, cfg, history, best, meta,
-                        ema_state=ema.model.state_dict() if ema is not None else None)
+                        ema_state=ema.model.state_dict() if ema is not None else None, hashes=hashes)
         if cfg.max_steps and step >= cfg.max_steps:
             break
     return {"best": best, "history": history, "best_path": str(out / "best.pt"), "last_path": str(last)}
+
+
+def _batch_source(items, batches, cfg: TrainConfig, epoch: int, rng: np.random.Generator, uses_rgb: bool,
+                  channels, device: torch.device):
+    """(trajs, index_t, frames, target) per batch: built here from the run's generator (loader_workers 0, the
+    reference behaviour, bit-exact on resume), or in DataLoader worker processes with prefetch and pinned memory
+    (each batch with its own (seed, epoch, batch) generator, so resume and worker count do not change the data)."""
+    if cfg.loader_workers <= 0:
+        for b in batches:
+            batch = [augment(items[i], cfg, rng, uses_rgb) for i in b]
+            trajs, index_t, frames = collate(batch, channels)
+            yield trajs, index_t, frames, torch.tensor([items[i].score for i in b], dtype=torch.float32)
+        return
+    loader = torch.utils.data.DataLoader(_EpochBatches(items, batches, cfg, epoch, uses_rgb, channels),
+                                         batch_size=None, shuffle=False, num_workers=cfg.loader_workers,
+                                         prefetch_factor=max(1, cfg.prefetch), pin_memory=device.type == "cuda")
+    yield from loader
 
 
 def _better(vm: dict, best: dict, key: str) -> bool:

@@ -113,7 +113,8 @@ def warm_cache(samples: Sequence[Sample], cache_root: Path, contract: Preprocess
 
 def train_expression(expression: str, train_s: Sequence[Sample], val_s: Sequence[Sample], out_dir: Path, *,
                      config: str = "compact", model_overrides: dict | None = None,
-                     train_cfg: TrainConfig | None = None, cache_root: Path, init: str | None = None,
+                     train_cfg: TrainConfig | None = None, cache_root: Path,
+                     init: str | Sequence[str] | None = None, init_partial: bool = False,
                      progress: bool = True, log: Callable = print, resume: bool = True,
                      contract_overrides: dict | None = None, extra_meta: dict | None = None) -> dict:
     """Train one model for one expression; returns the loop's result plus the model config."""
@@ -123,31 +124,89 @@ def train_expression(expression: str, train_s: Sequence[Sample], val_s: Sequence
     va = load_items([s for s in val_s if s.expression == expression], cache, log)
     if len(tr) < 2:
         raise ValueError(f"{expression}: {len(tr)} training clips; need at least 2")
-    init_state = None
+    init_state, init_report = None, None
     if init:
-        init_state = load_pretrained(cfg, init, log)
+        init_state, init_report = load_init(cfg, [init] if isinstance(init, str | Path) else list(init),
+                                            init_partial, log)
     tcfg = train_cfg or TrainConfig()
     meta = {"expression": expression, "config_name": config,
             "contract": model_contract(cfg, **(contract_overrides or {})).to_dict(),
-            "n_train": len(tr), "n_val": len(va), **(extra_meta or {})}
+            "n_train": len(tr), "n_val": len(va), **({"init": init_report} if init_report else {}),
+            **(extra_meta or {})}
     res = train(cfg, tr, va, tcfg, out_dir, meta=meta, progress=progress, log=log, init_state=init_state,
                 resume=resume)
-    return {**res, "model_config": cfg.to_dict(), "n_train": len(tr), "n_val": len(va)}
+    return {**res, "model_config": cfg.to_dict(), "n_train": len(tr), "n_val": len(va), "init": init_report,
+            "train_items": tr, "val_items": va}
 
 
-def load_pretrained(cfg: ModelConfig, path: str, log: Callable = print) -> dict:
-    """Published encoders (reference key layout, e.g. FormerDFER_DFEW.pth / SkateFormer_256_rgb1x1.pth)
-    mapped through model.keymap; only tensors whose shapes match this config are kept, and the count is logged."""
-    from model.keymap import convert_state_dict, read_state_dict
+class InitError(ValueError):
+    """--init weights that do not fit the model (strict), or fit nothing at all (--init-partial)."""
+
+
+def load_init(cfg: ModelConfig, paths: Sequence[str], partial: bool = False, log: Callable = print,
+              ) -> tuple[dict, dict]:
+    """Published encoders or whole checkpoints in the reference key layout (FormerDFER_DFEW.pth,
+    SkateFormer_256_rgb1x1.pth, ...), mapped through model.keymap, one or several files.
+
+    Strict (the default): every key of each file maps, fits this config's shape, and covers the whole part it
+    belongs to (`traj.`, `rgb.`, `fusion.`, `head.`; a bare Former-DFER file may leave `rgb.clip_proj` out, but
+    only whole); two files setting the same tensor are refused. `partial`: tensors whose shape does not fit (or
+    that this config lacks) are dropped, each one listed. Returns (state to load, report): the report has per
+    part the tensors loaded and those left at random initialisation, the dropped tensors and each file's sha256."""
+    from model.keymap import convert_state_dict, fit_problems, part_of, read_state_dict
+    from model.manifest import sha256_file
     from model.network import TrampFormer
 
-    mapped, unmapped = convert_state_dict(read_state_dict(path))
     own = TrampFormer(cfg).state_dict()
-    keep = {k: v for k, v in mapped.items() if k in own and own[k].shape == v.shape}
-    log(f"pretrained {path}: {len(keep)} of {len(own)} tensors loaded ({len(unmapped)} reference keys unmapped)")
-    if not keep:
-        raise ValueError(f"no tensor of {path} fits the {cfg.name} config; pretrained encoders fit `paper`")
-    return keep
+    state: dict = {}
+    files, dropped = [], []
+    for path in paths:
+        try:
+            mapped, skipped = convert_state_dict(read_state_dict(path))
+        except (KeyError, OSError, RuntimeError) as exc:
+            raise InitError(f"--init {path}: {exc}") from None
+        clash = sorted(state.keys() & mapped.keys())
+        if clash:
+            raise InitError(f"--init {path} sets {len(clash)} tensors another --init file set too ({clash[:3]})")
+        if partial:
+            keep = {k: v for k, v in mapped.items() if k in own and own[k].shape == v.shape}
+            drop = [{"file": str(path), "tensor": k, "reference_shape": list(v.shape),
+                     "model_shape": list(own[k].shape) if k in own else None} for k, v in mapped.items()
+                    if k not in keep]
+            dropped += drop
+        else:
+            bad = fit_problems(own, mapped)
+            if any(bad.values()):
+                said = "; ".join(f"{k} {len(v)}: {v[:3]}" for k, v in bad.items() if v)
+                raise InitError(f"--init {path} does not fit the {cfg.name} config strictly ({said}); "
+                                "the published encoders fit `paper`; --init-partial loads what fits and lists "
+                                "the rest")
+            keep = mapped
+        state.update(keep)
+        files.append({"path": str(path), "sha256": sha256_file(path), "loaded": len(keep),
+                      "skipped_classifier_keys": skipped,
+                      "dropped": len(mapped) - len(keep)})
+    if not state:
+        raise InitError(f"no tensor of {', '.join(map(str, paths))} fits the {cfg.name} config; the published "
+                        "encoders fit `paper`")
+    parts: dict = {}
+    for k in own:
+        p = parts.setdefault(part_of(k), {"loaded": 0, "random": 0, "random_tensors": []})
+        if k in state:
+            p["loaded"] += 1
+        else:
+            p["random"] += 1
+            p["random_tensors"].append(k)
+    report = {"mode": "partial" if partial else "strict", "files": files, "parts": parts, "dropped": dropped}
+    for f in files:
+        log(f"init {f['path']} (sha256 {f['sha256'][:12]}): {f['loaded']} tensors loaded, {f['dropped']} dropped")
+    for d in dropped:
+        log(f"  dropped {d['tensor']}: reference {tuple(d['reference_shape'])} vs model "
+            f"{tuple(d['model_shape']) if d['model_shape'] else 'absent'}")
+    for name, p in parts.items():
+        log(f"  part {name:8s} {p['loaded']:4d} loaded, {p['random']:4d} random"
+            + (" (all random)" if not p["loaded"] else ""))
+    return {k: v.to(own[k].dtype) for k, v in state.items()}, report
 
 
 def checkpoint_contract(ck: dict, cfg: ModelConfig) -> PreprocessContract:

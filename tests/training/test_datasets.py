@@ -79,8 +79,8 @@ def _toronto_layout(tmp_path, subjects):
         for task in ("BLOW", "SPREAD", "BIGSMILE"):
             name = f"{sub}_{task}_01"
             (root / "videos" / f"{name}.mp4").write_bytes(b"stub")
-            for r in range(2):
-                reps.append(f"{name}.mp4,{r + 1},100,{r * 50},{r * 50 + 49}")
+            for r in range(2):            # 1-based inclusive, Number of Frames = end - start + 1, as published
+                reps.append(f"{name},{r + 1},50,{r * 50 + 1},{r * 50 + 50}")
             scores.append(f"{name}.mp4,{1 + i % 3},{2 + i % 3},{i % 4}")
     (tmp_path / "reps.csv").write_text("\n".join(reps) + "\n")
     (tmp_path / "scores.csv").write_text("\n".join(scores) + "\n")

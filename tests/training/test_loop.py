@@ -149,3 +149,62 @@ def test_ema_follows_the_weights_the_optimiser_changes_in_place():
     for k, v in ema.model.state_dict().items():
         if v.dtype.is_floating_point and k in dict(model.named_parameters()):
             torch.testing.assert_close(v, 0.9 * before[k] + 0.1 * (before[k] + 1.0))
+
+
+def test_resume_refuses_a_changed_contract_manifest_or_recipe_and_names_it(tmp_path):
+    import pytest
+
+    from training.loop import ResumeRefused
+
+    items = synthetic_items(10)
+    cfg = TrainConfig(epochs=1, optimizer="sgd", repeat=1, threads=1, random_crop=False)
+    meta = {"contract": {"tp": 32, "coord_norm": "first_frame_nose_tip"}}
+    quiet = dict(progress=False, log=lambda *_: None)
+    train(tiny_cfg(), items, items[:5], cfg, tmp_path, meta=meta, **quiet)
+    with pytest.raises(ResumeRefused, match="preprocessing contract") as exc:
+        train(tiny_cfg(), items, items[:5], cfg, tmp_path, meta={"contract": {**meta["contract"],
+                                                                              "coord_norm": "first_frame_aligned"}},
+              **quiet)
+    assert "manifest" not in str(exc.value) and "recipe" not in str(exc.value)
+    with pytest.raises(ResumeRefused, match="manifest"):
+        train(tiny_cfg(), items[1:], items[:5], cfg, tmp_path, meta=meta, **quiet)
+    with pytest.raises(ResumeRefused, match="recipe"):
+        train(tiny_cfg(), items, items[:5], TrainConfig(**{**cfg.__dict__, "lr": 0.5}), tmp_path, meta=meta,
+              **quiet)
+    # more epochs, another device or thread count: the same run, resumed
+    more = TrainConfig(**{**cfg.__dict__, "epochs": 2, "threads": 2})
+    res = train(tiny_cfg(), items, items[:5], more, tmp_path, meta=meta, **quiet)
+    assert [h["epoch"] for h in res["history"]] == [0, 1]
+
+
+def test_device_selection_and_autocast_policy():
+    import pytest
+
+    from training.loop import DeviceError, autocast_dtype, resolve_device
+
+    assert str(resolve_device("auto", cuda_available=False, device_count=0)) == "cpu"
+    assert str(resolve_device("auto", cuda_available=True, device_count=2)) == "cuda:0"
+    assert str(resolve_device("cuda", cuda_available=True, device_count=1)) == "cuda:0"
+    assert str(resolve_device("CUDA:1", cuda_available=True, device_count=2)) == "cuda:1"
+    assert str(resolve_device("cpu", cuda_available=True, device_count=2)) == "cpu"
+    for spec, avail, n, said in (("cuda", False, 0, "no CUDA device"), ("cuda:2", True, 2, "only 2"),
+                                 ("cuda:x", True, 1, "cuda:N"), ("tpu", True, 1, "expected auto")):
+        with pytest.raises(DeviceError, match=said):
+            resolve_device(spec, cuda_available=avail, device_count=n)
+    cuda, cpu = torch.device("cuda:0"), torch.device("cpu")
+    assert autocast_dtype(cuda, True, bf16_supported=True) is torch.bfloat16
+    assert autocast_dtype(cuda, True, bf16_supported=False) is None          # fp16 is not used (no scaler)
+    assert autocast_dtype(cuda, False, bf16_supported=True) is None
+    assert autocast_dtype(cpu, True, bf16_supported=True) is None
+
+
+def test_loader_workers_build_the_same_batches_whatever_their_number(tmp_path):
+    items = synthetic_items(12)
+    base = dict(epochs=1, optimizer="adam", lr=1e-3, repeat=1, batch_size=4, threads=1, seed=3)
+    states = []
+    for w in (1, 2):
+        res = train(tiny_cfg(), items, items[:4], TrainConfig(**base, loader_workers=w, prefetch=2),
+                    tmp_path / f"w{w}", progress=False, log=lambda *_: None)
+        states.append(load_model(res["last_path"])[0].state_dict())
+    for k, v in states[0].items():
+        torch.testing.assert_close(v, states[1][k], rtol=0, atol=0)
