@@ -25,9 +25,30 @@ class Progress(BaseModel):
     percent: float = Field(ge=0, le=100)
 
 
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="where in the request: e.g. ['header', 'idempotency-key']")
+    msg: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details: every error answer of the API (media type application/problem+json)."""
+    type: str = Field(description="urn:feqa:problem:<code>")
+    title: str = Field(description="what happened, in plain words (the same for every occurrence of the code)")
+    status: int = Field(description="the HTTP status")
+    detail: str = Field(description="the facts of this occurrence, then what to do")
+    code: str = Field(description="stable machine-readable code (docs/api.md lists them)")
+    instance: str | None = Field(None, description="the request path")
+    details: dict[str, Any] | None = Field(None, description=(
+        "facts a client can act on, e.g. index (0-based position of the video or expression concerned), "
+        "served (the expressions served), expected"))
+    errors: list[FieldError] | None = Field(None, description="for invalid_request: which fields do not match")
+
+
 class ErrorInfo(BaseModel):
     code: str
-    message: str
+    title: str | None = Field(None, description="what happened, in plain words")
+    message: str = Field(description="the facts, then what to do, in plain words")
+    what_to_do: str | None = None
     details: dict[str, Any] | None = Field(None, description="e.g. the quality report of a video without a usable face")
 
 

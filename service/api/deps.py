@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.security import APIKeyHeader, HTTPBearer
 
 from service import problems
 from worker.jobs.storage import LocalStorage
@@ -112,7 +113,17 @@ def authenticate(request: Request, store: Store, settings: Settings) -> Principa
     return principal
 
 
-async def current_principal(request: Request, store: StoreDep, settings: SettingsDep) -> Principal:
+# Declared for /openapi.json only (the security schemes generated clients use); `presented_key` reads
+# the headers itself, so that the cookie works too and a missing key is our own 401 problem.
+BEARER = HTTPBearer(auto_error=False, scheme_name="bearerAuth",
+                    description="an API key (`feqa serve --create-key TENANT`) as `Authorization: Bearer <key>`")
+API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="apiKeyHeader",
+                              description="the same API key in the `X-API-Key` header")
+
+
+async def current_principal(request: Request, store: StoreDep, settings: SettingsDep,
+                            _bearer: Annotated[object, Depends(BEARER)] = None,
+                            _api_key: Annotated[object, Depends(API_KEY_HEADER)] = None) -> Principal:
     """The caller (tenant + key id); raises 401 or 429 as problem+json. Only a key missing from the
     cache costs a thread hop and a query."""
     key = presented_key(request)

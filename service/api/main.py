@@ -6,7 +6,7 @@ import logging
 from fastapi import FastAPI
 
 from service import problems
-from service.api import metrics
+from service.api import metrics, openapi
 from service.api.deps import KeyCache, RateLimiter
 from service.api.routes import assessments, docs, health, models, web
 from service.queue import Queue
@@ -28,7 +28,8 @@ estimates, preliminary until a clinician signs them."""
 def create_app(settings: Settings | None = None, *, queue: Queue | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(title="FEQA clinical inference API", version="1", description=DESCRIPTION,
-                  openapi_url="/openapi.json", docs_url=None, redoc_url=None)
+                  openapi_url="/openapi.json", docs_url=None, redoc_url=None,
+                  generate_unique_id_function=openapi.operation_id)
     app.state.settings = settings
     app.state.store = Store(settings.db_url)            # runs the migrations
     app.state.storage = LocalStorage(settings.storage_root)
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None, *, queue: Queue | None = None) 
     app.state.metrics = metrics.Metrics(app.state.store)
     app.add_middleware(metrics.MetricsMiddleware, metrics=app.state.metrics)
     problems.install(app)
+    openapi.install(app)
     for router in (assessments.router, models.router, health.router, metrics.router):
         app.include_router(router)
     app.include_router(docs.router)  # GET /docs and /static/swagger/* (before the web form's /static/*)

@@ -121,7 +121,7 @@ def _store_upload(store: Store, storage: LocalStorage, principal: Principal, aid
 
 @router.post("", status_code=202, response_model=AssessmentCreated, openapi_extra={"requestBody": UPLOAD_BODY},
              responses={200: {"model": AssessmentCreated, "description": "idempotent replay"},
-                        401: PROBLEM, 413: PROBLEM, 415: PROBLEM, 422: PROBLEM, 429: PROBLEM})
+                        401: PROBLEM, 413: PROBLEM, 415: PROBLEM, 422: PROBLEM, 429: PROBLEM, 503: PROBLEM})
 async def create_assessment(request: Request, principal: PrincipalDep, store: StoreDep, storage: StorageDep,
                             settings: SettingsDep,
                             idempotency_key: Annotated[str | None, Header(max_length=256)] = None) -> JSONResponse:
@@ -227,7 +227,7 @@ def get_fhir(assessment_id: str, principal: PrincipalDep, store: StoreDep, setti
     return JSONResponse(fhir_observation(a, items, settings.fhir_code_system), media_type="application/fhir+json")
 
 
-@router.post("/{assessment_id}/retry", response_model=RetryOut, status_code=202,
+@router.post("/{assessment_id}/retry", response_model=RetryOut, status_code=202, operation_id="retry_assessment",
              responses={404: PROBLEM, 409: PROBLEM})
 def retry(assessment_id: str, request: Request, principal: PrincipalDep, store: StoreDep,
           settings: SettingsDep) -> JSONResponse:
@@ -246,7 +246,7 @@ def retry(assessment_id: str, request: Request, principal: PrincipalDep, store: 
                         status_code=202)
 
 
-@router.delete("/{assessment_id}", status_code=204, responses={404: PROBLEM})
+@router.delete("/{assessment_id}", status_code=204, responses={404: PROBLEM}, operation_id="delete_assessment")
 def delete(assessment_id: str, principal: PrincipalDep, store: StoreDep, storage: StorageDep) -> None:
     """Delete the videos, pictures and results; the audit trail stays."""
     prefixes = store.delete_assessment(principal.tenant, assessment_id)
