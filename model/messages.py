@@ -119,6 +119,9 @@ FALLBACK = ("Something went wrong.", _IT)
 _CLASS_NAME = re.compile(r"\s*\((?:[A-Z][A-Za-z]*(?:Error|Exception|Unavailable|Exceeded|Mismatch)|"
                          r"[A-Z][a-z]+[A-Z][A-Za-z]*)\)")
 
+# An absolute server path inside a text ("no model in /app/models/x"): only its last part is shown.
+_PATH = re.compile(r"(?<![\w:/])/(?:[\w.\-]+/)+([\w.\-]+)")
+
 
 def known(code: str) -> bool:
     return code in MESSAGES
@@ -131,8 +134,9 @@ def message(code: str | None) -> dict[str, str]:
 
 
 def plain(text: str | None) -> str:
-    """The text without exception class names, e.g. "not readable (InvalidDataError)" -> "not readable"."""
-    return _CLASS_NAME.sub("", text or "").strip()
+    """The text without exception class names or server paths, e.g. "not readable (InvalidDataError)" ->
+    "not readable", "no model in /app/models/demo" -> "no model in demo"."""
+    return _PATH.sub(r"\1", _CLASS_NAME.sub("", text or "")).strip()
 
 
 def explain(code: str | None, specific: str | None = None) -> str:

@@ -20,6 +20,10 @@ from worker.runtime import ProcessState, app, load_models, picture_pool, state, 
 from worker.settings import get_settings
 
 log = logging.getLogger("feqa.worker")
+# What a failed item says for an unexpected error: its own text may name classes or server paths.
+UNEXPECTED = {"model_unavailable": "no model is loaded for this expression on the worker",
+              "model_checksum_mismatch": "the model file for this expression is damaged",
+              "internal_error": "the video could not be scored"}
 
 
 # --- tasks ------------------------------------------------------------------------------------
@@ -118,8 +122,7 @@ def assess_item(self, item_id: int) -> str:
         log.exception("item %s failed", item_id)
         # The class name goes to the log above, never to the person reading the item (model.messages
         # adds what to do when the API shows it).
-        st.store.fail_item(item_id, code, "the video could not be scored" if code == "internal_error"
-                           else getattr(exc, "message", "the video could not be scored"))
+        st.store.fail_item(item_id, code, UNEXPECTED.get(code, UNEXPECTED["internal_error"]))
         return code
     if wrote:
         drop_video(st, item)

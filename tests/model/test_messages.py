@@ -86,6 +86,8 @@ def test_messages_are_plain_sentences(code):
 def test_exception_class_names_are_taken_out_of_specific_texts():
     assert messages.plain("not a readable video file (InvalidDataError)") == "not a readable video file"
     assert messages.plain("scoring failed (ModelUnavailable); try again") == "scoring failed; try again"
+    assert messages.plain("no model for 'kiss' in /app/models/demo") == "no model for 'kiss' in demo"
+    assert messages.plain("see https://x.org/a/b") == "see https://x.org/a/b"
     text = messages.explain("not_a_video", "not a readable video file (InvalidDataError)")
     assert text.startswith("Not a readable video file. Record the task again")
     assert "Error" not in text

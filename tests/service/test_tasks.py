@@ -68,7 +68,10 @@ def test_an_expression_without_a_model_fails_as_model_unavailable(task_env, vide
     tasks, st = task_env
     item_id = add_item(st, video_path, expression="frown")
     assert tasks.assess_item.apply(args=[item_id]).get() == "model_unavailable"
-    assert st.store.get_item(item_id).error_code == "model_unavailable"
+    it = st.store.get_item(item_id)
+    assert it.error_code == "model_unavailable"
+    # the scorer's own text names the model directory: the item's message (shown to users) must not
+    assert it.error_message == "no model is loaded for this expression on the worker"
 
 
 def test_transient_errors_are_retried_twice_then_fail(task_env, video_path, monkeypatch):
