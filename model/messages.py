@@ -87,9 +87,13 @@ MESSAGES: dict[str, tuple[str, str]] = {
                     "Ask the patient to face the camera and record again."),
     "head_moves_too_much": ("The head moved too much while recording.",
                             "Ask the patient to keep the head still (rest it if needed) and record again."),
+    "head_tilted": ("The head is tilted (chin far up or down, or leaning to one side).",
+                    "Ask the patient to hold the head upright, facing the camera, and record again."),
     # quality warnings (shown, do not block a score)
     "other_faces": ("Another face was seen in the video at times.", "Next time, record with only the patient in view."),
     "face_missing_at_times": ("The face was out of view at times.", "Next time, keep the face in view throughout."),
+    "head_turned_at_times": ("The head was turned away from the camera at times.",
+                             "Check the score; next time, ask the patient to face the camera throughout."),
     # --- whole-recording findings (shown with a score) --------------------------------------------
     "fewer_repetitions_than_asked": ("The patient did the movement fewer times than the task asks.",
                                      "Check the recording; record again if the task was cut short."),
