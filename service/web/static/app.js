@@ -3,7 +3,6 @@
 
 (function () {
   const API = document.body.dataset.api || "";
-  const MEANINGS = ["normal", "slight", "mild", "moderate", "severe"];
   const TERMINAL = new Set(["succeeded", "failed", "partly_failed", "cancelled", "deleted"]);
   const VIDEO_EXT = /\.(mp4|m4v|mov|webm|mkv|avi|3gp|ogv|mpg|mpeg)$/i;
   const RECORDER_TYPES = ["video/webm;codecs=vp9", "video/webm;codecs=vp8", "video/webm", "video/mp4"];
@@ -84,7 +83,7 @@
   }
 
   function activeTasks() {
-    return $$(`.tasks[data-protocol="${activeProtocol()}"] .task`);
+    return $$(`.tasks[data-protocol="${activeProtocol()}"] .task:not(.unserved)`);
   }
 
   function titleOf(expression) {
@@ -172,19 +171,95 @@
     return "Not for clinical use: this model is not approved for clinical use (trained on: " + (t || "unknown") + ").";
   }
 
+  // What the server serves, from GET /v1/models: per protocol, per task, served or not and why.
+  let served = null;   // null: not known (not signed in, or the call failed): everything stays offered
+  let modelReasons = [];
+
+  function servedFrom(body) {
+    const out = {};
+    const servedSet = new Set(Array.isArray(body.expressions) ? body.expressions : []);
+    const models = Array.isArray(body.models) ? body.models : [];
+    for (const m of models) if (m && m.expression && m.served !== false) servedSet.add(m.expression);
+    const general = body.problem ? String(body.problem) : "";
+    const protocols = body.protocols && typeof body.protocols === "object" ? body.protocols : {};
+    for (const [key, proto] of Object.entries(protocols)) {
+      const tasks = Array.isArray(proto) ? proto : Array.isArray(proto && proto.tasks) ? proto.tasks
+        : Array.isArray(proto && proto.expressions) ? proto.expressions : [];
+      out[key] = {};
+      for (const t of tasks) {
+        const expr = typeof t === "string" ? t : t && (t.expression || t.name);
+        if (!expr) continue;
+        const on = typeof t === "object" && typeof t.served === "boolean" ? t.served : servedSet.has(expr);
+        const why = typeof t === "object" ? t.reason_text || t.message || t.reason || "" : "";
+        out[key][expr] = { served: on, reason: on ? "" : words(why) || general || "no model for this task is loaded on the server" };
+      }
+    }
+    return out;
+  }
+
   async function loadModels() {
-    const box = $("#model-warning");
     let models = [];
     try {
       const body = await api("GET", "/v1/models");
       models = Array.isArray(body) ? body : body.models || body.items || [];
+      served = Array.isArray(body) ? null : servedFrom(body);
     } catch (e) {
-      box.hidden = true;
+      served = null;
+      modelReasons = [];
+      applyServed();
+      updateBanners();
       return;
     }
-    const reasons = Array.from(new Set(models.map(notClinicalReason).filter(Boolean)));
-    box.textContent = reasons.length ? reasons.join(" ") + " Scores are for demonstration and testing only." : "";
-    box.hidden = !reasons.length;
+    modelReasons = Array.from(new Set(models.map(notClinicalReason).filter(Boolean)));
+    applyServed();
+    updateBanners();
+  }
+
+  // One warning banner at a time: the report's own when a report is on screen, else the models'.
+  function updateBanners() {
+    const box = $("#model-warning");
+    const reportShown = !$("#report").hidden;
+    box.textContent = modelReasons.length ? modelReasons.join(" ") + " Scores are for demonstration and testing only." : "";
+    box.hidden = reportShown || !modelReasons.length;
+  }
+
+  function isServed(protocol, expression) {
+    if (!served || !served[protocol]) return true;
+    const t = served[protocol][expression];
+    return t ? t.served : false;
+  }
+
+  // Grey out what the server does not serve, with the reason; a protocol with nothing served is disabled.
+  function applyServed() {
+    for (const block of $$(".tasks")) {
+      const proto = block.dataset.protocol;
+      let any = false;
+      for (const task of $$(".task", block)) {
+        const expr = task.dataset.expression;
+        const on = isServed(proto, expr);
+        any = any || on;
+        task.classList.toggle("unserved", !on);
+        task.toggleAttribute("aria-disabled", !on);
+        if (!on) task.setAttribute("aria-disabled", "true");
+        const note = $("#unserved-" + expr);
+        const t = served && served[proto] && served[proto][expr];
+        note.textContent = on ? "" : "Not available: " + (t ? t.reason : "this server does not serve this task") + ".";
+        note.hidden = on;
+        if (!on && chosen.has(expr)) { chosen.delete(expr); updateChosen(expr); }
+      }
+      const radio = $(`input[name=protocol][value="${proto}"]`);
+      const note = $("#served-" + proto);
+      const known = served && served[proto];
+      radio.disabled = Boolean(served) && !any;
+      note.textContent = radio.disabled ? (known ? "– not available: no task of this protocol is served" : "– not available on this server") : "";
+      note.hidden = !radio.disabled;
+    }
+    const checked = $("input[name=protocol]:checked");
+    if (checked && checked.disabled) {
+      const other = $$("input[name=protocol]").find((r) => !r.disabled);
+      if (other) other.checked = true;
+    }
+    switchProtocol();
   }
 
   // ---------------------------------------------------------------- choosing videos
@@ -269,7 +344,10 @@
     for (const block of $$(".tasks")) {
       const on = block.dataset.protocol === proto;
       block.hidden = !on;
-      for (const ctl of $$("input, button", block)) ctl.disabled = !on;
+      for (const task of $$(".task", block)) {
+        const usable = on && isServed(block.dataset.protocol, task.dataset.expression);
+        for (const ctl of $$("input, button", task)) ctl.disabled = !usable;
+      }
     }
     closeRecorder();
   }
@@ -296,6 +374,7 @@
     $("#rec-time").textContent = "00:00";
     $("#countdown").textContent = "";
     $("#rec-start").disabled = true;
+    $("#rec-start").textContent = "Start recording";
     $("#rec-stop").disabled = true;
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
       status.textContent = "This browser cannot use the webcam here (it needs a secure HTTPS address). Upload a file instead.";
@@ -361,7 +440,10 @@
   }
 
   function stopRecording() {
+    // Disabling the focused Stop button would drop keyboard focus to the page: move it first.
+    const hadFocus = document.activeElement === $("#rec-stop");
     if (rec.recorder && rec.recorder.state !== "inactive") rec.recorder.stop();
+    if (hadFocus) $("#rec-status").focus();
     $("#rec-stop").disabled = true;
   }
 
@@ -379,6 +461,8 @@
     }
     $("#countdown").textContent = "";
     $("#rec-start").disabled = false;
+    $("#rec-start").textContent = "Record again";
+    if (document.activeElement === $("#rec-status") || document.activeElement === document.body) $("#rec-start").focus();
   }
 
   function closeRecorder() {
@@ -503,6 +587,18 @@
   }
 
   // ---------------------------------------------------------------- progress
+  // Each stage reports its own 0-100 %; the bar shows the item's progress over all stages, never going back.
+  const STAGE_SPAN = { queued: [0, 0], decoding: [0, 15], tracking: [15, 85], scoring: [85, 97], done: [100, 100] };
+  const shown = new Map();  // item index -> highest percent shown
+
+  function overallPercent(item) {
+    if (item.status === "succeeded" || item.status === "failed") return 100;
+    const p = item.progress || {};
+    const span = STAGE_SPAN[p.stage] || [0, 97];
+    const within = Math.max(0, Math.min(100, Number(p.percent) || 0));
+    return Math.round(span[0] + ((span[1] - span[0]) * within) / 100);
+  }
+
   function progressRow(expression, index) {
     const id = "bar-" + index;
     const bar = el("div", {
@@ -514,13 +610,33 @@
       bar, el("span", { className: "bar-stage", id: id + "-stage", text: "queued" }));
   }
 
+  function showView(name) {
+    // one of: form, progress, report, history (the form may also show below a report: see showReport)
+    $("#assess").hidden = name !== "form";
+    $("#progress").hidden = name !== "progress";
+    $("#report").hidden = name !== "report";
+    $("#history").hidden = name !== "history";
+    if (name !== "history") $("#nav-new").setAttribute("aria-current", "page");
+    else $("#nav-new").removeAttribute("aria-current");
+    if (name === "history") $("#nav-history").setAttribute("aria-current", "page");
+    else $("#nav-history").removeAttribute("aria-current");
+    updateBanners();
+  }
+
+  function pageError(message) {
+    const box = $("#page-error");
+    box.textContent = message || "";
+    box.hidden = !message;
+    if (message) box.focus();
+  }
+
   function startProgress(id, expressions) {
     history.replaceState(null, "", "#assessment=" + encodeURIComponent(id));
-    $("#assess").hidden = true;
-    $("#report").hidden = true;
+    pageError("");
+    shown.clear();
     const list = $("#progress-list");
     list.replaceChildren(...expressions.map((e, i) => progressRow(e, i)));
-    $("#progress").hidden = false;
+    showView("progress");
     $("#status-line").textContent = "Uploaded. Waiting for a worker…";
     // The form (and the focused submit button) is hidden now: move focus to the progress heading.
     $("#progress-title").setAttribute("tabindex", "-1");
@@ -530,17 +646,16 @@
 
   function updateProgress(job) {
     for (const item of job.items || []) {
-      const row = $(`#progress-list li[data-index="${item.index}"]`);
+      let row = $(`#progress-list li[data-index="${item.index}"]`);
       if (!row) {
-        $("#progress-list").append(progressRow(item.expression, item.index));
-        continue;
+        row = progressRow(item.expression, item.index);
+        $("#progress-list").append(row);
       }
-      const p = item.progress || {};
-      let pct = Math.round(Number(p.percent) || 0);
-      if (item.status === "succeeded" || item.status === "failed") pct = 100;
+      const pct = Math.max(shown.get(item.index) || 0, overallPercent(item));
+      shown.set(item.index, pct);
       const bar = $(".bar", row);
       bar.setAttribute("aria-valuenow", String(pct));
-      const stage = item.status === "running" ? (p.stage || "processing") : item.status;
+      const stage = item.status === "running" ? ((item.progress || {}).stage || "processing") : item.status;
       bar.setAttribute("aria-valuetext", stage + ", " + pct + "%");
       $(".fill", bar).style.width = pct + "%";
       $(".bar-stage", row).textContent = stage + " " + pct + "%";
@@ -566,8 +681,11 @@
         pollTimer = setTimeout(() => poll(id), POLL_MS * 3);
         return;
       }
-      $("#status-line").textContent = "Could not read the assessment: " + describe(p);
-      $("#assess").hidden = false;
+      // A link to an assessment this key cannot read (another clinic's, deleted, expired): say so at the top.
+      history.replaceState(null, "", location.pathname);
+      showView("form");
+      pageError("This assessment link cannot be opened: " + describe(p) +
+        ". It may belong to another clinic's account, or it was deleted. Sign in with the right key, or start a new assessment.");
       return;
     }
     updateProgress(job);
@@ -597,7 +715,7 @@
   }
 
   function picturesPending(job) {
-    return (job.items || []).some((i) => i.status === "succeeded" &&
+    return (job.items || []).some((i) => i.status === "succeeded" && !(i.result && i.result.abstained) &&
       (i.pictures ? i.pictures === "pending" : !hasPictures(i)));
   }
 
@@ -611,22 +729,167 @@
         continue;
       }
       if (!hasPictures(item)) continue;
-      if (pending) pending.remove();
-      card.append(pictures(item));
+      const pics = pictures(item);
+      if (pending) pending.replaceWith(pics);
+      else $(".card-main", card).append(pics);
     }
   }
 
+  // ---------------------------------------------------------------- scales, measures and charts
+  function num(x) { return typeof x === "number" && Number.isFinite(x) ? x : null; }
+  function fmt(x, digits) { return num(x) === null ? "–" : Number(x).toFixed(digits === undefined ? 2 : digits); }
+  function words(code) { return String(code || "").replace(/_/g, " "); }
+
+  // The result's own scale (model.scales via the API): min, max and the words for each grade.
+  function scaleOf(result) {
+    const s = result && result.scale;
+    if (!s || typeof s !== "object") return null;
+    const meanings = s.meanings || {};
+    return { title: s.title || s.name || "", min: num(s.min), max: num(s.max), meanings };
+  }
+
+  function meaningOf(result, rounded) {
+    if (result.meaning) return result.meaning;
+    const s = scaleOf(result);
+    return s && s.meanings ? s.meanings[String(rounded)] || "" : "";
+  }
+
+  function repetitionsOf(result) {
+    return Array.isArray(result && result.repetitions) ? result.repetitions.filter((r) => r && typeof r === "object") : [];
+  }
+
+  function regionsOf(result) {
+    const m = result && result.measures;
+    return m && typeof m.regions === "object" && m.regions ? m.regions : {};
+  }
+
+  // A repetition's amplitude: its own amplitude/range-of-motion measure, else the largest region's.
+  function amplitudeOf(rep) {
+    const m = rep.measures || {};
+    for (const k of ["amplitude_iod", "rom_iod", "amplitude"]) if (num(m[k]) !== null) return m[k];
+    const regions = m.regions && typeof m.regions === "object" ? Object.values(m.regions) : [];
+    const roms = regions.map((r) => (r && num(r.rom_iod)) ?? null).filter((v) => v !== null);
+    return roms.length ? Math.max(...roms) : null;
+  }
+
+  // Left and right per region: explicit left/right values, or left_X/right_X region pairs.
+  function leftRightOf(result) {
+    const regions = regionsOf(result);
+    const out = [];
+    for (const [name, r] of Object.entries(regions)) {
+      if (!r || typeof r !== "object") continue;
+      const l = num(r.left_rom_iod) ?? num(r.rom_left_iod) ?? num((r.left || {}).rom_iod) ?? num(r.left);
+      const rr = num(r.right_rom_iod) ?? num(r.rom_right_iod) ?? num((r.right || {}).rom_iod) ?? num(r.right);
+      if (l !== null && rr !== null) out.push({ name: words(name), left: l, right: rr, asym: num(r.asymmetry) });
+    }
+    if (out.length) return out;
+    for (const [name, r] of Object.entries(regions)) {
+      const m = name.match(/^left_(.+)$/);
+      const other = m && regions["right_" + m[1]];
+      if (other && num((r || {}).rom_iod) !== null && num(other.rom_iod) !== null) {
+        out.push({ name: words(m[1]), left: r.rom_iod, right: other.rom_iod, asym: null });
+      }
+    }
+    return out;
+  }
+
+  const SVG = "http://www.w3.org/2000/svg";
+  function svg(tag, attrs, ...children) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs || {})) if (v !== null && v !== undefined) node.setAttribute(k, String(v));
+    for (const c of children) if (c !== null && c !== undefined) node.append(c);
+    return node;
+  }
+
+  function svgText(x, y, text, attrs) { return svg("text", Object.assign({ x, y }, attrs || {}), text); }
+
+  // A small bar chart: amplitude per repetition (IOD) on the left, left vs right range of motion per region.
+  function measuresChart(result, label) {
+    const reps = repetitionsOf(result).map((r, i) => ({ i: (num(r.index) ?? i) + 1, a: amplitudeOf(r) }))
+      .filter((r) => r.a !== null);
+    const lr = leftRightOf(result);
+    if (!reps.length && !lr.length) return null;
+    const W = 320, H = 96, top = 14, base = 78;
+    const node = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-label": label });
+    const desc = [];
+    const panel = (x0, w, title, bars, max) => {
+      node.append(svgText(x0, 10, title, { class: "chart-title" }));
+      node.append(svg("line", { x1: x0, y1: base, x2: x0 + w, y2: base, class: "axis" }));
+      const step = w / Math.max(1, bars.length);
+      bars.forEach((b, k) => {
+        const bw = Math.min(18, (step - 4) / b.values.length);
+        b.values.forEach((v, j) => {
+          const h = max > 0 ? ((base - top) * v) / max : 0;
+          const x = x0 + k * step + (step - bw * b.values.length) / 2 + j * bw;
+          node.append(svg("rect", { x, y: base - h, width: Math.max(1, bw - 1), height: h, class: "bar-" + j }));
+        });
+        node.append(svgText(x0 + k * step + step / 2, base + 10, b.label, { class: "tick", "text-anchor": "middle" }));
+      });
+      node.append(svgText(x0, base + 18, max > 0 ? "top " + max.toFixed(2) + " IOD" : "", { class: "tick" }));
+    };
+    const half = lr.length && reps.length ? 150 : 300;
+    if (reps.length) {
+      const max = Math.max(...reps.map((r) => r.a));
+      panel(4, half - 14, "Amplitude per repetition (IOD)", reps.map((r) => ({ label: "#" + r.i, values: [r.a] })), max);
+      desc.push("amplitude per repetition: " + reps.map((r) => "#" + r.i + " " + r.a.toFixed(2)).join(", ") + " IOD");
+    }
+    if (lr.length) {
+      const x0 = reps.length ? 164 : 4;
+      const max = Math.max(...lr.map((r) => Math.max(r.left, r.right)));
+      panel(x0, W - x0 - 4, "Left ▮ vs right ▮ (IOD)", lr.map((r) => ({ label: r.name.slice(0, 9), values: [r.left, r.right] })), max);
+      desc.push("left vs right: " + lr.map((r) => r.name + " " + r.left.toFixed(2) + "/" + r.right.toFixed(2)).join(", "));
+    }
+    node.prepend(svg("title", {}, label + ": " + desc.join("; ")));
+    return node;
+  }
+
+  function measuresBlock(result) {
+    const reps = repetitionsOf(result);
+    const box = el("div", { className: "measures" });
+    const lines = [];
+    if (reps.length || Array.isArray(result.repetitions)) {
+      const amps = reps.map(amplitudeOf).filter((a) => a !== null);
+      let t = reps.length + (reps.length === 1 ? " repetition" : " repetitions");
+      if (amps.length) t += ", amplitude " + Math.min(...amps).toFixed(2) + "–" + Math.max(...amps).toFixed(2) + " IOD";
+      const scores = reps.map((r) => num(r.score)).filter((s) => s !== null);
+      if (scores.length > 1) t += "; scores per repetition " + scores.map((s) => s.toFixed(1)).join(", ");
+      lines.push(t);
+    }
+    const m = result.measures || {};
+    const lr = leftRightOf(result);
+    const asym = Object.entries(regionsOf(result)).map(([n, r]) => [n, r && num(r.asymmetry)]).filter(([, a]) => a !== null);
+    if (asym.length) {
+      const [n, a] = asym.reduce((x, y) => (y[1] > x[1] ? y : x));
+      lines.push("largest left/right asymmetry: " + words(n) + " " + a.toFixed(2) + " (0 symmetric, 1 one side only)");
+    }
+    if (num(m.fatigue) !== null) lines.push("fatigue " + fmt(m.fatigue) + ", variability " + fmt(m.variability));
+    const rest = m.rest && typeof m.rest === "object" ? m.rest : null;
+    if (rest && num(rest.blink_rate_per_min) !== null) lines.push("blinks " + fmt(rest.blink_rate_per_min, 1) + " per minute");
+    const findings = Array.isArray(result.findings) ? result.findings : [];
+    if (findings.length) lines.push("findings: " + findings.map(words).join(", "));
+    if (!lines.length && !lr.length) return null;
+    if (lines.length) box.append(el("p", { className: "measure-line", text: "Movement: " + lines.join("; ") + "." }));
+    const chart = measuresChart(result, "Movement measures for " + titleOf(result.expression));
+    if (chart) box.append(chart);
+    return box;
+  }
+
   // ---------------------------------------------------------------- results
+  function modelLine(model) {
+    if (!model) return "Model: not reported";
+    return (model.name || "?") + " " + (model.version || "?") + " · trained on " + trainedOnText(model);
+  }
+
   function modelFacts(model) {
-    if (!model) return el("p", { className: "model", text: "Model: not reported." });
     const dl = el("dl", { className: "model facts" });
     const add = (k, v) => { if (v !== undefined && v !== null && v !== "") dl.append(el("dt", { text: k }), el("dd", { text: String(v) })); };
     add("Model", (model.name || "?") + " version " + (model.version || "?"));
     add("Trained on", trainedOnText(model));
     const td = model.training_data;
     if (td) add("Training data", typeof td === "string" ? td : td.description || td.summary || JSON.stringify(td));
+    if (td && typeof td === "object" && td.n_train) add("Training clips", td.n_train + " (validation " + (td.n_val || 0) + ")");
     add("Clinical use", model.clinical_use ? "approved" : "no – not for clinical decisions");
-    if (model.sha256) add("Checksum (SHA-256)", String(model.sha256).slice(0, 16) + "…");
+    if (model.sha256) add("Checksum (SHA-256)", String(model.sha256));
     return dl;
   }
 
@@ -634,9 +897,9 @@
     const box = el("div", { className: "quality" });
     if (!quality && !(reasons && reasons.length)) return box;
     const ok = quality ? quality.scorable !== false : false;
-    box.append(el("p", { className: ok ? "q-ok" : "q-bad", text: "Video quality: " + (ok ? "scorable" : "not scorable") }));
     const all = Array.from(new Set([].concat(reasons || [], (quality && quality.reasons) || [])));
-    if (all.length) box.append(el("ul", { className: "reasons" }, ...all.map((r) => el("li", { text: String(r) }))));
+    box.append(el("p", { className: ok ? "q-ok" : "q-bad",
+      text: "Video quality: " + (ok ? "scorable" : "not scorable") + (all.length ? " – " + all.map(words).join("; ") : "") }));
     return box;
   }
 
@@ -645,95 +908,361 @@
       return el("p", { className: "score abstained" },
         el("strong", { text: "Not scored" }), " – the video is not good enough to give a score. Record it again.");
     }
+    const s = scaleOf(result);
     const rounded = Number.isInteger(result.score_rounded) ? result.score_rounded : Math.round(result.score);
-    const meaning = result.meaning || MEANINGS[rounded] || "";
+    const range = s && s.min !== null && s.max !== null ? " on " + s.min + "–" + s.max + " " : " ";
     return el("p", { className: "score" },
       el("span", { className: "score-value", text: String(rounded) }),
-      el("span", { className: "score-scale", text: " / 4 " }),
-      el("span", { className: "score-meaning", text: meaning }),
+      el("span", { className: "score-scale", text: range }),
+      el("span", { className: "score-meaning", text: meaningOf(result, rounded) }),
       el("span", { className: "score-raw", text: " (model output " + Number(result.score).toFixed(2) + ")" }));
+  }
+
+  function scaleLine(result) {
+    const s = scaleOf(result);
+    if (!s) return null;
+    const grades = Object.entries(s.meanings).map(([k, v]) => k + " " + v).join(", ");
+    return el("p", { className: "scale-line hint", text: (s.title ? s.title + ": " : "") + grades });
+  }
+
+  // A thumbnail is a button: click, Enter or Space opens the picture large in a modal dialog.
+  function pictureButton(src, alt, caption, kind) {
+    const img = el("img", { src, alt, loading: "eager" });
+    const btn = el("button", { type: "button", className: "thumb", "aria-haspopup": "dialog",
+      "aria-label": "Enlarge: " + alt }, img);
+    btn.addEventListener("click", () => openZoom(src, alt, btn));
+    return el("figure", { className: "pic-" + kind }, btn, el("figcaption", { text: caption }));
   }
 
   function pictures(item) {
     const links = item.links || {};
+    const title = titleOf(item.expression);
     const fig = [];
-    if (links.overlay) fig.push(el("figure", {}, el("img", { src: links.overlay, alt: "Face landmarks over a video frame for " + titleOf(item.expression), loading: "eager" }), el("figcaption", { text: "Landmarks on the face" })));
-    if (links.trajectories) fig.push(el("figure", {}, el("img", { src: links.trajectories, alt: "Landmark movement over time for " + titleOf(item.expression), loading: "eager" }), el("figcaption", { text: "Movement over time" })));
+    if (links.overlay) fig.push(pictureButton(links.overlay, "The patient's face at rest and at the largest movement, with landmarks, for " + title, "At rest and at the largest movement", "overlay"));
+    if (links.trajectories) fig.push(pictureButton(links.trajectories, "Movement of each face region over time, in inter-ocular distances, for " + title, "Movement over time (seconds)", "trajectories"));
     return fig.length ? el("div", { className: "pictures" }, ...fig) : null;
+  }
+
+  let zoomReturn = null;
+  function openZoom(src, alt, from) {
+    const dlg = $("#zoom");
+    $("#zoom-img").src = src;
+    $("#zoom-img").alt = alt;
+    $("#zoom-title").textContent = alt;
+    zoomReturn = from;
+    if (typeof dlg.showModal === "function") dlg.showModal();
+    else dlg.setAttribute("open", "");
+    $("#zoom-close").focus();
+  }
+
+  function closeZoom() {
+    const dlg = $("#zoom");
+    if (dlg.open && typeof dlg.close === "function") dlg.close();
+    else dlg.removeAttribute("open");
   }
 
   function itemCard(item) {
     const card = el("article", { className: "item st-" + item.status, "data-expression": item.expression, "aria-labelledby": "res-" + item.index });
-    card.append(el("h3", { id: "res-" + item.index, text: titleOf(item.expression) }));
+    const main = el("div", { className: "card-text" });
+    main.append(el("h3", { id: "res-" + item.index, text: titleOf(item.expression) }));
     const result = item.result;
+    const body = el("div", { className: "card-main" }, main);
+    card.append(body);
     if (item.status === "succeeded" && result) {
-      card.append(scoreBlock(result), qualityBlock(result.quality, result.reasons));
+      main.append(scoreBlock(result));
+      if (!result.abstained) { const sl = scaleLine(result); if (sl) main.append(sl); }
+      main.append(qualityBlock(result.quality, result.reasons));
+      if (!result.abstained) { const mb = measuresBlock(result); if (mb) main.append(mb); }
       const warn = notClinicalReason(result.model);
-      if (warn) card.append(el("p", { className: "warning small", text: warn }));
-      card.append(modelFacts(result.model));
-      const pics = hasPictures(item) ? pictures(item) : null;
-      card.append(pics || el("p", { className: "pictures-pending hint", role: "status",
-        text: item.pictures === "none" ? NO_PICTURES_TEXT : "Drawing the pictures…" }));
+      if (warn) main.append(el("p", { className: "warning small", text: warn }));
+      main.append(el("p", { className: "model-line hint", text: modelLine(result.model) }));
+      if (!result.abstained) {
+        const pics = hasPictures(item) ? pictures(item) : null;
+        body.append(pics || el("p", { className: "pictures-pending hint", role: "status",
+          text: item.pictures === "none" ? NO_PICTURES_TEXT : "Drawing the pictures…" }));
+      }
     } else {
       const err = item.error || {};
       const verdict = QUALITY_CODES.has(err.code);
-      card.append(el("p", { className: "score failed" }, el("strong", { text: verdict ? "Not scored" : "Failed" }),
+      main.append(el("p", { className: "score failed" }, el("strong", { text: verdict ? "Not scored" : "Failed" }),
         " – " + (err.message || "the video could not be processed") + (err.code ? " (" + err.code + ")" : "") +
         (verdict ? ". Record this task again." : "")));
-      if (verdict) card.append(el("p", { className: "q-bad", text: "Video quality: not scorable" }));
-      if (result && result.quality) card.append(qualityBlock(result.quality, result.reasons));
+      if (verdict) main.append(el("p", { className: "q-bad", text: "Video quality: not scorable" }));
+      if (result && result.quality) main.append(qualityBlock(result.quality, result.reasons));
     }
     return card;
   }
 
+  // Model facts once per model, in a disclosure under the results (not printed).
+  function modelDetails(items) {
+    const seen = new Map();
+    for (const it of items) {
+      const m = it.result && it.result.model;
+      if (m) seen.set((m.name || "") + " " + (m.version || ""), m);
+    }
+    const body = $("#model-details-body");
+    body.replaceChildren(...Array.from(seen.values()).map(modelFacts));
+    $("#model-details").hidden = !seen.size;
+    return Array.from(seen.keys());
+  }
+
+  // Printed pages: patient, date, model and warning in the page margins of every page (CSS @page margin
+  // boxes, set through the CSSOM: the page allows no inline styles).
+  function cssString(s) { return '"' + String(s).replace(/[\\"]/g, "\\$&").replace(/[\r\n]+/g, " ") + '"'; }
+  let pageRule = null;
+  function setPrintMargins(top, bottom) {
+    const sheet = Array.from(document.styleSheets).find((s) => (s.href || "").includes("app.css"));
+    if (!sheet) return;
+    try {
+      if (pageRule !== null) { sheet.deleteRule(pageRule); pageRule = null; }
+      const font = "font: 7.5pt system-ui, sans-serif;";
+      const rule = "@page { @top-left { content: " + cssString(top) + "; " + font + " color: #333; } " +
+        "@bottom-left { content: " + cssString(bottom) + "; " + font + " font-weight: bold; } " +
+        '@bottom-right { content: "Page " counter(page) " of " counter(pages); ' + font + " } }";
+      pageRule = sheet.insertRule(rule, sheet.cssRules.length);
+    } catch (e) { pageRule = null; /* an older browser without page margin boxes: the report header says it */ }
+  }
+
+  function fmtDate(when, withTime) {
+    const d = when ? new Date(when) : new Date();
+    const opts = withTime ? { dateStyle: "medium", timeStyle: "short" } : { dateStyle: "medium" };
+    try { return d.toLocaleString(undefined, opts); } catch (e) { return d.toISOString().slice(0, withTime ? 16 : 10); }
+  }
+
+  function visitDate(job) {
+    return fmtDate(job.created_at || job.finished_at || job.updated_at, true);
+  }
+
+  // A task to do again: failed, or scored as "not scorable" (abstained).
+  function needsRedo(item) {
+    return item.status === "failed" || Boolean(item.status === "succeeded" && item.result && item.result.abstained);
+  }
+
   function showReport(job) {
     clearTimeout(pollTimer);
-    $("#progress").hidden = true;
     const items = job.items || [];
     $("#r-patient").textContent = job.patient_ref || "–";
-    const when = job.created_at || job.finished_at || job.updated_at;
-    $("#r-date").textContent = (when ? new Date(when) : new Date()).toLocaleString();
+    $("#r-date").textContent = visitDate(job);
     $("#r-id").textContent = job.id;
     $("#r-status").textContent = job.status.replace("_", " ");
     $("#results").replaceChildren(...items.map(itemCard));
+    const models = modelDetails(items);
+    $("#r-model").textContent = models.join(", ") || "–";
     const reasons = Array.from(new Set(items.map((i) => notClinicalReason(i.result && i.result.model)).filter(Boolean)));
     $("#report-warning").textContent = reasons.join(" ");
     $("#report-warning").hidden = !reasons.length;
+    setPrintMargins("Patient " + (job.patient_ref || "–") + " · " + visitDate(job) + " · " + (models.join(", ") || "no model"),
+      (reasons.length ? "NOT FOR CLINICAL USE. " + reasons.join(" ") : "") + " FEQA estimate, for review by a clinician.");
     $("#fhir-link").href = API + "/v1/assessments/" + encodeURIComponent(job.id) + "/fhir";
     $("#fhir-link").setAttribute("download", "feqa-" + job.id + "-fhir.json");
+    $("#report-history").hidden = !job.patient_ref;
+    $("#report-history").dataset.ref = job.patient_ref || "";
     // Failures also show next to their inputs, for a corrected re-submission; the videos that were
-    // scored are let go, so that sending the form again only sends the tasks still to do.
-    const failed = items.some((i) => i.status === "failed");
+    // scored are let go, so that sending the form again only sends the tasks still to do. An abstained
+    // task's video is let go too (the same video would not be scored again), with a note to record it again.
+    const redo = items.filter(needsRedo);
     for (const item of items) {
-      if (failed && item.status === "succeeded" && chosen.has(item.expression)) {
+      if (!$("#file-" + item.expression)) continue;
+      const note = $("#redo-" + item.expression);
+      note.hidden = true;
+      if (redo.length && item.status === "succeeded" && chosen.has(item.expression)) {
+        const name = chosen.get(item.expression).name;
         chosen.delete(item.expression);
         $("#file-" + item.expression).value = "";
         updateChosen(item.expression);
+        if (item.result && item.result.abstained) {
+          const why = (item.result.reasons || []).map(words).join("; ");
+          note.textContent = "“" + name + "” was not scored" + (why ? " (" + why + ")" : "") +
+            " and was removed from the form: record this task again.";
+          note.hidden = false;
+        }
       }
-      if (item.status === "failed" && $("#file-" + item.expression)) {
+      if (item.status === "failed") {
         const err = item.error || {};
         taskError(item.expression, (err.message || "Could not be processed") + " (" + (err.code || "failed") + ")");
       }
     }
-    $("#report").hidden = false;
-    $("#model-warning").hidden = true;  // the report carries its own warning
-    // The form stays hidden after a clean run; with failures it comes back so they can be fixed and re-sent.
-    $("#assess").hidden = !items.some((i) => i.status === "failed");
+    showView("report");
+    // With tasks to do again, the form comes back below the report (the report stays on top).
+    if (redo.length) {
+      $("#report").after($("#assess"));
+      $("#assess-title").textContent = "Record again the tasks not scored";
+      $("#assess").hidden = false;
+    }
     $("#report-title").setAttribute("tabindex", "-1");
     $("#report-title").focus();
+  }
+
+  function resetFormPlace() {
+    $("#progress").before($("#assess"));
+    $("#assess-title").textContent = "New assessment";
   }
 
   function newAssessment() {
     clearTimeout(pollTimer);
     reportFor = null;
     history.replaceState(null, "", location.pathname);
-    $("#report").hidden = true;
-    $("#assess").hidden = false;
-    loadModels();
+    resetFormPlace();
+    pageError("");
+    showView("form");
     for (const expr of Array.from(chosen.keys())) { chosen.delete(expr); updateChosen(expr); taskError(expr, ""); }
     for (const input of $$("input[type=file]")) input.value = "";
+    for (const n of $$(".redo-note")) n.hidden = true;
     $("#patient-ref").value = "";
     $("#patient-ref").focus();
+  }
+
+  // ---------------------------------------------------------------- patient history
+  const MARKERS = ["circle", "square", "diamond", "triangle"];
+
+  function marker(kind, x, y, cls) {
+    if (kind === "square") return svg("rect", { x: x - 4, y: y - 4, width: 8, height: 8, class: cls });
+    if (kind === "diamond") return svg("polygon", { points: `${x},${y - 5} ${x + 5},${y} ${x},${y + 5} ${x - 5},${y}`, class: cls });
+    if (kind === "triangle") return svg("polygon", { points: `${x},${y - 5} ${x + 5},${y + 4} ${x - 5},${y + 4}`, class: cls });
+    return svg("circle", { cx: x, cy: y, r: 4, class: cls });
+  }
+
+  function historyChart(task, visits, versions) {
+    const scored = visits.filter((v) => num(v.score) !== null);
+    const s = visits.map((v) => v.scale).find(Boolean) || {};
+    const lo = num(s.min) ?? 0, hi = num(s.max) ?? Math.max(4, ...scored.map((v) => v.score));
+    const W = 560, H = 170, L = 34, R = 10, T = 12, B = 34;
+    const node = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "history-chart", role: "img",
+      "aria-label": "Score for " + titleOf(task) + " across " + visits.length + " visits" });
+    const times = visits.map((v) => new Date(v.date).getTime());
+    const t0 = Math.min(...times), t1 = Math.max(...times);
+    const xOf = (t) => (t1 > t0 ? L + ((W - L - R) * (t - t0)) / (t1 - t0) : (L + W - R) / 2);
+    const yOf = (v) => T + ((H - T - B) * (hi - v)) / Math.max(1e-9, hi - lo);
+    for (let g = Math.ceil(lo); g <= hi; g++) {
+      node.append(svg("line", { x1: L, y1: yOf(g), x2: W - R, y2: yOf(g), class: "grid" }));
+      node.append(svgText(L - 6, yOf(g) + 4, String(g), { class: "tick", "text-anchor": "end" }));
+    }
+    const pts = scored.map((v) => [xOf(new Date(v.date).getTime()), yOf(v.score)]);
+    if (pts.length > 1) node.append(svg("polyline", { points: pts.map((p) => p.join(",")).join(" "), class: "line" }));
+    scored.forEach((v, i) => {
+      const kind = MARKERS[versions.indexOf(v.model_key) % MARKERS.length];
+      const m = marker(kind, pts[i][0], pts[i][1], "pt v" + (versions.indexOf(v.model_key) % MARKERS.length));
+      m.append(svg("title", {}, fmtDate(v.date) + ": " + v.score.toFixed(2) + " (" + v.model_key + ")"));
+      node.append(m);
+    });
+    visits.forEach((v, i) => node.append(svgText(xOf(times[i]), H - B + 16, fmtDate(v.date),
+      { class: "tick", "text-anchor": "middle" })));
+    node.append(svgText(L, H - 4, "visit date", { class: "tick" }));
+    return node;
+  }
+
+  function historyTable(task, visits, versions) {
+    const head = el("tr", {}, ...["Date", "Score", "Meaning", "Repetitions", "Amplitude (IOD)", "Quality", "Model"]
+      .map((h) => el("th", { scope: "col", text: h })));
+    const rows = visits.map((v, i) => {
+      const changed = i > 0 && v.model_key !== visits[i - 1].model_key;
+      const model = el("td", {}, v.model_key || "–");
+      if (changed) model.append(el("span", { className: "model-changed", text: " ◆ different model version" }));
+      return el("tr", { className: changed ? "model-change" : null, "data-assessment": v.assessment_id },
+        el("td", { text: fmtDate(v.date, true) }),
+        el("td", { text: num(v.score) === null ? "not scored" : v.score.toFixed(2) }),
+        el("td", { text: v.meaning || (v.abstained ? "not scorable" : v.status === "failed" ? "failed" : "–") }),
+        el("td", { text: v.repetitions === null ? "–" : String(v.repetitions) }),
+        el("td", { text: v.amplitude === null ? "–" : v.amplitude.toFixed(2) }),
+        el("td", { text: v.quality }),
+        model);
+    });
+    return el("table", { className: "history-table" }, el("caption", { text: titleOf(task) + ": every visit" }),
+      el("thead", {}, head), el("tbody", {}, ...rows));
+  }
+
+  // The endpoint's assessments -> per task, one row per visit (oldest first).
+  function visitsByTask(assessments) {
+    const tasks = new Map();
+    for (const a of assessments) {
+      for (const it of a.items || []) {
+        const r = it.result || {};
+        const m = r.model || null;
+        const reps = Array.isArray(r.repetitions) ? r.repetitions : null;
+        const amps = (reps || []).map(amplitudeOf).filter((x) => x !== null);
+        const v = {
+          assessment_id: a.id, date: a.created_at, status: it.status, score: num(r.score), meaning: r.meaning || null,
+          abstained: Boolean(r.abstained), scale: r.scale || null,
+          model_key: m ? (m.name || "?") + " " + (m.version || "?") : "",
+          repetitions: reps ? reps.length : null, amplitude: amps.length ? Math.max(...amps) : null,
+          quality: it.status === "failed" ? "failed" : r.abstained ? "not scorable" : r.quality ? "scorable" : "–",
+        };
+        if (!tasks.has(it.expression)) tasks.set(it.expression, []);
+        tasks.get(it.expression).push(v);
+      }
+    }
+    for (const list of tasks.values()) list.sort((x, y) => new Date(x.date) - new Date(y.date));
+    return tasks;
+  }
+
+  async function fetchHistory(ref) {
+    const all = [];
+    let path = "/v1/patients/" + encodeURIComponent(ref) + "/assessments?limit=100";
+    for (let page = 0; page < 20 && path; page++) {
+      const body = await api("GET", path);
+      all.push(...(body.assessments || body.items || []));
+      const next = body.next_cursor || (body.links && body.links.next) || null;
+      path = next ? (String(next).startsWith("/") || String(next).startsWith("http")
+        ? String(next).replace(/^https?:\/\/[^/]+/, "").replace(API, "")
+        : "/v1/patients/" + encodeURIComponent(ref) + "/assessments?limit=100&cursor=" + encodeURIComponent(next)) : null;
+    }
+    return all;
+  }
+
+  async function showHistory(ref) {
+    const input = $("#history-ref");
+    const err = $("#history-error");
+    ref = (ref || "").trim();
+    setFieldError(input, err, "");
+    if (!ref) { setFieldError(input, err, "Enter a patient reference."); input.focus(); return; }
+    $("#history-status").textContent = "Loading the visits of " + ref + "…";
+    $("#history-body").replaceChildren();
+    $("#history-fhir").hidden = true;
+    let assessments;
+    try {
+      assessments = await fetchHistory(ref);
+    } catch (p) {
+      $("#history-status").textContent = "";
+      setFieldError(input, err, describe(p));
+      input.focus();
+      return;
+    }
+    const tasks = visitsByTask(assessments);
+    $("#history-status").textContent = assessments.length
+      ? assessments.length + (assessments.length === 1 ? " visit" : " visits") + " of " + ref + "."
+      : "No assessment for " + ref + " (deleted or expired assessments are not shown).";
+    const order = $$(".task").map((t) => t.dataset.expression);
+    const sorted = Array.from(tasks.keys()).sort((a, b) => order.indexOf(a) - order.indexOf(b));
+    const blocks = sorted.map((task) => {
+      const visits = tasks.get(task);
+      const versions = Array.from(new Set(visits.map((v) => v.model_key)));
+      const sec = el("section", { className: "history-task", "data-expression": task, "aria-labelledby": "h-" + task },
+        el("h3", { id: "h-" + task, text: titleOf(task) }));
+      const s = visits.map((v) => v.scale).find(Boolean);
+      if (s) sec.append(el("p", { className: "hint", text: s.title || "" }));
+      sec.append(historyChart(task, visits, versions));
+      if (versions.length > 1) {
+        sec.append(el("p", { className: "model-note", text: "Scored by " + versions.length + " model versions (" +
+          versions.map((v, i) => MARKERS[i % MARKERS.length] + ": " + (v || "none")).join("; ") +
+          "): scores from different versions may not be comparable." }));
+      }
+      sec.append(historyTable(task, visits, versions));
+      return sec;
+    });
+    $("#history-body").replaceChildren(...blocks);
+    $("#history-fhir").href = API + "/v1/patients/" + encodeURIComponent(ref) + "/fhir";
+    $("#history-fhir").setAttribute("download", "feqa-patient-history-fhir.json");
+    $("#history-fhir").hidden = !assessments.length;
+  }
+
+  function openHistory(ref) {
+    clearTimeout(pollTimer);
+    resetFormPlace();
+    pageError("");
+    showView("history");
+    history.replaceState(null, "", ref ? "#history=" + encodeURIComponent(ref) : "#history");
+    if (ref) { $("#history-ref").value = ref; showHistory(ref); }
+    $("#history-title").focus();
   }
 
   // ---------------------------------------------------------------- start
@@ -748,11 +1277,25 @@
     $("#rec-cancel").addEventListener("click", closeRecorder);
     $("#print").addEventListener("click", () => window.print());
     $("#new").addEventListener("click", newAssessment);
+    $("#nav-new").addEventListener("click", newAssessment);
+    $("#nav-history").addEventListener("click", () => openHistory($("#history-ref").value.trim()));
+    $("#report-history").addEventListener("click", (e) => openHistory(e.currentTarget.dataset.ref));
+    $("#history-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const ref = $("#history-ref").value.trim();
+      history.replaceState(null, "", ref ? "#history=" + encodeURIComponent(ref) : "#history");
+      showHistory(ref);
+    });
+    $("#zoom-close").addEventListener("click", closeZoom);
+    $("#zoom").addEventListener("close", () => { if (zoomReturn) zoomReturn.focus(); zoomReturn = null; });
+    $("#zoom").addEventListener("click", (e) => { if (e.target === e.currentTarget) closeZoom(); });
     $("#patient-ref").addEventListener("input", () => setFieldError($("#patient-ref"), $("#patient-ref-error"), ""));
     document.addEventListener("keydown", (e) => { if (e.key === "Escape" && !$("#recorder").hidden) closeRecorder(); });
     refreshSession();
     const m = location.hash.match(/assessment=([^&]+)/);
+    const h = location.hash.match(/history(?:=([^&]*))?/);
     if (m) startProgress(decodeURIComponent(m[1]), []);
+    else if (h) openHistory(decodeURIComponent(h[1] || ""));
   }
 
   document.addEventListener("DOMContentLoaded", init);
