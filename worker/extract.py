@@ -536,7 +536,8 @@ class Recording:
         """The whole recording as an `Extraction` for the pictures: every face frame's slots and face crop
         (128 px; `meta["crop_size"]` says the slots' scale); trajs/index_t/frames are left empty."""
         meta = {**self.meta, "window_frames": [int(self.src[0]), int(self.src[-1])],
-                "window_s": [round(self.src[0] / self.fps, 3), round(self.src[-1] / self.fps, 3)]}
+                "window_s": [round(self.src[0] / self.fps, 3), round(self.src[-1] / self.fps, 3)],
+                "row_frames": self.src.tolist(), "row_fps": self.fps}   # the pictures' time axis
         c = self.contract
         return Extraction(np.zeros((63, 0, c.cp), np.float32), np.zeros(0, np.float32),
                           np.zeros((0, c.frame_size, c.frame_size, 3), np.uint8), self.quality, meta,

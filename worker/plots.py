@@ -84,8 +84,15 @@ def movement(landmarks: np.ndarray, *, fps: float = 25.0, start_s: float = 0.0) 
 
 
 def extraction_movement(extraction) -> Movement:
-    fps, start = _fps_and_start(getattr(extraction, "meta", {}) or {}, len(extraction.landmarks))
-    return movement(extraction.landmarks, fps=fps, start_s=start)
+    meta = getattr(extraction, "meta", {}) or {}
+    n = len(extraction.landmarks)
+    fps, start = _fps_and_start(meta, n)
+    mv = movement(extraction.landmarks, fps=fps, start_s=start)
+    rows = meta.get("row_frames")      # output frame of each row (face frames only: gaps where the face was lost)
+    rate = meta.get("row_fps") or meta.get("fps_out")
+    if rows is not None and len(rows) == n and rate:
+        mv.t = np.asarray(rows, np.float64) / float(rate)
+    return mv
 
 
 def _real_frames(extraction) -> tuple[np.ndarray, np.ndarray, bool]:

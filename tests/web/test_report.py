@@ -289,13 +289,14 @@ def test_partly_failed_report_on_top_and_record_again_notes(page, web_stack, png
     # The abstained task's video was removed from the form, with a note beside it to record again.
     assert pg.inner_text("#chosen-smile") == ""
     note = pg.inner_text("#redo-smile")
-    assert "smile.mp4" in note and "record this task again" in note and "face often missing" in note
+    # the reason in plain words (GET /v1/messages), not the code
+    assert "smile.mp4" in note and "record this task again" in note and "out of view" in note
     assert pg.is_hidden("#redo-sit_at_rest") and pg.inner_text("#chosen-sit_at_rest") == ""
     assert "frown.mp4" in pg.inner_text("#chosen-frown") and "several_faces" in pg.inner_text("#error-frown")
 
 
 def test_another_tenants_assessment_link_shows_its_error_at_the_top(page, web_stack):
-    from service.store import NewItem
+    from worker.jobs.store import NewItem
 
     store = web_stack.store()
     aid = store.new_id()

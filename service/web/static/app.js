@@ -198,6 +198,7 @@
   }
 
   async function loadModels() {
+    if (!Object.keys(MESSAGES).length) loadMessages();
     let models = [];
     try {
       const body = await api("GET", "/v1/models");
@@ -738,7 +739,15 @@
   // ---------------------------------------------------------------- scales, measures and charts
   function num(x) { return typeof x === "number" && Number.isFinite(x) ? x : null; }
   function fmt(x, digits) { return num(x) === null ? "–" : Number(x).toFixed(digits === undefined ? 2 : digits); }
-  function words(code) { return String(code || "").replace(/_/g, " "); }
+  // Plain-language titles of the stable codes (GET /v1/messages); the code itself, in words, until they load.
+  let MESSAGES = {};
+  function words(code) {
+    const m = MESSAGES[code];
+    return m && m.title ? m.title : String(code || "").replace(/_/g, " ");
+  }
+  async function loadMessages() {
+    try { MESSAGES = (await api("GET", "/v1/messages")).messages || {}; } catch (e) { /* keep the codes */ }
+  }
 
   // The result's own scale (model.scales via the API): min, max and the words for each grade.
   function scaleOf(result) {
@@ -803,41 +812,49 @@
 
   function svgText(x, y, text, attrs) { return svg("text", Object.assign({ x, y }, attrs || {}), text); }
 
-  // A small bar chart: amplitude per repetition (IOD) on the left, left vs right range of motion per region.
+  // A small bar chart: amplitude per repetition (IOD) on the left; on the right, left vs right range of motion
+  // per region when the result gives both sides, else each region's left/right asymmetry index (0..1).
   function measuresChart(result, label) {
     const reps = repetitionsOf(result).map((r, i) => ({ i: (num(r.index) ?? i) + 1, a: amplitudeOf(r) }))
       .filter((r) => r.a !== null);
     const lr = leftRightOf(result);
-    if (!reps.length && !lr.length) return null;
-    const W = 320, H = 96, top = 14, base = 78;
+    const asym = lr.length ? [] : Object.entries(regionsOf(result))
+      .map(([n, r]) => ({ name: words(n), a: r && num(r.asymmetry) })).filter((r) => r.a !== null);
+    const second = lr.length || asym.length;
+    if (!reps.length && !second) return null;
+    const W = 320, H = 96, top = 14, base = 76;
     const node = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-label": label });
     const desc = [];
-    const panel = (x0, w, title, bars, max) => {
+    const panel = (x0, w, title, bars, max, unit) => {
       node.append(svgText(x0, 10, title, { class: "chart-title" }));
       node.append(svg("line", { x1: x0, y1: base, x2: x0 + w, y2: base, class: "axis" }));
       const step = w / Math.max(1, bars.length);
       bars.forEach((b, k) => {
-        const bw = Math.min(18, (step - 4) / b.values.length);
+        const bw = Math.min(18, (step - 3) / b.values.length);
         b.values.forEach((v, j) => {
-          const h = max > 0 ? ((base - top) * v) / max : 0;
+          const h = max > 0 ? ((base - top) * Math.max(0, v)) / max : 0;
           const x = x0 + k * step + (step - bw * b.values.length) / 2 + j * bw;
           node.append(svg("rect", { x, y: base - h, width: Math.max(1, bw - 1), height: h, class: "bar-" + j }));
         });
-        node.append(svgText(x0 + k * step + step / 2, base + 10, b.label, { class: "tick", "text-anchor": "middle" }));
+        node.append(svgText(x0 + k * step + step / 2, base + 9, b.label, { class: "tick", "text-anchor": "middle" }));
       });
-      node.append(svgText(x0, base + 18, max > 0 ? "top " + max.toFixed(2) + " IOD" : "", { class: "tick" }));
+      node.append(svgText(x0, H - 2, max > 0 ? "top of scale " + max.toFixed(2) + unit : "", { class: "tick" }));
     };
-    const half = lr.length && reps.length ? 150 : 300;
+    const split = reps.length && second ? 128 : W - 8;
     if (reps.length) {
       const max = Math.max(...reps.map((r) => r.a));
-      panel(4, half - 14, "Amplitude per repetition (IOD)", reps.map((r) => ({ label: "#" + r.i, values: [r.a] })), max);
+      panel(4, split - 12, "Amplitude per repetition (IOD)", reps.map((r) => ({ label: "#" + r.i, values: [r.a] })), max, " IOD");
       desc.push("amplitude per repetition: " + reps.map((r) => "#" + r.i + " " + r.a.toFixed(2)).join(", ") + " IOD");
     }
+    const x0 = reps.length ? split + 4 : 4;
+    const short = (n) => n.replace("mouth corners", "corners").replace("upper lip", "up lip").replace("lower lip", "low lip").slice(0, 8);
     if (lr.length) {
-      const x0 = reps.length ? 164 : 4;
       const max = Math.max(...lr.map((r) => Math.max(r.left, r.right)));
-      panel(x0, W - x0 - 4, "Left ▮ vs right ▮ (IOD)", lr.map((r) => ({ label: r.name.slice(0, 9), values: [r.left, r.right] })), max);
+      panel(x0, W - x0 - 4, "Left (blue) vs right (orange), IOD", lr.map((r) => ({ label: short(r.name), values: [r.left, r.right] })), max, " IOD");
       desc.push("left vs right: " + lr.map((r) => r.name + " " + r.left.toFixed(2) + "/" + r.right.toFixed(2)).join(", "));
+    } else if (asym.length) {
+      panel(x0, W - x0 - 4, "Left/right asymmetry (0 same, 1 one side)", asym.map((r) => ({ label: short(r.name), values: [r.a] })), 1, "");
+      desc.push("left/right asymmetry: " + asym.map((r) => r.name + " " + r.a.toFixed(2)).join(", "));
     }
     node.prepend(svg("title", {}, label + ": " + desc.join("; ")));
     return node;
