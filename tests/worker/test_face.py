@@ -96,3 +96,29 @@ def test_uint8_image_input_matches_the_float_input():
     got = run(uint8_hwc_input(det, 127.5, -1.0, divide=True), {"image": img})
     for a, b in zip(ref, got, strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-4)
+
+
+def test_tight_512_clip_is_found_on_its_first_frame(tmp_path, face_frames, mesh):
+    # given a 512x512 clip cropped tightly (1.0 x the mesh box) around the face of a real video
+    import cv2
+
+    from tests.worker.conftest import write_clip
+    from worker.extract import extract
+    from worker.video import iter_frames
+
+    pts = detect_landmarks(face_frames[0], mesh)
+    lo, hi = pts[:, :2].min(0), pts[:, :2].max(0)
+    k, (cx, cy) = 512 / float((hi - lo).max()), (lo + hi) / 2
+    m = np.array([[k, 0, 256 - k * cx], [0, k, 256 - k * cy]])
+    tight = [cv2.warpAffine(f, m, (512, 512), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+             for f in face_frames[:12]]
+    clip = write_clip(tmp_path / "tight.mp4", tight)
+    first = next(iter(iter_frames(clip))).rgb
+    # the plain pass misses it (the full-range detector scores a face filling the frame low) ...
+    plain, best, size = mesh.detector._detect(np.ascontiguousarray(first), 1.0)
+    assert plain == [] and best < mesh.detector.score_threshold and size > 0.5
+    # ... the retry on the smaller letterbox finds it, and the track starts on the first frame
+    st = FaceTracker(mesh).step(np.ascontiguousarray(first))
+    assert st.pts is not None and st.reacquired and st.pts[263, 0] > st.pts[33, 0]
+    ex = extract(clip)
+    assert ex.quality["first_face_frame"] == 0 and ex.quality["face_share"] == 1.0
