@@ -328,3 +328,20 @@ def test_stage_clip_with_cuts_is_not_scorable():
     assert q["segments"] > 1 and "face_track_split" in q["warnings"] and q["other_faces"]
     assert q["used_share"] < 0.5 and "face_often_missing" in q["reasons"] and not q["scorable"]
     assert q["measured_on"] == "window"
+
+
+def test_clip_with_the_head_on_its_side_is_not_scored(tmp_path, face_frames):
+    # given a real clip turned by 55 degrees (beyond the 45-degree roll limit, short of the 60-degree sideways
+    # guess that re-turns whole videos)
+    import cv2
+
+    h, w = face_frames[0].shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), -55, 1.0)
+    m[:, 2] += [(640 - w) / 2, (640 - h) / 2]
+    frames = [cv2.warpAffine(f, m, (640, 640), borderMode=cv2.BORDER_REPLICATE) for f in face_frames[:30]]
+    ex = extract(write_clip(tmp_path / "tilted.mp4", frames))
+    # then the face is tracked but the quality report blocks it as tilted
+    q = ex.quality
+    assert ex.meta["rotation_guessed"] == 0 and q["face_share"] == 1.0
+    assert abs(q["pose"]["roll"]["median"]) > 45 and q["tilted_share"] > 0.9
+    assert "head_tilted" in q["reasons"] and q["scorable"] is False

@@ -71,3 +71,29 @@ def test_measures_on_the_given_frames_only(face_frame, mesh):
     window = acc.report(measure_frames=set(range(10, 20)))
     assert window["luma"] == pytest.approx(150, abs=1) and "too_dark" not in window["reasons"]
     assert "too_dark" in acc.report(measure_frames=set(range(10)))["reasons"]
+
+
+def test_turned_frames_block_or_warn_by_share(face_frame, mesh):
+    # given the real mesh turned by 40 degrees of yaw (beyond the 30-degree frame limit) on some frames
+    pts = detect_landmarks(face_frame, mesh).astype(np.float64)
+    centre = pts.mean(0)
+    turned = ((pts - centre) @ _rot("y", -40).T + centre).astype(np.float32)
+    assert head_pose(turned)[0] > 30
+
+    def report(n_turned: int) -> dict:
+        acc = QualityAccumulator(fps=25.0)
+        for i in range(50):
+            p = turned if i < n_turned else pts.astype(np.float32)
+            acc.add_frame(i, face_frame.shape, TrackStep(pts=p), p, None)
+        return acc.report()
+
+    # then 20% turned frames block with head_turned although the median face is frontal ...
+    q = report(10)
+    assert q["turned_frames"] == 10 and q["turned_share"] == 0.2 and "head_turned" in q["reasons"]
+    assert abs(q["pose"]["yaw"]["median"]) < 10
+    # ... 2 of 50 are not enough to block, but are said (never scored silently) ...
+    q = report(2)
+    assert "head_turned" not in q["reasons"] and "head_turned_at_times" in q["warnings"]
+    # ... and a frontal clip says nothing
+    q = report(0)
+    assert q["turned_frames"] == 0 and "head_turned_at_times" not in q["warnings"]
