@@ -103,6 +103,13 @@ MESSAGES: dict[str, tuple[str, str]] = {
                                    "Nothing, unless that part is too short to show the task."),
     "repetitions_disagree": ("The repetitions of the movement scored quite differently.",
                              "Review the recording; the score is an average of unlike repetitions."),
+    "partial_repetition": ("One repetition of the movement was cut off at the start or end of the video.",
+                           "Nothing needed if the other repetitions are complete; next time, start recording "
+                           "before the task and stop after it."),
+    "only_partial_repetitions": ("Every repetition of the movement was cut off by the start or end of the video.",
+                                 "Record again, starting before the task and stopping after it."),
+    "more_repetitions_than_asked": ("The patient did the movement more times than the task asks.",
+                                    "Nothing needed; the score uses the repetitions found."),
     "short_clip_padded": ("The video was short, so the model saw part of it more than once.",
                           "Nothing needed; a longer recording (3 s or more) gives a steadier score."),
     # --- the batch tool and the web form (client side) -------------------------------------------

@@ -38,7 +38,7 @@ def _constants(module) -> set[str]:
 def emitted_codes() -> dict[str, str]:
     """code -> where it was found."""
     from service import cli_batch, problems
-    from worker import quality
+    from worker import quality, segment
 
     found: dict[str, str] = {}
     for cls in _subclasses(errors.FeqaError):
@@ -46,8 +46,9 @@ def emitted_codes() -> dict[str, str]:
     for line in (inspect.getdoc(errors.VideoError) or "").split("Codes:")[-1].split(","):
         if line.strip():
             found.setdefault(line.strip(), "model.errors.VideoError docstring")
-    for code in _constants(quality):
-        found.setdefault(code, "worker.quality")
+    for module in (quality, segment):   # quality reasons and warnings; whole-recording findings
+        for code in _constants(module):
+            found.setdefault(code, module.__name__)
     for module in (problems, cli_batch):
         for code in _constants(module):
             found.setdefault(code, module.__name__)
@@ -63,7 +64,8 @@ def test_the_walk_finds_the_codes_of_every_layer():
     codes = emitted_codes()
     # one from each source, so that a broken walk cannot pass by finding nothing
     for code in ("model_checksum_mismatch", "several_faces", "head_turned", "nothing_to_retry", "worker_lost",
-                 "no_face", "expression_not_recognised", "unsupported_file", "network_error"):
+                 "no_face", "expression_not_recognised", "unsupported_file", "network_error",
+                 "fewer_repetitions_than_asked"):
         assert code in codes, code
     assert len(codes) >= 40
 
