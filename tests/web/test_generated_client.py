@@ -92,6 +92,9 @@ def test_generated_client_uploads_polls_reads_a_picture_and_gets_typed_problems(
     assert job.status.value == "succeeded" and item.result.expression == "smile", web_stack.logs()
     assert item.result.model.trained_on == "untrained" and item.result.model.version
     assert item.result.video.duration_s > 0 and item.result.video.n_frames > 0   # the `video` field is typed
+    # every field the server sends is declared (only the quality report's measures are an open mapping)
+    for obj in (job, item, item.progress, item.links, item.result, item.result.model, item.result.video):
+        assert obj.additional_properties == {}, (type(obj).__name__, obj.additional_properties)
     picture = gen.api("assessments.get_picture").sync(client=client, assessment_id=aid, index=0, name="overlay")
     assert isinstance(picture, gen.types.File) and picture.payload.read(8) == b"\x89PNG\r\n\x1a\n"
     models = gen.api("models.list_models").sync(client=client)
