@@ -81,6 +81,13 @@ class AssessmentOut(BaseModel):
     links: dict[str, str] = {}
 
 
+class PatientAssessmentsOut(BaseModel):
+    patient_ref: str
+    assessments: list[AssessmentOut] = Field(description="newest first; deleted and expired assessments are gone")
+    next_cursor: str | None = Field(None, description="pass as `cursor` for the next (older) page; null: last page")
+    limit: int
+
+
 class RetryOut(BaseModel):
     id: str
     url: str

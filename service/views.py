@@ -125,3 +125,13 @@ def fhir_observation(a: Assessment, items: list[Item], system: str) -> dict:
     if a.patient_ref:
         obs["subject"] = {"identifier": {"value": a.patient_ref}}
     return obs
+
+
+def fhir_bundle(patient_ref: str, pages: list[tuple[Assessment, list[Item]]], system: str, base: str) -> dict:
+    """A FHIR R4 Bundle (type collection) of one patient's Observations, oldest first."""
+    entries = [{"fullUrl": f"{assessment_url(base, a.id)}/fhir", "resource": fhir_observation(a, items, system)}
+               for a, items in sorted(pages, key=lambda p: (aware(p[0].created_at), p[0].id))]
+    return {"resourceType": "Bundle", "type": "collection", "timestamp": datetime.now(UTC).isoformat(),
+            "total": len(entries), "entry": entries,
+            "meta": {"tag": [{"system": system, "code": "patient-history",
+                              "display": f"FEQA assessments of patient reference {patient_ref}"}]}}

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from service import problems
 from service.api import metrics, openapi
 from service.api.deps import KeyCache, RateLimiter
-from service.api.routes import assessments, docs, health, models, web
+from service.api.routes import assessments, docs, health, models, patients, web
 from service.queue import Queue
 from worker.jobs.housekeeping import purge
 from worker.jobs.storage import LocalStorage
@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None, *, queue: Queue | None = None) 
     app.add_middleware(metrics.MetricsMiddleware, metrics=app.state.metrics)
     problems.install(app)
     openapi.install(app)
-    for router in (assessments.router, models.router, health.router, metrics.router):
+    for router in (assessments.router, patients.router, models.router, health.router, metrics.router):
         app.include_router(router)
     app.include_router(docs.router)  # GET /docs and /static/swagger/* (before the web form's /static/*)
     app.include_router(web.router)  # the web form: GET /, /static/*, /v1/session

@@ -328,3 +328,40 @@ def test_form_offers_only_the_served_tasks_with_the_reason(page, web_stack):
     # No Toronto task is served: the protocol cannot be chosen, and says why.
     assert pg.is_disabled("input[name=protocol][value=toronto]")
     assert "not available" in pg.inner_text("#served-toronto")
+
+
+def test_history_view_across_three_visits_marks_model_versions_and_follows_deletion(page, web_stack):
+    from tests.service.test_patients import visit
+
+    store = web_stack.store()
+    ref = "P-HIST-3"
+    ids = [visit(store, "clinic-hist", ref, d, s, v) for d, s, v in ((60, 1.0, "1"), (30, 2.0, "1"), (3, 3.0, "2"))]
+    visit(store, "clinic-other", ref, 1, 4.0)               # another clinic's patient with the same reference
+    pg = page
+    key = web_stack.create_key("clinic-hist")
+    sign_in(pg, key)
+    pg.click("#nav-history")
+    pg.fill("#history-ref", ref)
+    pg.press("#history-ref", "Enter")
+    pg.wait_for_selector(".history-task[data-expression=smile]")
+    assert "3 visits" in pg.inner_text("#history-status")
+    sec = pg.locator(".history-task[data-expression=smile]")
+    assert sec.locator("svg.history-chart .pt").count() == 3              # one point per visit
+    rows = sec.locator("tbody tr")
+    assert rows.count() == 3
+    scores = [rows.nth(i).locator("td").nth(1).inner_text() for i in range(3)]
+    assert scores == ["1.00", "2.00", "3.00"]                           # oldest first
+    assert [rows.nth(i).get_attribute("data-assessment") for i in range(3)] == ids
+    assert "different model version" in rows.nth(2).inner_text() and "different" not in rows.nth(1).inner_text()
+    assert "2 model versions" in sec.inner_text() and "smile-compact 2" in sec.inner_text()
+    assert sec.locator("svg.history-chart .pt.v1").count() == 1          # the new version's point looks different
+    assert "0.20" in rows.nth(0).inner_text()                            # the key measure: amplitude in IOD
+    assert pg.get_attribute("#history-fhir", "href").endswith(f"/v1/patients/{ref}/fhir")
+    assert re.search(r"#history=P-HIST-3$", pg.url)
+    # Deleting a visit removes it from the history.
+    with web_stack.client(key) as http:
+        assert http.delete(f"/v1/assessments/{ids[1]}").status_code == 204
+    pg.reload()
+    pg.wait_for_selector(".history-task[data-expression=smile]")
+    assert "2 visits" in pg.inner_text("#history-status")
+    assert pg.locator(".history-task[data-expression=smile] tbody tr").count() == 2

@@ -165,6 +165,35 @@ class Store:
             s.add(AuditEvent(tenant=tenant, actor=actor, action=action, assessment_id=a.id))
             return a, items
 
+    def patient_assessments(self, tenant: str, patient_ref: str, actor: str, *, limit: int = 20,
+                            before: tuple[datetime, str] | None = None, since: datetime | None = None,
+                            ) -> tuple[list[tuple[Assessment, list[Item]]], tuple[datetime, str] | None]:
+        """One patient's assessments in this tenant, newest first (deleted and expired ones are gone: deletion
+        scrubs the patient reference), and the audit row of the read, in one transaction. `before` is the
+        (created_at, id) of the last assessment of the previous page; returns the page and the next `before`."""
+        q = select(Assessment).where(Assessment.tenant == tenant, Assessment.patient_ref == patient_ref,
+                                     Assessment.deleted_at.is_(None))
+        if since is not None:
+            q = q.where(Assessment.created_at >= since)
+        if before is not None:
+            t, aid = before
+            q = q.where((Assessment.created_at < t) | ((Assessment.created_at == t) & (Assessment.id < aid)))
+        q = q.order_by(Assessment.created_at.desc(), Assessment.id.desc()).limit(limit + 1)
+        with self.session() as s:
+            rows = list(s.scalars(q))
+            more = len(rows) > limit
+            rows = rows[:limit]
+            items: dict[str, list[Item]] = {a.id: [] for a in rows}
+            if rows:
+                for it in s.scalars(select(Item).where(Item.assessment_id.in_(list(items)))
+                                    .order_by(Item.assessment_id, Item.idx)):
+                    items[it.assessment_id].append(it)
+            # no patient data in the audit trail: the ids read, not the reference
+            s.add(AuditEvent(tenant=tenant, actor=actor, action="patient_history", assessment_id=None,
+                             detail={"assessments": [a.id for a in rows], "page_size": limit}))
+            nxt = (rows[-1].created_at, rows[-1].id) if more and rows else None
+            return [(a, items[a.id]) for a in rows], nxt
+
     def item_ids(self, assessment_id: str, status: str | None = None) -> list[int]:
         q = select(Item.id).where(Item.assessment_id == assessment_id)
         if status:
