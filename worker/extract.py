@@ -184,9 +184,10 @@ def _backend(contract: PreprocessContract, mesh: FaceMesh, limits: ExtractLimits
 _END = object()
 
 
-def _prefetch(frames: Iterator, depth: int = 6) -> Iterator:
+def _prefetch(frames: Iterator, depth: int = 6, stats: dict | None = None) -> Iterator:
     """Run a frame iterator in a background thread (FFmpeg and onnxruntime release the GIL, so decoding
-    overlaps tracking on a second core). Exceptions are re-raised in the consumer."""
+    overlaps tracking on a second core). Exceptions are re-raised in the consumer. `stats` gets the decode
+    thread's CPU seconds ("decode_thread_cpu_s") when it ends."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -204,6 +205,8 @@ def _prefetch(frames: Iterator, depth: int = 6) -> Iterator:
             for item in frames:
                 if not put(item):
                     return
+            if stats is not None:
+                stats["decode_thread_cpu_s"] = time.thread_time()
             put(_END)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer
             put(e)
@@ -239,20 +242,22 @@ def _track_video(path, contract: PreprocessContract, limits: ExtractLimits, mesh
     size = contract.crop_size
     prev_thumb = None          # the last face crop, small: a shot change swaps the whole crop at once
     timing = {"decode_s": 0.0, "track_s": 0.0}
-    t_mark = time.perf_counter()
+    t_mark, cpu0 = time.perf_counter(), time.thread_time()
     # decoding and tracking are interleaved frame by frame: report "decoding" once, then tracking progress,
     # always from this thread (a progress callback may write to a database session)
     if progress:
         progress("decoding", 0.0)
-    for fr in _prefetch(iter_frames(path, contract.fps, limits.decode, report, extra_rotation=extra_rotation)):
+    for fr in _prefetch(iter_frames(path, contract.fps, limits.decode, report, extra_rotation=extra_rotation),
+                        stats=timing):
         t1 = time.perf_counter()
         timing["decode_s"] += t1 - t_mark       # time waiting for the decoder thread
         step = tracker.step(fr.rgb)
-        crop = None
+        crop = gray = None
         if step.pts is not None:
             (cx, cy, side), jumped = box.update(step.pts, reset=step.reacquired)
             crop = crop_face(fr.rgb, cx, cy, side, size)
-            thumb = cv2.resize(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY), (32, 32), interpolation=cv2.INTER_AREA)
+            gray = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)     # once: the cut test and the quality report use it
+            thumb = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA)
             cut = prev_thumb is not None and float(cv2.absdiff(thumb, prev_thumb).mean()) > limits.cut_threshold
             prev_thumb = thumb
             track = segments.for_frame(fr.index, step.pts, step.reacquired, jumped or cut)
@@ -269,11 +274,12 @@ def _track_video(path, contract: PreprocessContract, limits: ExtractLimits, mesh
                 track.mesh.append(to_crop(step.pts, cx, cy, side, size))
                 track.small.append(cv2.resize(crop, (contract.frame_size,) * 2, interpolation=cv2.INTER_AREA))
                 track.pics.append(cv2.resize(crop, (PICTURE_CROP,) * 2, interpolation=cv2.INTER_AREA))
-        acc.add_frame(fr.index, fr.rgb.shape, step, step.pts, crop)
+        acc.add_frame(fr.index, fr.rgb.shape, step, step.pts, crop, gray=gray)
         t_mark = time.perf_counter()
         timing["track_s"] += t_mark - t1
         if progress and fr.index % 10 == 0 and report.duration_header_s:
             progress("tracking", min(0.99, fr.t / report.duration_header_s))
+    timing["main_thread_cpu_s"] = time.thread_time() - cpu0     # tracking, crops, quality: this thread's CPU
     return segments, acc, report, timing
 
 

@@ -86,7 +86,8 @@ class QualityAccumulator:
     max_other_faces: int = 0
 
     def add_frame(self, index: int, frame_shape: tuple, step, pts: np.ndarray | None,
-                  crop: np.ndarray | None) -> None:
+                  crop: np.ndarray | None, gray: np.ndarray | None = None) -> None:
+        """One frame; `gray` is the crop in grey when the caller already has it."""
         self.n_frames = max(self.n_frames, index + 1)
         if step is not None and step.detected:
             self.detect_runs += 1
@@ -101,7 +102,7 @@ class QualityAccumulator:
         pose = head_pose(pts) if pts.shape[0] == 468 else (math.nan,) * 3
         luma = sharp = math.nan
         if crop is not None:
-            gray = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+            gray = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY) if gray is None else gray
             luma, sharp = float(gray.mean()), sharpness(gray)
         self.rows.append((width, width / frame_shape[1], *pose, luma, sharp))
 
