@@ -37,8 +37,20 @@ def provenance_of(ck: dict, path: str) -> tuple[dict, dict, dict]:
                             "contract": meta.get("contract")},
                  "hashes": ck.get("hashes")})
     prov.setdefault("git_commit", None)
-    training = {"recipe": ck.get("train_config"), "n_train": meta.get("n_train"), "n_val": meta.get("n_val"),
-                "dataset": prov.get("dataset"), "sizes": prov.get("sizes")}
+    test = ev.get("test") or {}
+    cv = ck.get("cross_validation")
+    # `training_data` is copied into every result the service returns (model facts): the short provenance
+    training = {"dataset": prov.get("dataset_title") or prov.get("dataset"), "sizes": prov.get("sizes"),
+                "n_train": meta.get("n_train"), "n_val": meta.get("n_val"),
+                "test_metrics": {k: test.get(k) for k in ("n", "spearman_pct", "mae", "accuracy", "scale")
+                                 if k in test} or None,
+                "evaluated_on": (f"fold {ev['fold']} held-out subjects" if "fold" in ev else "test split")
+                if test else None,
+                "cross_validation": {"per_fold_spearman_pct": [f["spearman_pct"] for f in cv["folds"]],
+                                     "mean_fold_spearman_pct": cv["mean_fold_spearman_pct"],
+                                     "pooled_spearman_pct": cv["pooled_spearman_pct"]} if cv else None,
+                "init_files": (prov.get("init") or {}).get("files"), "git_commit": prov.get("git_commit"),
+                "recipe": ck.get("train_config")}
     metrics = {"val_best": ck.get("best"), "calibration": ck.get("calibration"),
                "test": ev.get("test"), "test_evaluated_on": (f"fold {ev['fold']} held-out subjects"
                                                              if "fold" in ev else "test split" if ev.get("test")

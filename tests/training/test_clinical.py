@@ -131,6 +131,9 @@ def test_export_names_its_provenance_refuses_a_clash_and_serves(pfed5_run, tmp_p
     assert prov["recipe"]["train"]["epochs"] == 1 and prov["recipe"]["model"]["dim"] == 32
     assert m["metrics"]["test"]["spearman"] == pytest.approx(report["expressions"]["smile"]["test"]["spearman"])
     assert m["metrics"]["calibration"] == report["expressions"]["smile"]["calibration"]
+    td = m["training_data"]                       # what every served result carries about its model
+    assert td["dataset"] == "PFED5" and td["sizes"] == prov["sizes"] and td["git_commit"] == prov["git_commit"]
+    assert td["test_metrics"]["spearman_pct"] == report["expressions"]["smile"]["test"]["spearman_pct"]
     # the same name and version again: refused, the first model kept
     capsys.readouterr()
     assert feqa("export", ck, "--out", models, "--name", "smile-clinic", "--version", "1.2.0") == 2
@@ -151,6 +154,7 @@ def test_export_names_its_provenance_refuses_a_clash_and_serves(pfed5_run, tmp_p
                                cal["scale"] * raw + cal["bias"], rtol=1e-4, atol=1e-3 * max(1, abs(cal["scale"])))
     result = assess(real_video(), "smile", scorer)
     assert result["model"]["name"] == "smile-clinic" and not result["abstained"]
+    assert result["model"]["training_data"]["dataset"] == "PFED5"
     assert 0.0 <= result["score"] <= 4.0
 
 
@@ -213,6 +217,7 @@ def test_toronto_export_manifest_names_the_raters_scale(toronto_run, tmp_path):
     scale = scale_for_manifest(m)
     assert m["scale"] == "toronto_neuroface" and (scale.low, scale.high) == (1, 5)
     assert m["provenance"]["fold"] == 1 and len(m["metrics"]["cross_validation"]["folds"]) == 3
+    assert len(m["training_data"]["cross_validation"]["per_fold_spearman_pct"]) == 3
 
 
 # --------------------------------------------------------------------------------------------- resume
