@@ -422,8 +422,8 @@ def run(args: argparse.Namespace) -> int:
         served = read_served(client)
     except (ApiError, ConnectionFailed) as exc:
         print(f"feqa batch: cannot read the models from {args.api}: {exc}", file=sys.stderr)
-        if args.dry_run:
-            dry_run(jobs, {}, out, fmt, args)
+        if args.dry_run:   # still list the inputs; what is served is unknown
+            dry_run(jobs, None, out, fmt, args)
         client.close()
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -442,31 +442,32 @@ def run(args: argparse.Namespace) -> int:
     return summarise(rows, out, interrupted)
 
 
-def plan(jobs: list[Job], served: dict[str, dict[str, str]], out: Path, fmt: str,
+def plan(jobs: list[Job], served: dict[str, dict[str, str]] | None, out: Path, fmt: str,
          args: argparse.Namespace) -> tuple[list[dict[str, Any] | None], list[int], dict[tuple, dict]]:
-    """(rows already known: kept from the output file or not sendable, indexes to send, previous rows)."""
+    """(rows already known: kept from the output file or not sendable, indexes to send, previous rows).
+    `served` None: not known (the API did not answer a dry run), so no video is held back for it."""
     previous = {(r.get("video"), r.get("expression") or ""): r for r in read_rows(out, fmt)}
-    versions = {e: m["version"] for e, m in served.items()}
+    versions = {e: m["version"] for e, m in (served or {}).items()}
     rows: list[dict[str, Any] | None] = [None] * len(jobs)
     todo = []
     for i, job in enumerate(jobs):
         prev = previous.get((str(job.video), job.expression or ""))
         if not args.rescore and is_done(prev, versions):
             rows[i] = {**prev, "_kept": True}   # type: ignore[dict-item]
-        elif job.problem or job.expression not in served:
-            rows[i] = local_row(job, served)
+        elif job.problem or (served is not None and job.expression not in served):
+            rows[i] = local_row(job, served or {})
         else:
             todo.append(i)
     return rows, todo, previous
 
 
-def dry_run(jobs: list[Job], served: dict[str, dict[str, str]], out: Path, fmt: str,
+def dry_run(jobs: list[Job], served: dict[str, dict[str, str]] | None, out: Path, fmt: str,
             args: argparse.Namespace) -> int:
     rows, todo, _ = plan(jobs, served, out, fmt, args)
     for i, job in enumerate(jobs):
         row = rows[i]
         action = "send" if row is None else "done" if row.get("_kept") else row.get("error_code")
-        model = served.get(job.expression or "", {})
+        model = (served or {}).get(job.expression or "", {})
         print("\t".join([action, str(job.video), job.expression or "-", job.patient_ref or "-",
                          model.get("version") or "-"]))
     print(f"feqa batch --dry-run: {len(todo)} would be sent, {sum(bool(r and r.get('_kept')) for r in rows)} "

@@ -116,3 +116,14 @@ def test_given_rows_finishing_out_of_order_then_the_file_keeps_input_order(tmp_p
     assert [r["video"] for r in read_rows(out, "jsonl")] == ["a"]
     w.put(1, {"video": "b"})
     assert [r["video"] for r in read_rows(out, "jsonl")] == ["a", "b", "c"]
+
+
+def test_given_an_unreachable_api_a_dry_run_still_lists_the_inputs_and_exits_2(tmp_path, capsys):
+    touch(tmp_path / "v" / "p_smile.mp4")
+    touch(tmp_path / "v" / "notes.txt")
+    args = parse([str(tmp_path / "v"), "--out", str(tmp_path / "o.csv"), "--api", "http://127.0.0.1:9",
+                  "--retries", "0", "--dry-run"])
+    assert run(args) == 2
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in out] == ["unsupported_file", "send"]   # path order: notes, p_smile
+    assert not (tmp_path / "o.csv").exists()
