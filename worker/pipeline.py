@@ -171,7 +171,11 @@ def score_video(video_path: str | Path, expression: str, scorer: Any, *, progres
     result["findings"] = findings
     result["measures"] = measures
     result["timings"] = {**clock.finish(), "total": round(time.perf_counter() - t0, 4)}
-    return result, rec.overview()
+    overview = rec.overview()
+    if len(seg.activation) == overview.landmarks.shape[0]:   # the pictures' rest and peak frames: the task's own
+        overview.meta["neutral_row"] = int(np.argmin(seg.activation))
+        overview.meta["peak_row"] = int(np.argmax(seg.activation))
+    return result, overview
 
 
 def draw_pictures(extraction: Any, out_dir: Path) -> tuple[dict[str, Path], float]:

@@ -60,10 +60,13 @@ def _fps_and_start(meta: dict, n: int) -> tuple[float, float]:
     return fps, start
 
 
-def movement(landmarks: np.ndarray, *, fps: float = 25.0, start_s: float = 0.0) -> Movement:
+def movement(landmarks: np.ndarray, *, fps: float = 25.0, start_s: float = 0.0, neutral: int | None = None,
+             peak: int | None = None) -> Movement:
     """Movement of (T, 63, 2) landmarks: every frame mapped onto the first by a similarity fitted on the
-    nose and eye corners (head motion removed), then each slot's distance to its place in the most neutral
-    frame (the frame nearest the window's median shape), divided by the inter-ocular distance."""
+    nose and eye corners (head motion removed), then each slot's distance to its place in the neutral frame,
+    divided by the inter-ocular distance. The neutral and peak frames are the task's own when given (the
+    segmentation's least and most active frames), else the frame nearest the median shape and the frame
+    farthest from it."""
     from worker import landmarks as lm
 
     pts = np.asarray(landmarks, np.float64)[..., :2]
@@ -74,10 +77,11 @@ def movement(landmarks: np.ndarray, *, fps: float = 25.0, start_s: float = 0.0) 
     median_shape = np.median(aligned, axis=0)
     moving = np.setdiff1d(np.arange(aligned.shape[1]), lm.ANCHOR_SLOTS)
     dist_to_median = np.linalg.norm(aligned[:, moving] - median_shape[moving], axis=-1).mean(1)
-    neutral = int(np.argmin(dist_to_median))
+    n = len(pts)
+    neutral = int(neutral) if neutral is not None and 0 <= neutral < n else int(np.argmin(dist_to_median))
     disp = np.linalg.norm(aligned - aligned[neutral], axis=-1) / iod      # (T, 63)
     overall = disp[:, moving].mean(1)
-    peak = int(np.argmax(overall))
+    peak = int(peak) if peak is not None and 0 <= peak < n else int(np.argmax(overall))
     regions = {r: disp[:, sl].mean(1) for r, sl in lm.region_slices().items()}
     t = start_s + np.arange(len(pts)) / fps
     return Movement(t, regions, overall, neutral, peak, iod)
@@ -87,7 +91,8 @@ def extraction_movement(extraction) -> Movement:
     meta = getattr(extraction, "meta", {}) or {}
     n = len(extraction.landmarks)
     fps, start = _fps_and_start(meta, n)
-    mv = movement(extraction.landmarks, fps=fps, start_s=start)
+    mv = movement(extraction.landmarks, fps=fps, start_s=start, neutral=meta.get("neutral_row"),
+                  peak=meta.get("peak_row"))
     rows = meta.get("row_frames")      # output frame of each row (face frames only: gaps where the face was lost)
     rate = meta.get("row_fps") or meta.get("fps_out")
     if rows is not None and len(rows) == n and rate:
@@ -175,7 +180,9 @@ def overlay_png(extraction_or_frames, path: str | Path, *, landmarks: np.ndarray
                    handletextpad=0.2, columnspacing=0.8)
     note = "" if real else " (model input frames: no video frames were kept)"
     if mv is not None and len(picks) > 1:
-        note = f"lines: where each point was at rest; peak movement {mv.overall[mv.peak]:.2f} IOD" + note
+        region, amount = max(((r, float(v[mv.peak])) for r, v in mv.regions.items()), key=lambda x: x[1])
+        note = (f"lines: where each point was at rest; most moved: {region.replace('_', ' ')}, "
+                f"{amount:.2f} IOD" + note)
     if note:
         fig.text(0.5, 0.955, note, ha="center", fontsize=7, color="#333333")
     fig.subplots_adjust(left=0.01, right=0.99, top=0.88, bottom=0.13, wspace=0.03)

@@ -54,3 +54,9 @@ def test_pictures_are_drawn_on_the_kept_real_frames(tmp_path):
     ex.crops = None                                    # no crops kept: falls back to the model frames
     assert plots._real_frames(ex)[2] is False
     plots.overlay_png(ex, tmp_path / "o2.png")
+
+
+def test_the_tasks_own_rest_and_peak_frames_are_used_when_given():
+    mv = plots.movement(_face(), neutral=40, peak=5)        # e.g. a patient who starts with the expression held
+    assert (mv.neutral, mv.peak) == (40, 5)
+    assert abs(mv.regions["upper_lip"][5] - 0.2) < 0.02 and mv.regions["upper_lip"][45] < 0.01

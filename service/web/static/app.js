@@ -716,7 +716,7 @@
   }
 
   function picturesPending(job) {
-    return (job.items || []).some((i) => i.status === "succeeded" && !(i.result && i.result.abstained) &&
+    return (job.items || []).some((i) => i.status === "succeeded" &&
       (i.pictures ? i.pictures === "pending" : !hasPictures(i)));
   }
 
@@ -829,31 +829,32 @@
       node.append(svgText(x0, 10, title, { class: "chart-title" }));
       node.append(svg("line", { x1: x0, y1: base, x2: x0 + w, y2: base, class: "axis" }));
       const step = w / Math.max(1, bars.length);
+      const every = Math.max(1, Math.ceil(bars.length / Math.max(1, Math.floor(w / 22))));   // labels that fit
       bars.forEach((b, k) => {
-        const bw = Math.min(18, (step - 3) / b.values.length);
+        const bw = Math.min(18, Math.max(1, (step - 2) / b.values.length));
         b.values.forEach((v, j) => {
           const h = max > 0 ? ((base - top) * Math.max(0, v)) / max : 0;
           const x = x0 + k * step + (step - bw * b.values.length) / 2 + j * bw;
           node.append(svg("rect", { x, y: base - h, width: Math.max(1, bw - 1), height: h, class: "bar-" + j }));
         });
-        node.append(svgText(x0 + k * step + step / 2, base + 9, b.label, { class: "tick", "text-anchor": "middle" }));
+        if (k % every === 0) node.append(svgText(x0 + k * step + step / 2, base + 9, b.label, { class: "tick", "text-anchor": "middle" }));
       });
       node.append(svgText(x0, H - 2, max > 0 ? "top of scale " + max.toFixed(2) + unit : "", { class: "tick" }));
     };
     const split = reps.length && second ? 128 : W - 8;
     if (reps.length) {
       const max = Math.max(...reps.map((r) => r.a));
-      panel(4, split - 12, "Amplitude per repetition (IOD)", reps.map((r) => ({ label: "#" + r.i, values: [r.a] })), max, " IOD");
+      panel(4, split - 12, "Amplitude per repetition", reps.map((r) => ({ label: "#" + r.i, values: [r.a] })), max, " IOD");
       desc.push("amplitude per repetition: " + reps.map((r) => "#" + r.i + " " + r.a.toFixed(2)).join(", ") + " IOD");
     }
     const x0 = reps.length ? split + 4 : 4;
     const short = (n) => n.replace("mouth corners", "corners").replace("upper lip", "up lip").replace("lower lip", "low lip").slice(0, 8);
     if (lr.length) {
       const max = Math.max(...lr.map((r) => Math.max(r.left, r.right)));
-      panel(x0, W - x0 - 4, "Left (blue) vs right (orange), IOD", lr.map((r) => ({ label: short(r.name), values: [r.left, r.right] })), max, " IOD");
+      panel(x0, W - x0 - 4, "Left (blue), right (orange)", lr.map((r) => ({ label: short(r.name), values: [r.left, r.right] })), max, " IOD");
       desc.push("left vs right: " + lr.map((r) => r.name + " " + r.left.toFixed(2) + "/" + r.right.toFixed(2)).join(", "));
     } else if (asym.length) {
-      panel(x0, W - x0 - 4, "Left/right asymmetry (0 same, 1 one side)", asym.map((r) => ({ label: short(r.name), values: [r.a] })), 1, "");
+      panel(x0, W - x0 - 4, "Left/right asymmetry (0–1)", asym.map((r) => ({ label: short(r.name), values: [r.a] })), 1, "");
       desc.push("left/right asymmetry: " + asym.map((r) => r.name + " " + r.a.toFixed(2)).join(", "));
     }
     node.prepend(svg("title", {}, label + ": " + desc.join("; ")));
@@ -869,7 +870,10 @@
       let t = reps.length + (reps.length === 1 ? " repetition" : " repetitions");
       if (amps.length) t += ", amplitude " + Math.min(...amps).toFixed(2) + "–" + Math.max(...amps).toFixed(2) + " IOD";
       const scores = reps.map((r) => num(r.score)).filter((s) => s !== null);
-      if (scores.length > 1) t += "; scores per repetition " + scores.map((s) => s.toFixed(1)).join(", ");
+      if (scores.length > 1) {
+        t += "; scores per repetition " + scores.slice(0, 6).map((s) => s.toFixed(1)).join(", ") +
+          (scores.length > 6 ? ", …" : "");
+      }
       lines.push(t);
     }
     const m = result.measures || {};
@@ -883,9 +887,10 @@
     const rest = m.rest && typeof m.rest === "object" ? m.rest : null;
     if (rest && num(rest.blink_rate_per_min) !== null) lines.push("blinks " + fmt(rest.blink_rate_per_min, 1) + " per minute");
     const findings = Array.isArray(result.findings) ? result.findings : [];
-    if (findings.length) lines.push("findings: " + findings.map(words).join(", "));
-    if (!lines.length && !lr.length) return null;
+    const found = findings.map((f) => words(f).replace(/[.\s]+$/, ""));
+    if (!lines.length && !found.length && !lr.length) return null;
     if (lines.length) box.append(el("p", { className: "measure-line", text: "Movement: " + lines.join("; ") + "." }));
+    if (found.length) box.append(el("p", { className: "findings", text: "Findings: " + found.join(". ") + "." }));
     const chart = measuresChart(result, "Movement measures for " + titleOf(result.expression));
     if (chart) box.append(chart);
     return box;
@@ -993,11 +998,9 @@
       const warn = notClinicalReason(result.model);
       if (warn) main.append(el("p", { className: "warning small", text: warn }));
       main.append(el("p", { className: "model-line hint", text: modelLine(result.model) }));
-      if (!result.abstained) {
-        const pics = hasPictures(item) ? pictures(item) : null;
-        body.append(pics || el("p", { className: "pictures-pending hint", role: "status",
-          text: item.pictures === "none" ? NO_PICTURES_TEXT : "Drawing the pictures…" }));
-      }
+      const pics = hasPictures(item) ? pictures(item) : null;
+      body.append(pics || el("p", { className: "pictures-pending hint", role: "status",
+        text: item.pictures === "none" ? NO_PICTURES_TEXT : "Drawing the pictures…" }));
     } else {
       const err = item.error || {};
       const verdict = QUALITY_CODES.has(err.code);
