@@ -14,6 +14,7 @@ import sys
 COMMANDS: dict[str, str] = {
     "serve": "service.cli_serve",
     "worker": "worker.cli_worker",
+    "migrate": "worker.cli_migrate",
     "score": "service.cli_score",
     "extract": "worker.cli_extract",
     "simulate": "training.cli_simulate",

@@ -13,6 +13,10 @@ import signal
 import subprocess
 import sys
 import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from worker.settings import Settings
 
 HELP = "run the inference API with a local worker; manage API keys; purge expired data"
 
@@ -30,21 +34,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     keys.add_argument("--purge", action="store_true", help="delete expired videos and assessments, then exit")
 
 
-def _apply(args: argparse.Namespace) -> None:
-    """Command-line options become settings for this process and the worker it starts."""
-    for opt, env in (("host", "FEQA_HOST"), ("port", "FEQA_PORT"), ("model_dir", "FEQA_MODEL_DIR")):
-        if getattr(args, opt, None) is not None:
-            os.environ[env] = str(getattr(args, opt))
-    from worker.settings import get_settings
-
-    get_settings.cache_clear()
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Command-line options that override settings, for this process and those it starts."""
+    return {"host": args.host, "port": args.port, "model_dir": args.model_dir}
 
 
-def _admin(args: argparse.Namespace) -> int | None:
+def _admin(args: argparse.Namespace, settings: Settings) -> int | None:
+    from worker.jobs.db import migrate
     from worker.jobs.store import Store
-    from worker.settings import get_settings
 
-    settings = get_settings()
+    if args.create_key or args.revoke_key or args.purge:
+        migrate(settings.db_url)   # the admin commands may be the first to open a new database
     if args.create_key:
         key = Store(settings.db_url).create_key(args.create_key)
         print(key)
@@ -82,20 +82,20 @@ class Workers:
     """The local worker subprocesses, restarted when one dies (a crash must not leave the machine
     without a worker; the items it held are re-queued by the next worker's heartbeat)."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, env: dict[str, str]) -> None:
+        self.env = env
         self.procs: list[subprocess.Popen] = [self._start(i) for i in range(n)]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="feqa-worker-watch", daemon=True)
         if n:
             self._thread.start()
 
-    @staticmethod
-    def _start(i: int) -> subprocess.Popen:
+    def _start(self, i: int) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "service.cli", "worker", "--concurrency", "1", "--name", f"feqa-local-{i}@%h"]
         # Its own process group: a signal to `feqa serve`'s group (Ctrl-C, a service manager) must not
         # reach Celery's pool children directly, or Celery replaces them in the middle of its warm
         # shutdown and can hang there. The worker is stopped through its main process instead.
-        return subprocess.Popen(cmd, preexec_fn=_die_with_parent, start_new_session=True)
+        return subprocess.Popen(cmd, env=self.env, preexec_fn=_die_with_parent, start_new_session=True)
 
     def _watch(self) -> None:
         while not self._stop.wait(2.0):
@@ -121,28 +121,44 @@ class Workers:
 
 
 def run(args: argparse.Namespace) -> int:
-    _apply(args)
-    done = _admin(args)
+    from worker.jobs.db import migrate
+    from worker.settings import child_env, configure
+
+    overrides = _overrides(args)
+    settings = configure(**overrides)
+    done = _admin(args, settings)
     if done is not None:
         return done
-    import uvicorn
-
     from service.manifests import read_manifests
-    from worker.jobs.store import Store
-    from worker.settings import get_settings
 
-    settings = get_settings()
-    Store(settings.db_url)   # migrate once before the worker and the API open the database
+    migrate(settings.db_url)   # once, before the worker and the API open the database
     _, problem = read_manifests(settings.model_dir)
     if problem:
         print(f"\nWARNING: {problem}\nThe API accepts uploads, but /readyz answers 503 and nothing is "
               "scored until models are there.\n", file=sys.stderr)
     if not settings.anonymous_allowed:
         print("API keys required: create one with `feqa serve --create-key TENANT`", file=sys.stderr)
-    workers = Workers(args.workers)
+    env = child_env(overrides)
+    workers = Workers(args.workers, env)
     try:
-        uvicorn.run("service.api.main:app_factory", factory=True, host=settings.host, port=settings.port,
-                    log_level="info", proxy_headers=False, workers=max(1, args.api_workers))
+        _serve_api(settings, args.api_workers, env)
     finally:
         workers.stop()
     return 0
+
+
+def _serve_api(settings: Settings, n: int, env: dict[str, str]) -> None:
+    """One API process here, with these settings; several as uvicorn's workers, which read the
+    options from the environment handed to them."""
+    if n <= 1:
+        import uvicorn
+
+        from service.api.main import create_app
+
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+                    proxy_headers=False)
+        return
+    cmd = [sys.executable, "-m", "uvicorn", "service.api.main:app_factory", "--factory", "--host", settings.host,
+           "--port", str(settings.port), "--workers", str(n), "--no-proxy-headers", "--log-level", "info"]
+    with contextlib.suppress(KeyboardInterrupt):
+        subprocess.run(cmd, env=env, check=False)

@@ -148,6 +148,11 @@ class Stack:
 
         return Store(self.env.get("DATABASE_URL") or f"sqlite:///{self.var_dir / 'feqa.sqlite3'}")
 
+    def migrate(self) -> None:
+        from worker.jobs.db import migrate
+
+        migrate(self.env.get("DATABASE_URL") or f"sqlite:///{self.var_dir / 'feqa.sqlite3'}")
+
     def create_key(self, tenant: str) -> str:
         return self.store().create_key(tenant)
 
@@ -233,8 +238,8 @@ def feqa_stack(tmp: Path, *, model_dir: Path | None = None, broker: str = "sqlit
     port = free_port()
     stack = Stack(f"http://127.0.0.1:{port}", e, var_dir, pool=pool)
     try:
-        # Migrate before any process opens the database, so no process waits on another's migration.
-        stack.store()
+        # `feqa migrate`, as a deployment runs it before the API and the workers start.
+        stack.migrate()
         stack.procs.append(start("api", api_cmd(port), e, var_dir / "logs"))
         for _ in range(workers):
             stack.add_worker()

@@ -40,6 +40,8 @@ TRANSPORT_ALIASES.setdefault("feqa-sqlite", "worker.celery_app:SQLiteTransport")
 
 def make_celery(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
+    if settings.celery_broker_url.startswith("feqa-sqlite+"):
+        settings.var_dir.mkdir(parents=True, exist_ok=True)   # the broker file lives there
     app = Celery("feqa", broker=settings.celery_broker_url, include=["worker.tasks"])
     if settings.celery_broker_url.startswith("feqa-sqlite+"):
         transport_options: dict = {"connect_args": {"timeout": 30}}   # create_engine arguments

@@ -30,7 +30,11 @@ def healthcheck() -> int:
 
     settings = get_settings()
     host = socket.gethostname()
-    workers = Store(settings.db_url).ready_workers(settings.heartbeat_max_age_s)
+    try:
+        workers = Store(settings.db_url).ready_workers(settings.heartbeat_max_age_s)
+    except Exception as exc:   # no database, or no schema yet (`feqa migrate`)
+        print(f"job store not readable: {type(exc).__name__}")
+        return 1
     ok = [w.worker_id for w in workers if w.worker_id.rpartition(":")[0] == host]
     print("ready: " + ", ".join(ok) if ok else f"no warmed worker on {host}")
     return 0 if ok else 1
@@ -45,14 +49,10 @@ def celery_argv(args: argparse.Namespace, queue: str) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     if args.healthcheck:
         return healthcheck()
-    if args.model_dir:
-        os.environ["FEQA_MODEL_DIR"] = str(args.model_dir)
-    if args.queue:
-        os.environ["FEQA_QUEUE"] = args.queue
-    from worker.settings import get_settings
+    from worker.settings import configure
 
-    get_settings.cache_clear()
-    settings = get_settings()
+    # Before worker.tasks builds the Celery app from them; the pool's children are forked from here.
+    settings = configure(model_dir=args.model_dir, queue=args.queue)
     from worker.tasks import app  # registers the tasks and the process signals
 
     app.worker_main(celery_argv(args, settings.queue))

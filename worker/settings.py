@@ -1,14 +1,20 @@
 """One settings object for the API, the workers and the CLI, read once from the environment.
 
 Variables carry the prefix FEQA_ (FEQA_STORAGE_DIR, FEQA_SECRET_KEY, ...), except the two
-that deployment tools name by convention: DATABASE_URL and REDIS_URL. Tests build their own
+that deployment tools name by convention: DATABASE_URL and REDIS_URL.
+
+`get_settings()` is the process's one Settings, read on first use. A CLI whose options override
+settings calls `configure(**options)` before anything reads them (it never writes os.environ), and
+hands the same options to the processes it starts (`child_env`). Tests build their own
 `Settings(...)` or set the environment of the subprocesses they start; nothing patches globals.
 """
 from __future__ import annotations
 
 import ipaddress
-from functools import lru_cache
+import os
+import threading
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -83,8 +89,8 @@ class Settings(BaseSettings):
         if self.redis_url:
             return self.redis_url
         # No server on a single machine: the broker is a SQLite file beside the job store.
-        # (worker.celery_app registers the "feqa-sqlite" transport: kombu's SQLAlchemy one, polled faster.)
-        self.var_dir.mkdir(parents=True, exist_ok=True)
+        # (worker.celery_app registers the "feqa-sqlite" transport: kombu's SQLAlchemy one, polled faster,
+        # and creates var_dir when it builds the app.)
         return f"feqa-sqlite+sqlite:///{self.var_dir / 'broker.sqlite3'}"
 
     @property
@@ -105,6 +111,49 @@ class Settings(BaseSettings):
         return self.allow_anonymous and self.loopback
 
 
-@lru_cache(maxsize=1)
+_current: Settings | None = None
+_lock = threading.Lock()
+
+
 def get_settings() -> Settings:
-    return Settings()
+    """This process's settings: read from the environment on first use, then the same object."""
+    global _current
+    with _lock:
+        if _current is None:
+            _current = Settings()
+        return _current
+
+
+def configure(**overrides: Any) -> Settings:
+    """Make the environment's settings with `overrides` on top (None values ignored) this process's
+    settings; a CLI calls it with its options before anything reads the settings."""
+    global _current
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(given) - set(Settings.model_fields)
+    if unknown:
+        raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
+    with _lock:
+        _current = Settings(**given)
+        return _current
+
+
+def child_env(overrides: dict[str, Any], base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a process this one starts, carrying `overrides` (None values ignored) as
+    the variables Settings reads: how configured options reach a worker or API subprocess."""
+    env = dict(os.environ if base is None else base)
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        field = Settings.model_fields[name]
+        aliases = getattr(field.validation_alias, "choices", None)
+        env[str(aliases[0]) if aliases else f"FEQA_{name.upper()}"] = (
+            value if isinstance(value, str) else _env_value(value))
+    return env
+
+
+def _env_value(value: Any) -> str:
+    import json
+
+    if isinstance(value, Path | int | float) and not isinstance(value, bool):
+        return str(value)
+    return json.dumps(value)

@@ -24,7 +24,8 @@ AUTH_CACHE_S = 30.0   # a revoked key stops working within this time
 
 # These are `async def` although they do no I/O: FastAPI runs a plain `def` dependency in the thread
 # pool, and a hop per dependency per request costs more than the request's own work.
-async def get_settings(request: Request) -> Settings:
+async def app_settings(request: Request) -> Settings:
+    """The settings this app was built with (worker.settings.get_settings is the process's)."""
     return request.app.state.settings
 
 
@@ -36,7 +37,7 @@ async def get_storage(request: Request) -> LocalStorage:
     return request.app.state.storage
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(app_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 StorageDep = Annotated[LocalStorage, Depends(get_storage)]
 

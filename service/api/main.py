@@ -10,6 +10,7 @@ from service.api import metrics, openapi
 from service.api.deps import KeyCache, RateLimiter
 from service.api.routes import assessments, docs, health, models, patients, web
 from service.queue import Queue
+from worker.jobs.db import schema_revision
 from worker.jobs.housekeeping import purge
 from worker.jobs.storage import LocalStorage
 from worker.jobs.store import Store
@@ -31,7 +32,8 @@ def create_app(settings: Settings | None = None, *, queue: Queue | None = None) 
                   openapi_url="/openapi.json", docs_url=None, redoc_url=None,
                   generate_unique_id_function=openapi.operation_id)
     app.state.settings = settings
-    app.state.store = Store(settings.db_url)            # runs the migrations
+    app.state.store = Store(settings.db_url)   # the schema is `feqa migrate`'s job, not the API's
+    _warn_if_schema_old(settings.db_url)
     app.state.storage = LocalStorage(settings.storage_root)
     app.state.queue = queue or Queue(settings)
     if queue is None:
@@ -51,6 +53,17 @@ def create_app(settings: Settings | None = None, *, queue: Queue | None = None) 
     except Exception:   # housekeeping must not keep the API from starting
         log.exception("purge at start failed")
     return app
+
+
+def _warn_if_schema_old(url: str) -> None:
+    try:
+        current, head = schema_revision(url)
+    except Exception:   # the database may be down now and up later: /readyz and the problems say so
+        log.exception("could not read the job store's schema revision")
+        return
+    if current != head:
+        log.error("the job store's schema is at revision %s, the newest is %s: run `feqa migrate`",
+                  current or "none", head)
 
 
 def app_factory() -> FastAPI:

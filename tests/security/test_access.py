@@ -72,7 +72,7 @@ def all_routes(stack) -> set[tuple[str, str]]:
         def enqueue(self, _ids) -> None:
             raise AssertionError("no task may be sent while listing routes")
 
-    app = create_app(Settings(var_dir=stack.var_dir / "routes-listing"), queue=NoQueue())
+    app = create_app(Settings(var_dir=stack.var_dir / "routes-listing"), queue=NoQueue())   # no database use
     def walk(routes):
         for route in routes:
             if hasattr(route, "original_router"):     # this FastAPI wraps included routers

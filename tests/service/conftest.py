@@ -39,10 +39,12 @@ def stand_in_models(model_dir: Path, expressions=("smile", "frown")) -> Path:
 
 @pytest.fixture()
 def settings(tmp_path):
+    from worker.jobs.db import migrate
     from worker.settings import Settings
 
-    return Settings(var_dir=tmp_path / "var", model_dir=stand_in_models(tmp_path / "models"),
-                    rate_limit_per_minute=0)
+    s = Settings(var_dir=tmp_path / "var", model_dir=stand_in_models(tmp_path / "models"), rate_limit_per_minute=0)
+    migrate(s.db_url)   # what `feqa migrate` does before the API starts
+    return s
 
 
 class RecordingQueue:

@@ -70,9 +70,11 @@ def test_pictures_none_when_the_worker_died_before_drawing(app):
 
 def test_the_worker_records_no_pictures_when_drawing_fails(tmp_path, monkeypatch):
     from worker import pipeline, runtime, tasks
+    from worker.jobs.db import migrate
     from worker.jobs.storage import LocalStorage
     from worker.jobs.store import Store
 
+    migrate(f"sqlite:///{tmp_path / 'db.sqlite3'}")
     st = runtime.ProcessState(store=Store(f"sqlite:///{tmp_path / 'db.sqlite3'}"),
                             storage=LocalStorage(tmp_path / "storage"), worker_id="w1")
     aid = st.store.new_id()

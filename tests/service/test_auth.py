@@ -4,6 +4,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from service.api.main import create_app
+from worker.jobs.db import migrate
 from worker.settings import Settings
 
 
@@ -32,6 +33,7 @@ def test_missing_and_wrong_keys_are_401_problems(settings, queue):
 def test_anonymous_only_when_bound_to_loopback_and_allowed(tmp_path, queue):
     def status(**kw) -> int:
         s = Settings(var_dir=tmp_path / "var", model_dir=tmp_path / "m", **kw)
+        migrate(s.db_url)
         with TestClient(create_app(s, queue=queue)) as c:
             return c.get("/v1/models").status_code
 
@@ -46,6 +48,7 @@ def test_a_wrong_key_is_refused_even_where_anonymous_use_is_allowed(client):
 
 def test_rate_limit_answers_429_with_retry_after(tmp_path, queue):
     s = Settings(var_dir=tmp_path / "var", model_dir=tmp_path / "m", rate_limit_per_minute=3)
+    migrate(s.db_url)
     app = create_app(s, queue=queue)
     key = app.state.store.create_key("a")
     with TestClient(app) as c:

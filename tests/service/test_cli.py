@@ -5,6 +5,9 @@ import json
 import os
 import subprocess
 
+import pytest
+import sqlalchemy as sa
+
 from tests.servers import PYTHON, ROOT, service_env
 
 
@@ -39,6 +42,23 @@ def test_create_key_prints_a_working_key_once(tmp_path):
     assert feqa("serve", "--purge", env=env).returncode == 0
 
 
+def test_only_feqa_migrate_changes_the_schema(tmp_path):
+    # given a new database that a Store has opened and used to read
+    from worker.jobs.store import Store
+
+    env = service_env(tmp_path / "var")
+    url = f"sqlite:///{tmp_path / 'var' / 'feqa.sqlite3'}"
+    with pytest.raises(sa.exc.OperationalError):
+        Store(url).queue_depth()   # no table: the Store made none
+    check = feqa("migrate", "--check", env=env)
+    assert check.returncode == 1 and "revision none" in check.stdout
+    # when `feqa migrate` runs (twice: the second finds nothing to do), then the schema is current
+    assert feqa("migrate", env=env).returncode == 0
+    assert feqa("migrate", env=env).returncode == 0
+    assert feqa("migrate", "--check", env=env).returncode == 0
+    assert Store(url).queue_depth() == {}
+
+
 def test_serve_says_clearly_when_the_model_directory_is_empty(tmp_path):
     from tests.servers import feqa_serve
 
@@ -58,6 +78,7 @@ def test_worker_healthcheck_follows_this_hosts_heartbeat(tmp_path):
     from worker.jobs.store import Store
 
     env = service_env(tmp_path / "var")
+    assert feqa("migrate", env=env).returncode == 0
     store = Store(f"sqlite:///{tmp_path / 'var' / 'feqa.sqlite3'}")
     assert feqa("worker", "--healthcheck", env=env).returncode == 1
     store.heartbeat(f"{socket.gethostname()}:1", [{"expression": "smile"}], warmed=True)

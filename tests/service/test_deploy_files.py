@@ -74,11 +74,13 @@ import os, sys
 sys.modules["torch"] = None          # an image without torch: any import of it fails
 from pathlib import Path
 from worker.jobs.storage import LocalStorage
+from worker.jobs.db import migrate
 from worker.jobs.store import NewItem, Store
 from model.scorer import Scorer
 from worker import runtime, tasks
 import service.cli, worker.cli_worker  # the `feqa worker` entry point
 tmp, video = Path(sys.argv[2]), Path(sys.argv[3])
+migrate(f"sqlite:///{tmp / 'db.sqlite3'}")
 st = runtime.ProcessState(store=Store(f"sqlite:///{tmp / 'db.sqlite3'}"), storage=LocalStorage(tmp / "storage"),
                         worker_id=runtime.this_worker_id())
 st.scorer, st.warmed = Scorer(sys.argv[1]), True
@@ -121,3 +123,10 @@ def test_a_worker_scores_and_draws_without_torch_using_only_its_image_packages(t
     assert "torch" not in used
     image = _closure({_name(s) for s in _pip_specs("Dockerfile.worker-cpu")})
     assert used <= image, f"the worker image lacks {sorted(used - image)}"
+
+
+def test_compose_migrates_once_before_the_api_and_the_workers_start():
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert services["migrate"]["command"] == ["feqa", "migrate"]
+    for name in ("api", "worker-cpu", "worker-gpu"):
+        assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully", name

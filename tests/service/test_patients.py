@@ -101,9 +101,11 @@ def test_history_pages_on_postgresql_with_equal_times(tmp_path):
     """The cursor (created_at, id) pages through PostgreSQL's timestamptz too, also when visits share a time."""
     from tests.servers import postgres_url
     from tests.service.conftest import pg_url_or_skip
+    from worker.jobs.db import migrate
     from worker.jobs.store import Store
 
     with postgres_url(pg_url_or_skip()) as url:
+        migrate(url)   # `feqa migrate`: a Store changes no schema
         store = Store(url)
         ids = [visit(store, "t", "P-9", 1, 1.0) for _ in range(3)]
         when = datetime.now(UTC) - timedelta(days=1)

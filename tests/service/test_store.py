@@ -9,16 +9,18 @@ import sqlalchemy as sa
 
 from tests.servers import postgres_url
 from tests.service.conftest import pg_url_or_skip
-from worker.jobs.db import ApiKey
+from worker.jobs.db import ApiKey, migrate
 from worker.jobs.store import NewItem, Store, hash_secret
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request, tmp_path):
     if request.param == "sqlite":
+        migrate(f"sqlite:///{tmp_path / 'store.sqlite3'}")
         yield Store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
         return
     with postgres_url(pg_url_or_skip()) as url:
+        migrate(url)
         yield Store(url)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import VIDEOS
+from worker.jobs.db import migrate
 from worker.jobs.storage import LocalStorage
 from worker.jobs.store import NewItem, Store
 
@@ -16,6 +17,7 @@ def task_env(tmp_path, model_dir):
     from model.scorer import Scorer
     from worker import runtime, tasks
 
+    migrate(f"sqlite:///{tmp_path / 'db.sqlite3'}")
     st = runtime.ProcessState(store=Store(f"sqlite:///{tmp_path / 'db.sqlite3'}"),
                             storage=LocalStorage(tmp_path / "storage"), worker_id=runtime.this_worker_id())
     st.scorer, st.warmed = Scorer(model_dir), True

@@ -1,7 +1,8 @@
 """Database tables (SQLAlchemy 2) and the engine.
 
 SQLite under var/ by default; PostgreSQL when DATABASE_URL says so. The schema is created
-by the alembic migrations in worker/jobs/migrations, run at start by `migrate()`.
+by the alembic migrations in worker/jobs/migrations, run only by `migrate()` (`feqa migrate`, which
+`feqa serve` runs at start and the compose deployment runs before the API and workers start).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -177,15 +179,32 @@ def _migration_lock(engine: Engine, url: str) -> Iterator[None]:
         yield
 
 
-def migrate(url: str) -> None:
-    """Bring the schema to the newest alembic revision."""
-    from alembic import command
+def _alembic_config(url: str) -> Any:
     from alembic.config import Config
 
-    engine = get_engine(url)
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def schema_revision(url: str) -> tuple[str | None, str]:
+    """(the database's alembic revision or None, the newest revision)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic_config(url)).get_current_head()
+    with get_engine(url).connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    return current, str(head)
+
+
+def migrate(url: str) -> None:
+    """Bring the schema to the newest alembic revision."""
+    from alembic import command
+
+    engine = get_engine(url)
+    cfg = _alembic_config(url)
     with _migration_lock(engine, url):
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn

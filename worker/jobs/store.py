@@ -26,7 +26,6 @@ from worker.jobs.db import (
     Item,
     StageDuration,
     WorkerHeartbeat,
-    migrate,
     session_factory,
     utcnow,
 )
@@ -67,10 +66,9 @@ def assessment_status(items: list[Item]) -> JobStatus:
 
 
 class Store:
-    def __init__(self, url: str, *, run_migrations: bool = True) -> None:
+    def __init__(self, url: str) -> None:
+        """Opens no connection and changes no schema (that is `feqa migrate`, worker.jobs.db.migrate)."""
         self.url = url
-        if run_migrations:
-            migrate(url)
         self._sessions = session_factory(url)
 
     @contextmanager
