@@ -45,11 +45,11 @@ def _open(path: str | Path):
     try:
         container = av.open(str(p), mode="r", metadata_errors="ignore")
     except (av.error.InvalidDataError, UnicodeDecodeError) as e:
-        raise VideoError(f"not a readable video file ({e.__class__.__name__})", code="not_a_video") from e
+        raise VideoError("not a readable video file", code="not_a_video") from e
     except av.error.FFmpegError as e:
-        raise VideoError(f"not a readable video file: {e}", code="not_a_video") from e
+        raise VideoError("not a readable video file", code="not_a_video") from e   # its text names the path
     except (OSError, ValueError) as e:       # unreadable path, odd metadata: still "not a video we can read"
-        raise VideoError(f"not a readable video file ({e.__class__.__name__})", code="not_a_video") from e
+        raise VideoError("not a readable video file", code="not_a_video") from e
     return container
 
 
