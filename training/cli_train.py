@@ -10,7 +10,8 @@ HELP = "Train TraMP-Former models (per expression; k-fold CV; --demo builds the 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demo", action="store_true",
-                   help="simulate -> extract -> train compact per PFED5 expression -> evaluate -> export to OUT/demo")
+                   help="simulate -> extract -> train compact per PFED5 expression and Toronto task -> evaluate "
+                        "(single clips and whole recordings) -> export to OUT/demo")
     p.add_argument("--out", default="runs", help="output folder (with --demo: the model root, e.g. models)")
     add_dataset_arguments(p)
     p.add_argument("--expressions", default="", help="comma-separated; default: every expression in the manifest")

@@ -150,6 +150,7 @@ class Item:
     frames: np.ndarray     # (Tf, 224, 224, 3) uint8
     score: float
     key: str = ""
+    pool: str = ""         # windows of one whole recording share a pool: each epoch draws one of them
 
 
 def augment(item: Item, cfg: TrainConfig, rng: np.random.Generator, uses_rgb: bool) -> tuple[np.ndarray, ...]:
@@ -367,13 +368,16 @@ def train(model_cfg: ModelConfig, train_items: Sequence[Item], val_items: Sequen
         start_epoch, step, history, best = ck["epoch"] + 1, ck["step"], ck["history"], ck["best"]
         log(f"resumed from {last} at epoch {start_epoch}")
     uses_rgb = model_cfg.uses_rgb
-    n = len(train_items)
+    units = sampling_units(train_items)
+    n = len(units)
     if device.type == "cuda":
         log(f"training on {device} ({torch.cuda.get_device_name(device)}), autocast "
             f"{'bf16' if amp_dtype is not None else 'off'}, {cfg.loader_workers} loader workers")
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         order = np.concatenate([rng.permutation(n) for _ in range(cfg.repeat)])
+        order = np.array([units[u][0] if len(units[u]) == 1 else units[u][int(rng.integers(len(units[u])))]
+                          for u in order], np.int64)
         batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         batches = [b for b in batches if len(b) >= 2]   # BMC needs at least two samples to contrast
         t0, losses = time.time(), []
@@ -432,6 +436,22 @@ def _batch_source(items, batches, cfg: TrainConfig, epoch: int, rng: np.random.G
                                          batch_size=None, shuffle=False, num_workers=cfg.loader_workers,
                                          prefetch_factor=max(1, cfg.prefetch), pin_memory=device.type == "cuda")
     yield from loader
+
+
+def sampling_units(items: Sequence[Item]) -> list[list[int]]:
+    """What one epoch visits: every item without a pool on its own, and each pool (the candidate windows of
+    one whole recording, drawn by the random-window rule) once, as one of its windows picked at random."""
+    units: list[list[int]] = []
+    pools: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        if not it.pool:
+            units.append([i])
+        elif it.pool in pools:
+            pools[it.pool].append(i)
+        else:
+            pools[it.pool] = [i]
+            units.append(pools[it.pool])
+    return units
 
 
 def _better(vm: dict, best: dict, key: str) -> bool:

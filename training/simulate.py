@@ -1,4 +1,6 @@
-"""Simulated patients: short videos of the five PFED5 expressions with a known severity (0-4).
+"""Simulated patients: videos of the five PFED5 expressions (known severity 0-4, MDS-UPDRS 3.2) and the five
+Toronto NeuroFace tasks (known rating 1-5, the Toronto raters' scale), as single-movement clips and as whole
+recordings (several repetitions with pauses and a neutral lead-in, 6 to 12 s, with known episode bounds).
 
 SIMULATED DATA, NOT FOR CLINICAL USE. The clips exist to train and test the pipeline end to end (the shipped
 demo models), never to stand in for patients.
@@ -8,10 +10,12 @@ How a clip is made:
    mesh (`worker.face.detect_landmarks`, cached next to the photo).
 2. Per frame, mesh points move by an expression's displacement (mouth corners out/up for a smile, brows down
    and in for a frown, lids closed for squeezed eyes, lips drawn apart over the teeth for clenched teeth,
-   near stillness with blinks at rest), scaled by an activation curve over time.
+   near stillness with blinks at rest; Toronto: cheeks puffed out for blow, lips puckered for kiss, brows raised
+   for brow, jaw and lower lip dropped for open, mouth corners drawn straight out for spread), scaled by an
+   activation curve over time (one rise for a clip; rise, hold and fall per repetition for a whole recording).
 3. The image follows the mesh through a displacement field interpolated linearly over a Delaunay
    triangulation of the mesh (plus fixed anchors around the image border), i.e. a piecewise-affine warp.
-4. Severity models hypomimia: lower amplitude and slower rise, later onset, left/right asymmetry and a resting
+4. Severity (PFED5 0-4; a Toronto rating r is severity r - 1) models hypomimia / weakness: lower amplitude and slower rise, later onset, left/right asymmetry and a resting
    tremor; at rest fewer blinks, less spontaneous movement and lips parted. Head motion, lighting, colour and
    noise vary at random, independent of severity.
 """
@@ -20,19 +24,22 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from model.contract import PFED5_EXPRESSIONS
+from model.contract import PFED5_EXPRESSIONS, TORONTO_EXPRESSIONS
 
 IDENTITY_DIR = Path(__file__).resolve().parent / "identities"
 FPS = 25.0
 FRAME_SIZE = 256
 DISCLAIMER = "SIMULATED DATA - NOT FOR CLINICAL USE"
 # 64 frames: the whole clip fits the demo's Tp=64 trajectory window, so every window starts from a neutral face
-CLIP_SECONDS = {e: 2.56 for e in PFED5_EXPRESSIONS}
+SIM_EXPRESSIONS = PFED5_EXPRESSIONS + TORONTO_EXPRESSIONS
+CLIP_SECONDS = {e: 2.56 for e in SIM_EXPRESSIONS}
+RECORDING_SECONDS = (6.0, 12.0)   # whole recordings: several repetitions with pauses and a neutral lead-in
 
 # Face-mesh (MediaPipe 468) indices; "right"/"left" are the subject's own.
 MOUTH_CORNERS = {"right": 61, "left": 291}
@@ -47,6 +54,23 @@ BROW_INNER = {"right": [107, 66, 55, 65], "left": [336, 296, 285, 295]}
 BROW_OUTER = {"right": [70, 63, 105, 46, 53, 52], "left": [300, 293, 334, 276, 283, 282]}
 CHEEKS = {"right": [205, 50, 101], "left": [425, 280, 330]}
 EYE_CENTRE_IDS = {"right": [33, 133], "left": [263, 362]}
+JAW = [152, 148, 377, 176, 400, 149, 378, 175, 199, 200]
+# the lower cheek between the mouth corner and the face's edge (what puffs out when blowing)
+LOWER_CHEEKS = {"right": [207, 192, 187, 147, 213], "left": [427, 416, 411, 376, 433]}
+BROWS = {s: BROW_INNER[s] + BROW_OUTER[s] for s in ("right", "left")}
+# Where each Toronto task moves the face (the points its motion is defined on; tests check that severity lowers
+# the movement there).
+TORONTO_REGIONS = {"blow": LOWER_CHEEKS["right"] + LOWER_CHEEKS["left"],
+                   "kiss": list(MOUTH_CORNERS.values()),
+                   "brow": BROWS["right"] + BROWS["left"],
+                   "open": LOWER_LIP + JAW,
+                   "spread": list(MOUTH_CORNERS.values())}
+
+
+def score_for(expression: str, severity: int) -> int:
+    """The label of a simulated clip on its task's clinical scale: PFED5 severity 0-4 as it is (MDS-UPDRS 3.2),
+    a Toronto task's rating 1 (normal) .. 5 (severely impaired) = severity + 1 (model.scales.TORONTO)."""
+    return int(severity) + 1 if expression in TORONTO_EXPRESSIONS else int(severity)
 
 
 @dataclass(frozen=True)
@@ -201,6 +225,36 @@ def expression_field(geo: FaceGeometry, expression: str) -> np.ndarray:
         d[LOWER_LIP] += np.array([0.0, 0.09 * u])
         for s, i in MOUTH_CORNERS.items():
             d += _bump(xy, xy[i], np.array([0.12 * u * geo.out(s), 0.0]), 0.18 * u)
+    elif expression == "blow":      # cheeks puffed out, lips sealed and pressed a little together
+        for s, ids in LOWER_CHEEKS.items():
+            d += _bump(xy, xy[ids].mean(0), np.array([0.11 * u * geo.out(s), 0.01 * u]), 0.24 * u)
+            d += _bump(xy, xy[MOUTH_CORNERS[s]], np.array([-0.05 * u * geo.out(s), 0.01 * u]), 0.1 * u)
+        d[UPPER_LIP] += np.array([0.0, 0.015 * u])
+        d[LOWER_LIP] += np.array([0.0, -0.015 * u])
+    elif expression == "kiss":      # lips puckered: corners drawn in towards the midline, the lips rounded
+        for s, i in MOUTH_CORNERS.items():
+            d += _bump(xy, xy[i], np.array([-0.15 * u * geo.out(s), 0.01 * u]), 0.14 * u)
+            d += _bump(xy, xy[CHEEKS[s]].mean(0), np.array([-0.02 * u * geo.out(s), 0.0]), 0.2 * u)
+        d[UPPER_LIP] += np.array([0.0, -0.02 * u])
+        d[LOWER_LIP] += np.array([0.0, 0.025 * u])
+    elif expression == "brow":      # brows raised, the forehead with them, the eyes a little wider
+        for s in ("left", "right"):
+            d += _bump(xy, xy[BROW_INNER[s]].mean(0), np.array([0.0, -0.10 * u]), 0.14 * u)
+            d += _bump(xy, xy[BROW_OUTER[s]].mean(0), np.array([0.0, -0.09 * u]), 0.16 * u)
+        for pairs in LID_PAIRS.values():
+            for up, lo in pairs:
+                d[up, 1] -= 0.12 * (xy[lo, 1] - xy[up, 1])
+    elif expression == "open":      # mouth opened wide: the jaw and lower lip drop, the corners come in
+        d += _bump(xy, xy[JAW].mean(0), np.array([0.0, 0.18 * u]), 0.4 * u)
+        d[LOWER_LIP] += np.array([0.0, 0.06 * u])
+        d[UPPER_LIP] += np.array([0.0, -0.02 * u])
+        for s, i in MOUTH_CORNERS.items():
+            d += _bump(xy, xy[i], np.array([-0.03 * u * geo.out(s), 0.05 * u]), 0.12 * u)
+    elif expression == "spread":    # lips spread wide ("eee"): corners drawn straight out, lips a little apart
+        for s, i in MOUTH_CORNERS.items():
+            d += _bump(xy, xy[i], np.array([0.19 * u * geo.out(s), 0.0]), 0.2 * u)
+        d[UPPER_LIP] += np.array([0.0, -0.015 * u])
+        d[LOWER_LIP] += np.array([0.0, 0.025 * u])
     elif expression != "sit_at_rest":
         raise ValueError(f"unknown expression {expression!r}")
     return d
@@ -258,7 +312,7 @@ def blink_field(geo: FaceGeometry) -> np.ndarray:
 def lips_part_field(geo: FaceGeometry) -> np.ndarray:
     d = np.zeros_like(geo.xy)
     d[LOWER_LIP] += np.array([0.0, 0.06 * geo.iod])
-    d[[152, 148, 377, 176, 400, 149, 378, 175, 199, 200]] += np.array([0.0, 0.04 * geo.iod])
+    d[JAW] += np.array([0.0, 0.04 * geo.iod])
     return d
 
 
@@ -375,12 +429,13 @@ def render_clip(img: np.ndarray, mesh: np.ndarray, warp: MeshWarp, plan: ClipPla
     noise = rng.uniform(0.0, 4.0)
     bank = rng.normal(0, noise, (4, h, w, 3)).astype(np.float32)  # sensor noise, a few fields reused
     centre = tuple(float(v) for v in geo.xy[1])
-    teeth = plan.expression == "clench_teeth"
+    teeth = plan.expression in ("clench_teeth", "spread")
+    dark = plan.expression == "open" or plan.lips_part > 0      # the open mouth's inside
     mouth_open = (disp[:, 14, 1] - disp[:, 13, 1]) / (0.1 * geo.iod)
     frames = np.empty((n, h, w, 3), np.uint8)
     for i in range(n):
         f = warp(img, disp[i] if static is None else disp[i] + static)
-        if teeth or plan.lips_part > 0:
+        if teeth or dark:
             shade = (235, 232, 220) if teeth else (70, 40, 40)
             _paint_mouth(f, geo.xy[INNER_MOUTH] + disp[i, INNER_MOUTH], shade,
                          float(np.clip(mouth_open[i], 0, 1)) * (0.85 if teeth else 0.6))
@@ -433,7 +488,7 @@ def simulate(out_dir: str | Path, *, identities: int = 10, per_severity: int = 2
     splits = assign_splits(sorted({i.base for i in idents}), list(test_identities), list(val_identities))
     idents = idents + [i.variant(k) for k in range(1, max(1, shapes)) for i in idents if splits[i.base] == "train"]
     rows = [{"video": f"videos/{_clip_name(ident, expr, sev, k)}", "subject": ident.id, "expression": expr,
-             "score": sev, "group": ident.base, "split": splits[ident.base], "note": "simulated; not for clinical use"}
+             "score": score_for(expr, sev), "group": ident.base, "split": splits[ident.base], "note": "simulated; not for clinical use"}
             for ident in idents for expr in expressions for sev in range(5) for k in range(per_severity)]
     jobs = [(ident, tuple(expressions), per_severity, seed, str(out)) for ident in idents]
     for ident in {(i.photo, i.mirrored): i for i in idents}.values():
@@ -451,8 +506,8 @@ def simulate(out_dir: str | Path, *, identities: int = 10, per_severity: int = 2
     bar.close()
     manifest = out / "manifest.csv"
     with open(manifest, "w", newline="") as fh:
-        fh.write(f"# {DISCLAIMER}: simulated patients, known severity 0-4; identities and licences in "
-                 "training/identities/identities.json\n")
+        fh.write(f"# {DISCLAIMER}: simulated patients, known severity (PFED5 0-4; Toronto NeuroFace rating 1-5); "
+                 "identities and licences in training/identities/identities.json\n")
         wr = csv.DictWriter(fh, fieldnames=MANIFEST_FIELDS)
         wr.writeheader()
         wr.writerows(rows)
@@ -465,7 +520,8 @@ def simulate(out_dir: str | Path, *, identities: int = 10, per_severity: int = 2
 
 
 def _clip_name(ident: Identity, expr: str, sev: int, k: int) -> str:
-    return f"{ident.id}_{expr}_s{sev}_{k}.mp4"
+    """`<identity>_<task>_s<score>_<k>.mp4`: the label on the task's own scale (Toronto 1-5, PFED5 0-4)."""
+    return f"{ident.id}_{expr}_s{score_for(expr, sev)}_{k}.mp4"
 
 
 def _render_identity(job: tuple) -> int:
@@ -489,6 +545,123 @@ def _render_identity(job: tuple) -> int:
                     tmp.rename(path)
                 n += 1
     return n
+
+
+RECORDINGS_PER_SEVERITY = {"train": 1, "val": 1, "test": 2}
+
+
+def simulate_recordings(out_dir: str | Path, *, identities: int = 10,
+                        expressions: tuple[str, ...] = SIM_EXPRESSIONS, seed: int = 0,
+                        test_identities: tuple[str, ...] = ("tfjs_woman",), val_identities: tuple[str, ...] = (),
+                        per_severity: dict[str, int] | None = None, workers: int = 1,
+                        progress: bool = True, seconds: float | None = None,
+                        severities: Sequence[int] = range(5)) -> Path:
+    """Render whole recordings (`demo_recording_plan`: lead-in, repetitions, pauses; 6-12 s) of the photographs and
+    their mirror images (no shape variants), `per_severity[split]` per identity, task and severity. Writes
+    `recordings.csv` (generic manifest) and `episodes.json` (per video: the ground truth `RecordingPlan.truth()`,
+    plus `episode_frames`: each repetition's onset, peak and offset frames). `seconds` fixes every recording's length (default: 6-12 s at random).
+    Returns the manifest."""
+    out = Path(out_dir)
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    per = {**RECORDINGS_PER_SEVERITY, **(per_severity or {})}
+    idents = pseudo_identities(identities)
+    splits = assign_splits(sorted({i.base for i in idents}), list(test_identities), list(val_identities))
+    jobs = [(ident, expr, sev, k, seed, str(out), seconds) for ident in idents for expr in expressions
+            for sev in severities for k in range(per[splits[ident.base]])]
+    for ident in {(i.photo, i.mirrored): i for i in idents}.values():
+        identity_face(ident)
+    bar = _bar(len(jobs), "simulate recordings", progress)
+    plans = {}
+    if workers <= 1:
+        for j in jobs:
+            name, plan = _render_recording(j)
+            plans[name] = plan
+            bar.update(1)
+    else:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for name, plan in pool.imap_unordered(_render_recording, jobs, chunksize=2):
+                plans[name] = plan
+                bar.update(1)
+    bar.close()
+    rows = [{"video": f"videos/{_recording_name(ident, expr, sev, k)}", "subject": ident.id, "expression": expr,
+             "score": score_for(expr, sev), "group": ident.base, "split": splits[ident.base],
+             "note": "simulated whole recording; not for clinical use"} for ident, expr, sev, k, *_ in jobs]
+    manifest = out / "recordings.csv"
+    with open(manifest, "w", newline="") as fh:
+        fh.write(f"# {DISCLAIMER}: simulated whole recordings (repetitions with pauses), known severity "
+                 "(PFED5 0-4; Toronto NeuroFace rating 1-5); episode bounds in episodes.json\n")
+        wr = csv.DictWriter(fh, fieldnames=MANIFEST_FIELDS)
+        wr.writeheader()
+        wr.writerows(rows)
+    (out / "episodes.json").write_text(json.dumps({f"videos/{k}": plans[k] for k in sorted(plans)}, indent=1,
+                                                  sort_keys=True) + "\n")
+    return manifest
+
+
+def load_episodes(manifest: str | Path) -> dict[str, dict]:
+    """{absolute video path: known plan} for a `simulate_recordings` manifest (its `episodes.json`)."""
+    manifest = Path(manifest)
+    known = json.loads((manifest.parent / "episodes.json").read_text())
+    return {str(manifest.parent / k): v for k, v in known.items()}
+
+
+def _recording_name(ident: Identity, expr: str, sev: int, k: int) -> str:
+    return f"rec_{ident.id}_{expr}_s{score_for(expr, sev)}_{k}.mp4"
+
+
+def _recording_rng(ident: Identity, expr: str, sev: int, k: int, seed: int) -> np.random.Generator:
+    key = f"recording|{ident.id}|{expr}|{sev}|{k}|{seed}"
+    return np.random.default_rng(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little"))
+
+
+def demo_recording_plan(expression: str, severity: int, rng: np.random.Generator,
+                        seconds: float | None = None) -> RecordingPlan:
+    """A `plan_recording` of 6-12 s (RECORDING_SECONDS): as many repetitions as the protocol asks (3 for PFED5,
+    5 for Toronto NeuroFace) or fewer, so that the recording fits, drawn at random from 2 up; `seconds` fixes
+    the length (repetitions that do not fit are dropped). sit_at_rest: still for 6-12 s."""
+    lo, hi = RECORDING_SECONDS
+    if expression == "sit_at_rest":
+        return plan_recording(expression, severity, rng, duration_s=seconds or float(rng.uniform(lo, hi)))
+    most = 5 if expression in TORONTO_EXPRESSIONS else 3
+    reps = int(rng.integers(2, most + 1))
+    state = rng.bit_generator.state
+    while True:
+        rng.bit_generator.state = state
+        plan = plan_recording(expression, severity, rng, repetitions=reps)
+        dur = plan.n_frames / plan.fps
+        if dur <= hi or reps == 1:
+            break
+        reps -= 1
+    if seconds is not None or dur < lo:
+        plan.n_frames = int(round((seconds or lo) * plan.fps))
+        plan.episodes = [e for e in plan.episodes if e[0] + 2 * e[1] + e[2] < plan.n_frames / plan.fps - 0.1]
+    return plan
+
+
+def known_episodes(truth: dict) -> list[list[int]]:
+    """[onset, peak, offset] frame numbers of each repetition of a recording's ground truth (inclusive)."""
+    fps, last = truth["fps"], truth["n_frames"] - 1
+    return [[min(int(round(e[k] * fps)), last) for k in ("onset_s", "peak_s", "offset_s")] for e in truth["episodes"]]
+
+
+def _render_recording(job: tuple) -> tuple[str, dict]:
+    """Render one whole recording (or keep it when on disk; the plan is re-derived from the same seed)."""
+    ident, expr, sev, k, seed, out, seconds = job
+    rng = _recording_rng(ident, expr, sev, k, seed)
+    plan = demo_recording_plan(expr, sev, rng, seconds)
+    name = _recording_name(ident, expr, sev, k)
+    path = Path(out) / "videos" / name
+    truth = plan.truth()
+    if not path.exists():
+        img, mesh = identity_face(ident)
+        warp = MeshWarp(mesh[:, :2], img.shape[:2])
+        frames, truth = render_recording(img, mesh, warp, plan, rng)
+        tmp = path.with_suffix(".tmp.mp4")
+        write_video(tmp, frames)
+        tmp.rename(path)
+    return name, {**truth, "score": score_for(expr, sev), "episode_frames": known_episodes(truth)}
 
 
 def _bar(total: int, desc: str, enabled: bool):
@@ -631,12 +804,13 @@ def render_recording(img: np.ndarray, mesh: np.ndarray, warp: MeshWarp, plan: Re
     noise = rng.uniform(0.0, 3.0)
     bank = rng.normal(0, noise, (4, h, w, 3)).astype(np.float32)
     centre = tuple(float(v) for v in geo.xy[1])
-    teeth = plan.expression == "clench_teeth"
+    teeth = plan.expression in ("clench_teeth", "spread")
+    dark = plan.expression == "open" or plan.lips_part > 0      # as render_clip
     mouth_open = (disp[:, 14, 1] - disp[:, 13, 1]) / (0.1 * geo.iod)
     frames = np.empty((n, h, w, 3), np.uint8)
     for i in range(n):
         f = warp(img, disp[i] if static is None else disp[i] + static)
-        if teeth or plan.lips_part > 0:
+        if teeth or dark:
             shade = (235, 232, 220) if teeth else (70, 40, 40)
             _paint_mouth(f, geo.xy[INNER_MOUTH] + disp[i, INNER_MOUTH], shade,
                          float(np.clip(mouth_open[i], 0, 1)) * (0.85 if teeth else 0.6))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from model.config import ModelConfig, get_config
-from model.contract import PFED5_EXPRESSIONS, PreprocessContract
+from model.contract import PFED5_EXPRESSIONS, TORONTO_EXPRESSIONS, PreprocessContract
 from training.datasets import FeatureCache, Sample, holdout_validation, read_manifest, split_by_column
 from training.loop import FULL_CHANNELS, Item, TrainConfig, load_model, predict, train
 
@@ -47,6 +47,19 @@ DEMO_STREAMS = "both"
 # Splits of the demo, by base photograph: the test identity is never seen in training or model selection.
 DEMO_TEST = ("tfjs_woman",)
 DEMO_VAL = ("pyfeat_man",)
+# The demo builds a model for every PFED5 expression and every Toronto NeuroFace task.
+DEMO_EXPRESSIONS = PFED5_EXPRESSIONS + TORONTO_EXPRESSIONS
+# The Toronto tasks train on a cut recipe to fit the build budget (shape variants and epochs, below).
+DEMO_TRAIN_TORONTO = dict(DEMO_TRAIN)
+DEMO_SHAPES_TORONTO = 1
+# Whole recordings (training.simulate.simulate_recordings) beside the single-movement clips: the training
+# recordings give `DEMO_WINDOWS_PER_EPISODE` random windows per repetition (training.windows.training_windows),
+# of which each epoch sees one per recording; the held-out recordings are scored window by window and aggregated
+# (training.windows.serving_windows / aggregate). No validation recordings: selection and calibration stay on the
+# validation identity's single clips.
+DEMO_RECORDINGS_PER_SEVERITY = {"train": 1, "val": 0, "test": 2}
+DEMO_RECORDING_IDENTITIES = 5        # the photographs as they are (no mirror images: the flip augments)
+DEMO_WINDOWS_PER_EPISODE = 1
 
 
 def model_config(config: str, expression: str, **overrides) -> ModelConfig:
@@ -116,11 +129,13 @@ def train_expression(expression: str, train_s: Sequence[Sample], val_s: Sequence
                      train_cfg: TrainConfig | None = None, cache_root: Path,
                      init: str | Sequence[str] | None = None, init_partial: bool = False,
                      progress: bool = True, log: Callable = print, resume: bool = True,
-                     contract_overrides: dict | None = None, extra_meta: dict | None = None) -> dict:
-    """Train one model for one expression; returns the loop's result plus the model config."""
+                     contract_overrides: dict | None = None, extra_meta: dict | None = None,
+                     extra_items: Sequence[Item] = ()) -> dict:
+    """Train one model for one expression; returns the loop's result plus the model config. `extra_items`:
+    more training items, e.g. the windows of whole recordings pooled per recording (`recording_items`)."""
     cfg = model_config(config, expression, **(model_overrides or {}))
     cache = FeatureCache(cache_root, cache_contract(cfg, **(contract_overrides or {})))
-    tr = load_items([s for s in train_s if s.expression == expression], cache, log)
+    tr = load_items([s for s in train_s if s.expression == expression], cache, log) + list(extra_items)
     va = load_items([s for s in val_s if s.expression == expression], cache, log)
     if len(tr) < 2:
         raise ValueError(f"{expression}: {len(tr)} training clips; need at least 2")
@@ -257,37 +272,114 @@ def _identity_summary() -> tuple[int, str]:
     return len(ids), "; ".join(f"{i['id']}: {i['licence']}" for i in ids)
 
 
+def _warm_recording(args) -> str | None:
+    from training.windows import recording_features
+
+    video, expression, contract_dict, cache_root, split, seed, per_episode, known = args
+    try:
+        recording_features(video, expression, PreprocessContract.from_dict(contract_dict), cache_root, split=split,
+                           seed=seed, per_episode=per_episode, known=known)
+        return None
+    except Exception as exc:
+        return f"{Path(video).name}: {exc}"
+
+
+def warm_recordings(recordings: Sequence[Sample], known: dict[str, dict], cache_root: Path, contracts: dict,
+                    seed: int = 0, per_episode: int = DEMO_WINDOWS_PER_EPISODE, workers: int = 2,
+                    progress: bool = True, log: Callable = print) -> None:
+    """Track, segment and cut the windows of every training and test recording (`recording_features`), in
+    `workers` processes; `contracts[expression]` is the cache contract."""
+    from tqdm import tqdm
+
+    jobs = [(s.video, s.expression, contracts[s.expression].to_dict(), str(cache_root), s.split, seed, per_episode,
+             known.get(s.video, {}).get("episode_frames")) for s in recordings if s.split in ("train", "test")]
+    if workers <= 1:
+        results = [_warm_recording(j) for j in tqdm(jobs, desc="recordings", disable=not progress, leave=False)]
+    else:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(workers) as pool:
+            results = list(tqdm(pool.imap_unordered(_warm_recording, jobs), total=len(jobs), desc="recordings",
+                                disable=not progress, leave=False))
+    for r in results:
+        if r:
+            log(f"recording failed: {r}")
+
+
+def recording_items(recordings: Sequence[Sample], contract: PreprocessContract, cache_root: Path, *, seed: int = 0,
+                    per_episode: int = DEMO_WINDOWS_PER_EPISODE, log: Callable = print) -> list[Item]:
+    """Training items from the cached windows of whole recordings, one pool per recording."""
+    from training.windows import recording_features
+
+    items = []
+    for s in recordings:
+        try:
+            d = recording_features(s.video, s.expression, contract, cache_root, split="train", seed=seed,
+                                   per_episode=per_episode)
+        except Exception as exc:
+            log(f"skipping recording {s.video}: {exc}")
+            continue
+        items += [Item(d["trajs"][k], d["index_t"][k], d["frames"][k], float(s.score), f"{s.video}|{d['start'][k]}",
+                       pool=s.video) for k in range(len(d["start"]))]
+    return items
+
+
 def run_demo(out_root: str | Path = "models", *, work: str | Path = "var/demo", identities: int = 10,
-             per_severity: int = 2, expressions: Sequence[str] = PFED5_EXPRESSIONS, seed: int = 0,
+             per_severity: int = 2, expressions: Sequence[str] = DEMO_EXPRESSIONS, seed: int = 0,
              epochs: int | None = None, workers: int = 2, ablations: bool = False, progress: bool = True,
              export: bool = True, ablation_expressions: Sequence[str] | None = None,
              fusion_mode: str = "pooled", streams: str = DEMO_STREAMS, contract: dict | None = None,
-             shapes: int = 3, jobs: int = 2, log: Callable = print) -> dict:
-    """The whole demo pipeline in one call; returns the report written to <out_root>/demo/REPORT.json."""
+             shapes: int = 3, jobs: int = 2, recordings: bool = True, toronto_shapes: int = DEMO_SHAPES_TORONTO,
+             log: Callable = print) -> dict:
+    """The whole demo pipeline in one call; returns the report written to <out_root>/demo/REPORT.json.
+
+    PFED5 expressions and Toronto tasks are simulated apart (`sim/`, `sim_toronto/`: the Toronto tasks with
+    `toronto_shapes` shape variants and the `DEMO_TRAIN_TORONTO` recipe), whole recordings in `recordings/`."""
     contract = dict(DEMO_CONTRACT if contract is None else contract)
     from training.evaluate import plot_report, summarise
-    from training.simulate import simulate
+    from training.simulate import load_episodes, simulate, simulate_recordings
 
     t0 = time.time()
     work, out = Path(work), Path(out_root) / "demo"
     timings = {}
-    manifest = simulate(work / "sim", identities=identities, per_severity=per_severity, shapes=shapes,
-                        expressions=tuple(expressions), seed=seed, test_identities=DEMO_TEST,
-                        val_identities=DEMO_VAL, workers=workers, progress=progress)
+    samples: list[Sample] = []
+    for sub, exprs, n_shapes in (("sim", [e for e in expressions if e not in TORONTO_EXPRESSIONS], shapes),
+                                 ("sim_toronto", [e for e in expressions if e in TORONTO_EXPRESSIONS], toronto_shapes)):
+        if exprs:
+            manifest = simulate(work / sub, identities=identities, per_severity=per_severity, shapes=n_shapes,
+                                expressions=tuple(exprs), seed=seed, test_identities=DEMO_TEST,
+                                val_identities=DEMO_VAL, workers=workers, progress=progress)
+            samples += read_manifest(manifest)
+    rec_samples, known = [], {}
+    if recordings:
+        rec_manifest = simulate_recordings(work / "recordings", identities=min(identities, DEMO_RECORDING_IDENTITIES),
+                                           expressions=tuple(expressions),
+                                           seed=seed, test_identities=DEMO_TEST, val_identities=DEMO_VAL,
+                                           per_severity=DEMO_RECORDINGS_PER_SEVERITY, workers=workers,
+                                           progress=progress)
+        rec_samples, known = read_manifest(rec_manifest), load_episodes(rec_manifest)
     timings["simulate_s"] = round(time.time() - t0, 1)
-    samples = read_manifest(manifest)
     splits = split_by_column(samples)
     train_s, val_s = holdout_validation(splits["train"], 0.2, seed=seed) if not splits["val"] else \
         (splits["train"], splits["val"])
     test_s = splits["test"]
-    tcfg = TrainConfig(**{**DEMO_TRAIN, **({"epochs": epochs} if epochs else {})}, seed=seed)
+    train_rec = [s for s in rec_samples if s.split == "train"]
+    test_rec = [s for s in rec_samples if s.split == "test"]
+    tcfgs = {e: TrainConfig(**{**(DEMO_TRAIN_TORONTO if e in TORONTO_EXPRESSIONS else DEMO_TRAIN),
+                               **({"epochs": epochs} if epochs else {})}, seed=seed) for e in expressions}
     cache_root = work / "features"
     t1 = time.time()
     for expression in expressions:
         cfg = model_config("compact", expression, **DEMO_MODEL)
-        warm_cache([s for s in samples if s.expression == expression], cache_root, cache_contract(cfg, **contract),
-                   workers=workers, progress=progress, log=log)
+        warm_cache([s for s in samples if s.expression == expression], cache_root,
+                   cache_contract(cfg, **contract), workers=workers, progress=progress, log=log)
     timings["extract_s"] = round(time.time() - t1, 1)
+    t1 = time.time()
+    contracts = {e: cache_contract(model_config("compact", e, **DEMO_MODEL), **contract) for e in expressions}
+    if rec_samples:
+        warm_recordings(train_rec + test_rec, known, cache_root, contracts, seed=seed, workers=workers,
+                        progress=progress, log=log)
+    timings["extract_recordings_s"] = round(time.time() - t1, 1)
     main = "trajectory-only" if streams == "trajectory" else "rgb-only" if streams == "rgb" else f"fused-{fusion_mode}"
     variants = {main: {"streams": streams, "fusion_mode": fusion_mode}}
     if ablations:
@@ -298,13 +390,18 @@ def run_demo(out_root: str | Path = "models", *, work: str | Path = "var/demo", 
             variants.setdefault(name, over)
     results: dict = {v: {} for v in variants}
     run_tag = "".join(f"-{v}" for _, v in sorted(contract.items()))     # checkpoints of another contract apart
+    run_tag += "-rec" if train_rec else ""
     tasks = []
     for variant, over in variants.items():
         todo = expressions if variant == main else (ablation_expressions or expressions)
         tasks += [dict(variant=variant, expression=e, train_s=train_s, val_s=val_s, test_s=test_s,
+                       train_rec=[r for r in train_rec if r.expression == e],
+                       test_rec=[r for r in test_rec if r.expression == e], rec_contract=contracts[e], seed=seed,
                        out_dir=work / "runs" / (variant + run_tag) / e, model_overrides={**DEMO_MODEL, **over},
-                       train_cfg=tcfg, cache_root=cache_root, contract=contract, progress=progress and jobs <= 1)
+                       train_cfg=tcfgs[e], cache_root=cache_root, contract=contract, progress=progress and jobs <= 1)
                   for e in todo]
+    # the longest first, so that two at a time finish together
+    tasks.sort(key=lambda t: -t["train_cfg"].epochs * len([s for s in t["train_s"] if s.expression == t["expression"]]))
     t2 = time.time()
     if jobs <= 1:
         done = map(_demo_task, tasks)
@@ -315,7 +412,9 @@ def run_demo(out_root: str | Path = "models", *, work: str | Path = "var/demo", 
         done = pool.imap_unordered(_demo_task, tasks)
     for variant, expression, r in done:
         results[variant][expression] = r
-        log(f"== {variant} / {expression}: held-out Spearman {r['test']['spearman']:.3f} "
+        rec = r.get("test_recordings") or {}
+        log(f"== {variant} / {expression}: held-out Spearman {r['test']['spearman']:.3f} single clips, "
+            f"{rec.get('spearman', float('nan')):.3f} whole recordings "
             f"(val {r['val_best'].get('spearman', float('nan')):.3f}, {r['train_seconds']} s)")
     if jobs > 1:
         pool.close()
@@ -324,25 +423,101 @@ def run_demo(out_root: str | Path = "models", *, work: str | Path = "var/demo", 
     timings["train_s"] = round(time.time() - t2, 1)
     n_base, licences = _identity_summary()
     data_desc = (f"simulated patients from {n_base} base identities ({identities} pseudo-identities with mirror "
-                 f"images; licences: {licences}) - not for clinical use")
+                 f"images; licences: {licences}), single-movement clips and whole recordings - not for clinical use")
     report = summarise(results, meta={
         "disclaimer": "SIMULATED DATA - NOT FOR CLINICAL USE", "training_data": data_desc,
         "split": {k: sorted({s.subject for s in v}) for k, v in (("train", train_s), ("val", val_s),
                                                                  ("test", test_s))},
-        "test_identities": sorted({s.group for s in test_s}), "recipe": {"train": asdict(tcfg),
-                                                                          "model_overrides": {**DEMO_MODEL, **variants[main]},
-                                                                          "contract_overrides": contract},
+        "test_identities": sorted({s.group for s in test_s}),
+        "recipe": {"train": asdict(tcfgs[expressions[0]]),
+                   "train_toronto": asdict(next((tcfgs[e] for e in expressions if e in TORONTO_EXPRESSIONS),
+                                                tcfgs[expressions[0]])),
+                   "shapes": shapes, "toronto_shapes": toronto_shapes,
+                   "recordings_per_severity": DEMO_RECORDINGS_PER_SEVERITY if recordings else None,
+                   "windows_per_episode": DEMO_WINDOWS_PER_EPISODE if recordings else None,
+                   "model_overrides": {**DEMO_MODEL, **variants[main]}, "contract_overrides": contract},
         "command": "feqa train --demo --out models", "timings_s": timings, "seed": seed})
+    _summarise_recordings(report, results)
     out.mkdir(parents=True, exist_ok=True)
     report["shipped_variant"] = main
     if export:
-        export_demo(results[main], out, data_desc, tcfg, log)
+        export_demo(results[main], out, data_desc, tcfgs, log)
     report["timings_s"]["total_s"] = round(time.time() - t0, 1)
     (out / "REPORT.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     plot_report(report, out, variant=main)
     log(f"demo done in {report['timings_s']['total_s']} s: mean Spearman "
         f"{report['variants'][main]['mean_spearman']:.3f}")
     return report
+
+
+def _summarise_recordings(report: dict, results: dict) -> None:
+    """Per variant: whole-recording rho per expression and means per protocol, beside the single-clip ones."""
+    for variant, per_expr in results.items():
+        v = report["variants"][variant]
+        for e, r in per_expr.items():
+            if r.get("test_recordings"):
+                v["per_expression"][e]["whole_recordings"] = r["test_recordings"]
+        for proto, names in (("pfed5", PFED5_EXPRESSIONS), ("toronto", TORONTO_EXPRESSIONS)):
+            have = [e for e in names if e in per_expr]
+            if not have:
+                continue
+            rec = [per_expr[e]["test_recordings"]["spearman"] for e in have if per_expr[e].get("test_recordings")]
+            v[f"mean_spearman_{proto}"] = float(np.mean([per_expr[e]["test"]["spearman"] for e in have]))
+            if rec:
+                v[f"mean_spearman_{proto}_whole_recordings"] = float(np.mean(rec))
+
+
+def scale_metrics(expression: str, y_true: Sequence[float], y_pred: Sequence[float]) -> dict:
+    """regression_metrics on the expression's own scale: MAE and rho as they are; accuracy and the 5x5
+    confusion counted from the scale's lowest grade (Toronto 1-5, PFED5 0-4)."""
+    from model.scales import default_scale
+    from training.evaluate import regression_metrics
+
+    low = default_scale(expression).low
+    y, p = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
+    m = regression_metrics(y - low, p - low)
+    return {**m, "scale": default_scale(expression).name, "y_true": y.tolist(), "y_pred": p.tolist()}
+
+
+def evaluate_recordings(path: str | Path, recordings: Sequence[Sample], cache_root: Path,
+                        calibration: dict | None = None, log: Callable = print) -> dict:
+    """Whole-recording evaluation by the serving rule: each held-out recording tracked once, segmented, its
+    windows placed and scored (worker.segment.plan_windows) and aggregated (worker.pipeline.aggregate); the
+    served (clipped) score against the recording's known score. Also how many known repetitions the
+    segmentation found."""
+    from model.scales import default_scale
+    from training.windows import aggregate_recording, episode_agreement, recording_features
+
+    if not recordings:
+        return {}
+    model, ck = load_model(path)
+    apply_calibration(model, calibration)
+    contract = checkpoint_contract(ck, model.cfg).with_(channels=FULL_CHANNELS)
+    expression = recordings[0].expression
+    scale = default_scale(expression)
+    ys, ps, spreads, n_windows, found, known, names = [], [], [], 0, 0, 0, []
+    for s in recordings:
+        try:
+            d = recording_features(s.video, expression, contract, cache_root, split="test")
+        except Exception as exc:
+            log(f"skipping recording {s.video}: {exc}")
+            continue
+        items = [Item(d["trajs"][k], d["index_t"][k], d["frames"][k], float(s.score)) for k in range(len(d["start"]))]
+        raw, agg = aggregate_recording(predict(model, items), d, scale)
+        ys.append(float(s.score))
+        ps.append(scale.clip(raw))
+        spreads.append(agg["spread"])
+        n_windows += len(items)
+        f, k = episode_agreement(d)
+        found, known = found + f, known + k
+        names.append(Path(s.video).name)
+    if not ys:
+        return {}
+    m = scale_metrics(expression, ys, ps)
+    return {**m, "rule": "serving's: worker.segment.plan_windows + worker.pipeline.aggregate (median over "
+                         "repetitions of the mean over each repetition's windows; tiling mean at rest)",
+            "n_recordings": len(ys), "n_windows": n_windows, "median_spread": float(np.median(spreads)),
+            "known_repetitions_found": [found, known], "recordings": names}
 
 
 def _demo_task(t: dict) -> tuple[str, str, dict]:
@@ -352,13 +527,19 @@ def _demo_task(t: dict) -> tuple[str, str, dict]:
     res = train_expression(expression, t["train_s"], t["val_s"], t["out_dir"], config="compact",
                            model_overrides=t["model_overrides"], train_cfg=t["train_cfg"], cache_root=t["cache_root"],
                            progress=t["progress"], log=quiet, contract_overrides=t["contract"],
-                           extra_meta={"trained_on": "simulated"})
+                           extra_meta={"trained_on": "simulated"},
+                           extra_items=recording_items(t["train_rec"], t["rec_contract"], t["cache_root"],
+                                                       seed=t["seed"], log=quiet))
     val = evaluate_checkpoint(res["best_path"], [s for s in t["val_s"] if s.expression == expression],
                               t["cache_root"], quiet)
     cal = fit_calibration(val["y_true"], val["y_pred"])
     m = evaluate_checkpoint(res["best_path"], [s for s in t["test_s"] if s.expression == expression],
                             t["cache_root"], quiet, calibration=cal)
-    return t["variant"], expression, {"test": m, "val_best": res["best"], "n_train": res["n_train"],
+    m = scale_metrics(expression, m["y_true"], m["y_pred"])
+    rec = evaluate_recordings(res["best_path"], t["test_rec"], t["cache_root"], cal, quiet)
+    n_windows = res["n_train"] - len([s for s in t["train_s"] if s.expression == expression])
+    return t["variant"], expression, {"test": m, "test_recordings": rec, "val_best": res["best"],
+                                      "n_train": res["n_train"], "n_train_windows": n_windows,
                                       "n_val": res["n_val"], "best_path": res["best_path"], "calibration": cal,
                                       "epochs_run": len(res["history"]),
                                       "train_seconds": round(sum(h["seconds"] for h in res["history"]), 1)}
@@ -389,18 +570,37 @@ def apply_calibration(model, cal: dict | None):
     return model
 
 
-def export_demo(results: dict, out: Path, data_desc: str, tcfg: TrainConfig, log: Callable = print) -> None:
-    from model.export import export_model
+def export_demo(results: dict, out: Path, data_desc: str, tcfg: TrainConfig | dict[str, TrainConfig],
+                log: Callable = print) -> None:
+    """Export every demo model with its manifest: trained_on simulated, clinical_use false, the expression's own
+    score scale (`scale`: mds_updrs_3_2 for PFED5, toronto_neuroface for the Toronto tasks), its held-out metrics
+    on single clips and on whole recordings."""
+    import inspect
 
+    from model.export import export_model
+    from model.scales import default_scale
+
+    takes_scale = "scale" in inspect.signature(export_model).parameters
     for expression, r in results.items():
         model, ck = load_model(r["best_path"])
         apply_calibration(model, r.get("calibration"))
         test = {k: v for k, v in r["test"].items() if k not in ("y_true", "y_pred")}
+        rec = {k: v for k, v in (r.get("test_recordings") or {}).items()
+               if k not in ("y_true", "y_pred", "recordings")}
         metrics = {"evaluation": "held-out simulated identities (never seen in training or validation)",
-                   **test, "val_best": r["val_best"], "calibration": r.get("calibration")}
-        training = {"description": data_desc, "trained_on": "simulated", "recipe": asdict(tcfg),
-                    "n_train": r["n_train"], "n_val": r["n_val"], "clinical_use": False}
+                   **test, **({"whole_recordings": rec} if rec else {}), "val_best": r["val_best"],
+                   "calibration": r.get("calibration")}
+        recipe = tcfg[expression] if isinstance(tcfg, dict) else tcfg
+        training = {"description": data_desc, "trained_on": "simulated", "recipe": asdict(recipe),
+                    "n_train": r["n_train"], "n_train_windows": r.get("n_train_windows", 0), "n_val": r["n_val"],
+                    "clinical_use": False}
+        scale = default_scale(expression).name
         path = export_model(model, model.cfg, out, f"{expression}-compact", expression, DEMO_VERSION,
                             training=training, metrics=metrics, trained_on="simulated", clinical_use=False,
-                            contract=checkpoint_contract(ck, model.cfg))
+                            contract=checkpoint_contract(ck, model.cfg), **({"scale": scale} if takes_scale else {}))
+        manifest_path = path.with_suffix(".json")
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("scale") != scale:     # an export without scale support: name the scale in the sidecar
+            manifest["scale"] = scale
+            manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         log(f"exported {path}")

@@ -1,0 +1,53 @@
+"""Given the demo recipe, when the demo models are built and exported, then the ten tasks (PFED5 and Toronto
+NeuroFace) are in it, each manifest names its own score scale and says simulated / not for clinical use, and
+the shipped Toronto demo models are on the Toronto raters' scale."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from model.contract import PFED5_EXPRESSIONS, TORONTO_EXPRESSIONS
+from model.scales import MDS_UPDRS, TORONTO, scale_for_manifest
+from training.loop import TrainConfig, train
+from training.train import (
+    DEMO_EXPRESSIONS,
+    DEMO_TRAIN,
+    DEMO_TRAIN_TORONTO,
+    export_demo,
+    run_demo,
+    scale_metrics,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_demo_recipe_builds_every_pfed5_and_toronto_task():
+    import inspect
+
+    assert set(DEMO_EXPRESSIONS) == set(PFED5_EXPRESSIONS) | set(TORONTO_EXPRESSIONS)
+    assert inspect.signature(run_demo).parameters["expressions"].default == DEMO_EXPRESSIONS
+    assert inspect.signature(run_demo).parameters["recordings"].default is True
+    assert DEMO_TRAIN_TORONTO["epochs"] >= 4 and DEMO_TRAIN["epochs"] >= DEMO_TRAIN_TORONTO["epochs"]
+
+
+def test_toronto_metrics_count_grades_from_one():
+    m = scale_metrics("kiss", [1, 2, 3, 4, 5], [1.1, 2.2, 2.9, 4.4, 4.8])
+    assert m["accuracy"] == 1.0 and m["scale"] == TORONTO.name and m["confusion"][4][4] == 1
+    assert scale_metrics("smile", [0, 4], [0.2, 3.9])["scale"] == MDS_UPDRS.name
+
+
+def test_exported_demo_manifests_name_their_scale_and_say_simulated(tmp_path):
+    from tests.training.test_loop import synthetic_items, tiny_cfg
+
+    items = synthetic_items(8)
+    res = train(tiny_cfg(), items, items[:4], TrainConfig(epochs=1, max_steps=1, threads=1, random_crop=False),
+                tmp_path / "run", progress=False, log=lambda *_: None)
+    r = {"best_path": res["best_path"], "val_best": res["best"], "n_train": 8, "n_val": 4, "calibration": None,
+         "test": {"spearman": 0.5, "mae": 1.0, "y_true": [1], "y_pred": [1]},
+         "test_recordings": {"spearman": 0.4, "n_recordings": 2, "y_true": [1], "y_pred": [1]}}
+    export_demo({"kiss": r, "smile": r}, tmp_path / "demo", "simulated", TrainConfig(), log=lambda *_: None)
+    for task, scale in (("kiss", TORONTO), ("smile", MDS_UPDRS)):
+        m = json.loads((tmp_path / "demo" / f"{task}-compact.json").read_text())
+        assert m["scale"] == scale.name and scale_for_manifest(m) == scale
+        assert m["trained_on"] == "simulated" and m["clinical_use"] is False
+        assert m["metrics"]["whole_recordings"]["spearman"] == 0.4
