@@ -14,7 +14,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(single clips and whole recordings) -> export to OUT/demo")
     p.add_argument("--out", default="runs", help="output folder (with --demo: the model root, e.g. models)")
     add_dataset_arguments(p)
-    p.add_argument("--expressions", default="", help="comma-separated; default: every expression in the manifest")
+    p.add_argument("--expressions", default="",
+                   help="comma-separated; default: every expression in the manifest (with --demo: all ten tasks; a "
+                        "subset retrains only those and keeps the other demo models and their report rows)")
     p.add_argument("--config", default="compact", choices=["compact", "paper"])
     p.add_argument("--work", default="var/train", help="feature cache and simulation folder")
     p.add_argument("--folds", type=int, default=0, help="subject-wise k-fold cross-validation (0 = use splits)")
@@ -138,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
                  ablations=args.ablations, progress=not args.quiet,
                  ablation_expressions=[e for e in args.ablation_expressions.split(",") if e] or None,
                  fusion_mode=args.fusion_mode or "pooled", streams=args.streams or DEMO_STREAMS,
-                 contract={**DEMO_CONTRACT, **_contract(args)})
+                 contract={**DEMO_CONTRACT, **_contract(args)},
+                 **({"expressions": [e for e in args.expressions.split(",") if e]} if args.expressions else {}))
         return 0
     from pathlib import Path
 

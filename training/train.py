@@ -330,11 +330,14 @@ def run_demo(out_root: str | Path = "models", *, work: str | Path = "var/demo", 
              export: bool = True, ablation_expressions: Sequence[str] | None = None,
              fusion_mode: str = "pooled", streams: str = DEMO_STREAMS, contract: dict | None = None,
              shapes: int = 3, jobs: int = 2, recordings: bool = True, toronto_shapes: int = DEMO_SHAPES_TORONTO,
-             log: Callable = print) -> dict:
+             report_expressions: Sequence[str] = DEMO_EXPRESSIONS, log: Callable = print) -> dict:
     """The whole demo pipeline in one call; returns the report written to <out_root>/demo/REPORT.json.
 
     PFED5 expressions and Toronto tasks are simulated apart (`sim/`, `sim_toronto/`: the Toronto tasks with
-    `toronto_shapes` shape variants and the `DEMO_TRAIN_TORONTO` recipe), whole recordings in `recordings/`."""
+    `toronto_shapes` shape variants and the `DEMO_TRAIN_TORONTO` recipe), whole recordings in `recordings/`.
+    Training a subset (`expressions`) keeps the other models of `report_expressions` already in <out_root>/demo
+    and their rows of the previous REPORT.json (marked `carried_from_previous_build`); every exported model is
+    then scored on the held-out whole recordings by the serving rule (`evaluate_exported_on_recordings`)."""
     contract = dict(DEMO_CONTRACT if contract is None else contract)
     from training.evaluate import plot_report, summarise
     from training.simulate import load_episodes, simulate, simulate_recordings
@@ -351,19 +354,24 @@ def run_demo(out_root: str | Path = "models", *, work: str | Path = "var/demo", 
                                 val_identities=DEMO_VAL, workers=workers, progress=progress)
             samples += read_manifest(manifest)
     rec_samples, known = [], {}
-    if recordings:
-        rec_manifest = simulate_recordings(work / "recordings", identities=min(identities, DEMO_RECORDING_IDENTITIES),
-                                           expressions=tuple(expressions),
-                                           seed=seed, test_identities=DEMO_TEST, val_identities=DEMO_VAL,
-                                           per_severity=DEMO_RECORDINGS_PER_SEVERITY, workers=workers,
-                                           progress=progress)
-        rec_samples, known = read_manifest(rec_manifest), load_episodes(rec_manifest)
+    carried = [e for e in report_expressions if e not in expressions]
+    if recordings:   # training and test recordings of the tasks trained now; test ones only for the carried
+        for sub, exprs, per in (("recordings", expressions, DEMO_RECORDINGS_PER_SEVERITY),
+                                ("recordings_eval", carried, {"train": 0, "val": 0, "test": DEMO_RECORDINGS_PER_SEVERITY["test"]})):
+            if not exprs:
+                continue
+            rec_manifest = simulate_recordings(work / sub, identities=min(identities, DEMO_RECORDING_IDENTITIES),
+                                               expressions=tuple(exprs), seed=seed, test_identities=DEMO_TEST,
+                                               val_identities=DEMO_VAL, per_severity=per, workers=workers,
+                                               progress=progress)
+            rec_samples += read_manifest(rec_manifest)
+            known.update(load_episodes(rec_manifest))
     timings["simulate_s"] = round(time.time() - t0, 1)
     splits = split_by_column(samples)
     train_s, val_s = holdout_validation(splits["train"], 0.2, seed=seed) if not splits["val"] else \
         (splits["train"], splits["val"])
     test_s = splits["test"]
-    train_rec = [s for s in rec_samples if s.split == "train"]
+    train_rec = [s for s in rec_samples if s.split == "train" and s.expression in expressions]
     test_rec = [s for s in rec_samples if s.split == "test"]
     tcfgs = {e: TrainConfig(**{**(DEMO_TRAIN_TORONTO if e in TORONTO_EXPRESSIONS else DEMO_TRAIN),
                                **({"epochs": epochs} if epochs else {})}, seed=seed) for e in expressions}
@@ -375,7 +383,8 @@ def run_demo(out_root: str | Path = "models", *, work: str | Path = "var/demo", 
                    cache_contract(cfg, **contract), workers=workers, progress=progress, log=log)
     timings["extract_s"] = round(time.time() - t1, 1)
     t1 = time.time()
-    contracts = {e: cache_contract(model_config("compact", e, **DEMO_MODEL), **contract) for e in expressions}
+    contracts = {e: cache_contract(model_config("compact", e, **DEMO_MODEL), **contract)
+                 for e in dict.fromkeys([*expressions, *report_expressions])}
     if rec_samples:
         warm_recordings(train_rec + test_rec, known, cache_root, contracts, seed=seed, workers=workers,
                         progress=progress, log=log)
@@ -442,12 +451,97 @@ def run_demo(out_root: str | Path = "models", *, work: str | Path = "var/demo", 
     report["shipped_variant"] = main
     if export:
         export_demo(results[main], out, data_desc, tcfgs, log)
+        carry_previous(report, out / "REPORT.json", main, carried)
+        t3 = time.time()
+        rec = evaluate_exported_on_recordings(out, test_rec, cache_root, log)
+        per = report["variants"][main]["per_expression"]
+        for e, m in rec.items():
+            if e in per:
+                per[e]["whole_recordings"] = m
+        _protocol_means(report["variants"][main])
+        report["timings_s"]["evaluate_recordings_s"] = round(time.time() - t3, 1)
     report["timings_s"]["total_s"] = round(time.time() - t0, 1)
     (out / "REPORT.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     plot_report(report, out, variant=main)
     log(f"demo done in {report['timings_s']['total_s']} s: mean Spearman "
         f"{report['variants'][main]['mean_spearman']:.3f}")
     return report
+
+
+def carry_previous(report: dict, previous: Path, variant: str, carried: Sequence[str]) -> None:
+    """Rows of the previous REPORT.json for the expressions not retrained now (their models stay in the folder),
+    marked `carried_from_previous_build`; the means are recomputed over all rows."""
+    if not carried or not previous.exists():
+        return
+    old = json.loads(previous.read_text())
+    old_rows = old.get("variants", {}).get(variant, {}).get("per_expression", {})
+    v = report["variants"][variant]
+    for e in carried:
+        if e in old_rows:
+            v["per_expression"][e] = {**old_rows[e], "carried_from_previous_build": True,
+                                      "previous_build_timings_s": old.get("timings_s")}
+    order = [e for e in DEMO_EXPRESSIONS if e in v["per_expression"]]
+    v["per_expression"] = {e: v["per_expression"][e] for e in order}
+    v["expressions"] = order
+    v["carried_from_previous_build"] = [e for e in carried if e in old_rows]
+    _protocol_means(v)
+
+
+def _protocol_means(v: dict) -> None:
+    rows = v["per_expression"]
+    v["mean_spearman"] = float(np.mean([r["spearman"] for r in rows.values()]))
+    v["mean_mae"] = float(np.mean([r["mae"] for r in rows.values()]))
+    v["mean_accuracy"] = float(np.mean([r["accuracy"] for r in rows.values()]))
+    for proto, names in (("pfed5", PFED5_EXPRESSIONS), ("toronto", TORONTO_EXPRESSIONS)):
+        have = [e for e in names if e in rows]
+        if not have:
+            continue
+        v[f"mean_spearman_{proto}"] = float(np.mean([rows[e]["spearman"] for e in have]))
+        rec = [rows[e]["whole_recordings"]["spearman"] for e in have if rows[e].get("whole_recordings")]
+        if len(rec) == len(have):
+            v[f"mean_spearman_{proto}_whole_recordings"] = float(np.mean(rec))
+
+
+def evaluate_exported_on_recordings(model_dir: Path, recordings: Sequence[Sample], cache_root: Path,
+                                    log: Callable = print) -> dict[str, dict]:
+    """Every exported model in `model_dir` scored on the held-out whole recordings of its expression as the
+    service scores them: onnxruntime (model.scorer.Scorer) on serving's windows (worker.segment.plan_windows on
+    one extract_recording track) and serving's aggregate (worker.pipeline.aggregate); the served score (on the
+    model's scale, clipped) against the known score."""
+    from model.scales import scale_for_manifest
+    from model.scorer import Scorer
+    from training.windows import aggregate_recording, episode_agreement, recording_features
+
+    scorer = Scorer(model_dir)
+    out = {}
+    for e in scorer.expressions():
+        recs = [s for s in recordings if s.expression == e]
+        if not recs:
+            continue
+        scale = scale_for_manifest(scorer.manifest(e))
+        contract = scorer.contract(e).with_(channels=FULL_CHANNELS)
+        ys, ps, spreads, n_windows, found, known, names = [], [], [], 0, 0, 0, []
+        for s in recs:
+            try:
+                d = recording_features(s.video, e, contract, cache_root, split="test")
+            except Exception as exc:
+                log(f"skipping recording {s.video}: {exc}")
+                continue
+            raw, agg = aggregate_recording(scorer.score(e, d["trajs"], d["index_t"], d["frames"]), d, scale)
+            ys.append(float(s.score))
+            ps.append(scale.clip(raw))
+            spreads.append(agg["spread"])
+            n_windows += len(d["start"])
+            f, k = episode_agreement(d)
+            found, known = found + f, known + k
+            names.append(Path(s.video).name)
+        if ys:
+            out[e] = {**scale_metrics(e, ys, ps), "n_recordings": len(ys), "n_windows": n_windows,
+                      "median_spread": float(np.median(spreads)), "known_repetitions_found": [found, known],
+                      "recordings": names, "scored_by": "exported ONNX model (model.scorer.Scorer)",
+                      "rule": "serving's: worker.segment.plan_windows + worker.pipeline.aggregate (median over "
+                              "repetitions of the mean over each repetition's windows; tiling mean at rest)"}
+    return out
 
 
 def _summarise_recordings(report: dict, results: dict) -> None:
