@@ -21,6 +21,16 @@ QUANT_OPS = ("Conv", "MatMul", "Add", "MaxPool", "Relu")
 _RESNET_PREFIXES = ("/rgb/spatial/layer", "/rgb/spatial/MaxPool", "/rgb/spatial/Relu")
 
 
+def traj_nodes(path: str | Path, all_matmuls: bool = False) -> list[str]:
+    """The trajectory encoder's Conv nodes and its MatMuls by a weight (the projections and MLPs); with
+    `all_matmuls` also the attention products of two activations."""
+    import onnx
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {i.name for i in graph.initializer}
+    return [n.name for n in graph.node if n.name.startswith("/traj/") and n.op_type in ("Conv", "MatMul")
+            and (all_matmuls or n.op_type == "Conv" or any(i in weights for i in n.input))]
+
+
 def rgb_nodes(path: str | Path) -> list[str]:
     """The RGB encoder's Conv/MatMul nodes, plus the ResNet's residual Adds, ReLUs and max-pool so that int8
     tensors flow between convolutions without dequantising (the legacy exporter names nodes by module path)."""
@@ -69,15 +79,27 @@ def calibration_samples(path: str | Path, n: int = 4, seed: int = 0) -> list[dic
 
 def quantize_rgb_int8(src: str | Path, dst: str | Path,
                       samples: Iterable[dict[str, np.ndarray]] | None = None) -> Path:
+    return quantize_int8(src, dst, samples, parts=("rgb",))
+
+
+def quantize_int8(src: str | Path, dst: str | Path, samples: Iterable[dict[str, np.ndarray]] | None = None,
+                  parts: tuple[str, ...] = ("rgb", "traj")) -> Path:
+    """Static int8 (QDQ) of the chosen encoders: "rgb" (the ResNet and the RGB transformer), "traj" (the
+    trajectory encoder's convolutions and weight MatMuls), "traj_all" (also its attention products)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     samples = list(samples) if samples is not None else calibration_samples(src)
+    nodes: list[str] = []
+    if "rgb" in parts:
+        nodes += rgb_nodes(src)
+    if "traj" in parts or "traj_all" in parts:
+        nodes += traj_nodes(src, all_matmuls="traj_all" in parts)
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)      # silences its generic "consider pre-processing" advice
     try:
         quantize_static(
             str(src), str(dst), _Reader(samples), quant_format=QuantFormat.QDQ,
-            nodes_to_quantize=rgb_nodes(src), op_types_to_quantize=list(QUANT_OPS), per_channel=True,
+            nodes_to_quantize=nodes, op_types_to_quantize=list(QUANT_OPS), per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "DedicatedQDQPair": True})

@@ -122,3 +122,20 @@ def test_tight_512_clip_is_found_on_its_first_frame(tmp_path, face_frames, mesh)
     assert st.pts is not None and st.reacquired and st.pts[263, 0] > st.pts[33, 0]
     ex = extract(clip)
     assert ex.quality["first_face_frame"] == 0 and ex.quality["face_share"] == 1.0
+
+
+def test_channel_padding_as_convolution_gives_the_same_outputs():
+    import onnx
+    import onnxruntime as ort
+
+    from worker.face import ASSETS, DETECTOR_FILE, LANDMARK_FILE, channel_pad_as_conv
+
+    run = lambda m, feed: ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(None, feed)  # noqa: E731
+    x = np.random.default_rng(2).random((1, 3, 192, 192), dtype=np.float32)
+    for name, inp in ((DETECTOR_FILE, "input"), (LANDMARK_FILE, "input_1")):
+        raw = (ASSETS / name).read_bytes()
+        new = channel_pad_as_conv(raw)
+        assert "Pad" in {n.op_type for n in onnx.load_from_string(raw).graph.node}
+        assert "Pad" not in {n.op_type for n in onnx.load_from_string(new).graph.node}
+        for a, b in zip(run(raw, {inp: x}), run(new, {inp: x}), strict=True):
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-3)
