@@ -3,7 +3,9 @@
 Given the real service (web_stack: API + worker) and a scored assessment, when every ```bash block that
 calls curl and every ```python block of README.md, docs/api.md and docs/users.md runs (the server URL and
 key substituted into FEQA_API / FEQA_API_KEY, the placeholder id replaced by the real one), then every curl
-answer is a success and every Python example exits 0. The docs name one API-key variable throughout.
+answer is a success and every Python example exits 0; the problem JSON example is exactly what the server
+answers for that upload, and the item example uses only declared fields. The docs name one API-key
+variable throughout.
 (Kept beside the web tests to share their running service.)
 """
 from __future__ import annotations
@@ -90,3 +92,32 @@ def test_the_docs_name_one_api_key_variable_and_say_swagger_ui_is_local():
     text = "\n".join(p.read_text() for p in [*DOCS, *sorted((ROOT / "docs").glob("*.md"))])
     assert not re.search(r"\$KEY\b|\bFEQA_KEY\b|\bKEY=feqa", text), re.findall(r".*(?:\$KEY\b|FEQA_KEY).*", text)
     assert "FEQA_API_KEY" in text and "public CDN" not in text
+
+
+def test_the_json_examples_match_what_the_server_sends(web_stack, scored):
+    """The problem example is what the server answers for that upload; the item example uses only declared
+    fields."""
+    import json
+
+    key, _, work = scored
+    examples = [json.loads(b) for _, b in blocks("json") if b.lstrip().startswith("{") and _parses(b)]
+    problem = next(e for e in examples if e.get("type", "").startswith("urn:feqa:problem:"))
+    item = next(e for e in examples if "progress" in e and "result" in e)
+    with web_stack.client(key) as http:
+        files = [("video", ("smile.mp4", (work / "smile.mp4").read_bytes(), "video/mp4")),
+                 ("video", ("notes.mp4", b"not a video\n" * 100, "video/mp4"))]
+        r = http.post("/v1/assessments", files=files, data={"expression": ["smile", "frown"]})
+        spec = http.get("/openapi.json").json()["components"]["schemas"]
+    assert r.status_code == problem["status"] and r.json() == problem, (r.json(), problem)
+    assert set(item) <= set(spec["ItemOut"]["properties"])
+    assert set(item["result"]) <= set(spec["ItemResult"]["properties"])
+
+
+def _parses(text: str) -> bool:
+    import json
+
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
