@@ -138,6 +138,10 @@ def run(args: argparse.Namespace) -> int:
               "scored until models are there.\n", file=sys.stderr)
     if not settings.anonymous_allowed:
         print("API keys required: create one with `feqa serve --create-key TENANT`", file=sys.stderr)
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; with the default action that killed
+    # this process before `finally` ran and left the local workers running (one even took a new task).
+    # Raised as SystemExit instead, it unwinds through `finally`, which stops them.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     env = child_env(overrides)
     workers = Workers(args.workers, env)
     try:
@@ -148,17 +152,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve_api(settings: Settings, n: int, env: dict[str, str]) -> None:
-    """One API process here, with these settings; several as uvicorn's workers, which read the
-    options from the environment handed to them."""
+    """One API process here, with these settings; several as the server's uvicorn workers, which read the
+    options from the environment handed to them. Both through service.api.server (the request limits)."""
     if n <= 1:
-        import uvicorn
-
         from service.api.main import create_app
+        from service.api.server import serve
 
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
-                    proxy_headers=False)
+        with contextlib.suppress(KeyboardInterrupt):
+            serve(settings.host, settings.port, settings=settings, app=create_app(settings))
         return
-    cmd = [sys.executable, "-m", "uvicorn", "service.api.main:app_factory", "--factory", "--host", settings.host,
-           "--port", str(settings.port), "--workers", str(n), "--no-proxy-headers", "--log-level", "info"]
+    cmd = [sys.executable, "-m", "service.api.server", "--host", settings.host, "--port", str(settings.port),
+           "--workers", str(n), "--log-level", "info"]
     with contextlib.suppress(KeyboardInterrupt):
         subprocess.run(cmd, env=env, check=False)
+
+
+def _exit_on_signal(signum, _frame) -> None:
+    raise SystemExit(128 + signum)

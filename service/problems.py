@@ -8,6 +8,7 @@ code), `detail` the facts of this occurrence followed by what to do.
 from __future__ import annotations
 
 import logging
+import traceback
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -34,9 +35,16 @@ BROKER_UNAVAILABLE = "broker_unavailable"  # 503: the job queue does not answer;
 NOTHING_TO_RETRY = "nothing_to_retry"    # 409
 INTERNAL_ERROR = "internal_error"        # 500
 DATABASE_UNAVAILABLE = "database_unavailable"  # 503: the job store does not answer
+STORAGE_UNAVAILABLE = "storage_unavailable"    # 503: the upload volume cannot be written (read-only, full)
+IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"  # 422: the key was used before for other content
+REQUEST_TIMEOUT = "request_timeout"      # 408: the body did not arrive in time
+HEADERS_TOO_LARGE = "headers_too_large"  # 431: too many request headers
+CROSS_ORIGIN = "cross_origin_refused"    # 403: a cookie-authenticated change from another origin
+INVALID_FIELD = "invalid_field"          # 422: a form field too long, with control characters, ...
 
-TITLES = {400: "Bad request", 401: "Unauthorized", 404: "Not found", 405: "Method not allowed",
-          409: "Conflict", 413: "Content too large", 415: "Unsupported media type",
+TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
+          408: "Request timeout", 409: "Conflict", 413: "Content too large", 415: "Unsupported media type",
+          431: "Request header fields too large",
           422: "Unprocessable content", 429: "Too many requests", 500: "Internal server error",
           503: "Service unavailable"}
 
@@ -92,7 +100,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # The exception text may quote user input; log only its type and the path.
-        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
+        log_unexpected(exc, request.method, request.url.path)
         return problem_response(500, INTERNAL_ERROR, "internal error; the event was logged",
                                 instance=request.url.path)
+
+
+def log_unexpected(exc: BaseException, method: str, path: str) -> None:
+    """An unexpected error: its class and the frames where it happened, never its message (the text of a
+    database error quotes the statement's parameters: patient references, file names)."""
+    frames = "".join(traceback.format_tb(exc.__traceback__, limit=-8))
+    log.error("unhandled %s on %s %s\n%s", type(exc).__name__, method, path, frames.rstrip())

@@ -118,8 +118,8 @@ def start(name: str, cmd: list[str], env: dict, log_dir: Path) -> Proc:
 
 
 def api_cmd(port: int) -> list[str]:
-    return [PYTHON, "-m", "uvicorn", "service.api.main:app_factory", "--factory", "--host", "127.0.0.1",
-            "--port", str(port), "--log-level", "warning"]
+    # The deployed server (uvicorn with the request limits), as the container runs it.
+    return [PYTHON, "-m", "service.api.server", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
 
 
 def worker_cmd(pool: str = "solo", concurrency: int = 1, name: str = "w") -> list[str]:

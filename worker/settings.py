@@ -44,12 +44,23 @@ class Settings(BaseSettings):
     allow_anonymous: bool = True              # only honoured when `host` is a loopback address
     anonymous_tenant: str = "local"
     rate_limit_per_minute: int = 600          # per API key; 0 disables
+    # HTTP server limits (docs/security.md, "Limits"): enforced by service.api.server and service.api.guard.
+    max_header_bytes: int = 64 * 1024         # request line + headers; larger -> 400 before it is buffered
+    max_headers: int = 100                    # more -> 431
+    header_timeout_s: float = 10.0            # a request's headers must be complete within this
+    keep_alive_timeout_s: float = 5.0         # an idle keep-alive connection is closed after this
+    body_idle_timeout_s: float = 30.0         # no body bytes for this long -> 408
+    body_timeout_s: float = 900.0             # the whole body must arrive within this -> else 408
+    max_connections: int = 256                # concurrent connections per API process; more -> 503
+    sign_in_per_minute: int = 10              # POST /v1/session attempts per client address
 
     # Uploads.
     max_upload_bytes: int = 200 * 1024 * 1024
     max_duration_s: float = 120.0
     max_items: int = 10
     partial_upload_max_age_s: float = 600.0   # a *.part file untouched this long is a dead upload
+    probe_memory_mb: int = 768                # address space one upload probe may use (its own process)
+    probe_timeout_s: float = 20.0             # wall-clock limit of one probe
 
     # Queue and workers.
     queue: str = "feqa.gpu"

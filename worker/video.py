@@ -30,18 +30,30 @@ class DecodeLimits:
     max_duration_s: float = 60.0        # longer -> video_too_long
     max_side: int = 1920                # frames with a longer side are scaled down to this
     max_dimension: int = 8192           # a side above this -> video_too_large (refused before decoding)
+    # Pixels per picture: checked on every decoded frame and passed to the decoder (FFmpeg `max_pixels`), so
+    # a stream that switches to huge pictures after a small first one is refused without allocating them.
+    max_pixels: int = 4096 * 4096
+    max_samples: int = 0                # MP4/MOV index entries per video track; 0 = 500 per second of max
     max_file_bytes: int = 2 * 1024**3   # larger -> video_too_large
     threads: int = 0                    # decoder threads; 0 = FFmpeg's choice
 
 
-def _open(path: str | Path):
+def _max_samples(limits: DecodeLimits) -> int:
+    return limits.max_samples or int(limits.max_duration_s * 500) + 1000
+
+
+def _open(path: str | Path, limits: DecodeLimits | None = None):
     import av
+
+    from worker.mp4index import check_sample_index
 
     p = Path(path)
     if not p.exists():
         raise VideoError(f"file not found: {p.name}", code="not_a_video")
     if p.stat().st_size == 0:
         raise VideoError("the file is empty (0 bytes); upload the recording again", code="empty_file")
+    # FFmpeg allocates an MP4's whole sample index while opening it: check the declared counts first.
+    check_sample_index(p, max_samples=_max_samples(limits or DecodeLimits()))
     try:
         container = av.open(str(p), mode="r", metadata_errors="ignore")
     except (av.error.InvalidDataError, UnicodeDecodeError) as e:
@@ -91,18 +103,35 @@ def _duration_s(container, stream) -> float | None:
     return None
 
 
-def _first_frame(container, stream, max_packets: int = 300):
+def _limit_decoder(stream, limits: DecodeLimits) -> None:
+    """The decoder itself refuses pictures above `max_pixels` (it never allocates them)."""
+    cc = stream.codec_context
+    cc.options = {**(cc.options or {}), "max_pixels": str(limits.max_pixels)}
+
+
+def _refuse_if_oversized(stream, limits: DecodeLimits) -> None:
+    """After a decode error: a stream whose parameters switched to pictures over the limit."""
+    cc = stream.codec_context
+    w, h = cc.width or cc.coded_width, cc.height or cc.coded_height
+    if w and h:
+        _check_dims(w, h, limits)
+
+
+def _first_frame(container, stream, limits: DecodeLimits, max_packets: int = 300):
     import av
 
     n = 0
+    _limit_decoder(stream, limits)
     try:
         for packet in container.demux(stream):
             n += 1
             for frame in packet.decode():
+                _check_dims(frame.width, frame.height, limits)
                 return frame
             if n >= max_packets:
                 break
     except av.error.FFmpegError as e:
+        _refuse_if_oversized(stream, limits)
         raise VideoError(f"the video stream cannot be decoded: {e}", code="unsupported_codec") from e
     return None
 
@@ -116,13 +145,13 @@ def probe(path: str | Path, limits: DecodeLimits | None = None) -> dict:
     """
     limits = limits or DecodeLimits()
     size = Path(path).stat().st_size if Path(path).exists() else 0
-    container = _open(path)
+    if size > limits.max_file_bytes:
+        raise VideoError(f"the file is too large ({size / 1e6:.0f} MB)", code="video_too_large")
+    container = _open(path, limits)
     try:
         stream = _video_stream(container)
-        if size > limits.max_file_bytes:
-            raise VideoError(f"the file is too large ({size / 1e6:.0f} MB)", code="video_too_large")
         _check_dims(stream.width, stream.height, limits)
-        frame = _first_frame(container, stream)
+        frame = _first_frame(container, stream, limits)
         if frame is None:
             raise VideoError("no frame could be decoded from the video stream", code="not_a_video")
         rotation = _normalise_rotation(frame.rotation) or _tag_rotation(stream)
@@ -170,9 +199,10 @@ def _scan_duration(container, stream, first_frame, limits: DecodeLimits) -> floa
 def _check_dims(w: int, h: int, limits: DecodeLimits) -> None:
     if not w or not h:
         raise VideoError("the video stream has no picture size", code="not_a_video")
-    if max(w, h) > limits.max_dimension:
-        raise VideoError(f"the picture is {w}x{h}; the largest accepted side is {limits.max_dimension}",
-                         code="video_too_large", details={"width": w, "height": h})
+    if max(w, h) > limits.max_dimension or w * h > limits.max_pixels:
+        raise VideoError(f"the picture is {w}x{h}; the largest accepted side is {limits.max_dimension} and "
+                         f"the most pixels {limits.max_pixels}", code="video_too_large",
+                         details={"width": w, "height": h})
 
 
 @dataclass
@@ -250,10 +280,11 @@ def iter_frames(path: str | Path, fps: float = 25.0, limits: DecodeLimits | None
     report = report if report is not None else DecodeReport()
     if Path(path).exists() and Path(path).stat().st_size > limits.max_file_bytes:
         raise VideoError("the file is too large", code="video_too_large")
-    container = _open(path)
+    container = _open(path, limits)
     try:
         stream = _video_stream(container)
         _check_dims(stream.width, stream.height, limits)
+        _limit_decoder(stream, limits)
         cc = stream.codec_context
         cc.thread_type = "AUTO"
         if limits.threads:
@@ -279,19 +310,27 @@ def _frame_time(frame, stream, fallback_rate: float, n: int) -> float | None:
     return n / fallback_rate if fallback_rate else None
 
 
-def _decoded(container, stream, report: DecodeReport):
-    """Decoded frames, tolerating a few corrupt packets."""
+def _decoded(container, stream, report: DecodeReport, limits: DecodeLimits):
+    """Decoded frames, tolerating a few corrupt packets; every frame's size is checked against the limits
+    (a stream may switch to other picture sizes after its header and first frame)."""
     import av
 
+    size = None
     try:
         for packet in container.demux(stream):
             try:
-                yield from packet.decode()
+                for frame in packet.decode():
+                    if (frame.width, frame.height) != size:
+                        _check_dims(frame.width, frame.height, limits)
+                        size = (frame.width, frame.height)
+                    yield frame
             except av.error.InvalidDataError:
+                _refuse_if_oversized(stream, limits)
                 report.decode_errors += 1
                 if report.decode_errors > 50:
                     raise VideoError("the video stream is corrupt", code="not_a_video") from None
     except av.error.FFmpegError as e:
+        _refuse_if_oversized(stream, limits)
         if report.n_frames_in == 0:
             raise VideoError(f"the video stream cannot be decoded: {e}", code="unsupported_codec") from e
         report.decode_errors += 1   # truncated file: keep what was decoded
@@ -308,7 +347,7 @@ def _resample(container, stream, fps, limits, report, duration, progress, extra_
     last_t = None
     intervals = []
     used_src = set()
-    for frame in _decoded(container, stream, report):
+    for frame in _decoded(container, stream, report, limits):
         t = _frame_time(frame, stream, fallback, report.n_frames_in)
         if t is None or (last_t is not None and t <= last_t):
             continue           # no timestamp or out of order: skip rather than reorder

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from service import problems
 from service.api import metrics, openapi
 from service.api.deps import KeyCache, RateLimiter
+from service.api.guard import Guard
 from service.api.routes import assessments, docs, health, models, patients, web
 from service.queue import Queue
 from worker.jobs.db import schema_revision
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None, *, queue: Queue | None = None) 
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     app.state.metrics = metrics.Metrics(app.state.store)
     app.add_middleware(metrics.MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(Guard, settings=settings)   # outermost: limits, no-store, quiet failures
     problems.install(app)
     openapi.install(app)
     for router in (assessments.router, patients.router, models.router, health.router, metrics.router):

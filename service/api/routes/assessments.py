@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import unicodedata
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
@@ -16,7 +18,7 @@ from service.api.deps import PrincipalDep, SettingsDep, StorageDep, StoreDep
 from service.probe import probe
 from service.schemas import AssessmentCreated, AssessmentOut, RetryOut
 from service.served import served, unavailable_problem_text
-from service.uploads import ParsedUpload, parse_upload, too_large
+from service.uploads import ParsedUpload, parse_upload, storage_unavailable, too_large
 from service.views import ARTIFACTS, assessment_out, assessment_url, fhir_observation
 from worker.jobs.keys import upload_key, uploads_prefix
 from worker.jobs.status import JobStatus
@@ -47,8 +49,39 @@ def base_url(request: Request, settings: Settings) -> str:
     return (settings.public_url or "").rstrip("/")
 
 
+# Field limits at the edge, matching the database columns (worker/jobs/db.py): a longer or odd value is a
+# typed 422 here, never a database error (which answered 500 and logged the value on PostgreSQL).
+PATIENT_REF_MAX = 256
+IDEMPOTENCY_KEY_MAX = 256
+ID_PATTERN = re.compile(r"[0-9a-f]{32}")          # Store.new_id(): uuid4().hex
+
+
+def has_control_chars(value: str) -> bool:
+    return any(unicodedata.category(c) in ("Cc", "Cs") for c in value)
+
+
+def check_text(name: str, value: str | None, max_len: int) -> str | None:
+    if value is None:
+        return None
+    if len(value) > max_len:
+        raise problems.Problem(422, problems.INVALID_FIELD, f"'{name}' is longer than {max_len} characters",
+                               details={"field": name, "max_length": max_len})
+    if has_control_chars(value):
+        raise problems.Problem(422, problems.INVALID_FIELD, f"'{name}' contains control characters",
+                               details={"field": name})
+    return value
+
+
+def check_id(assessment_id: str) -> None:
+    """Ids of another shape (%00, traversal, very long) are unknown ids: 404 before any query."""
+    if not ID_PATTERN.fullmatch(assessment_id):
+        raise problems.Problem(404, problems.NOT_FOUND, "no such assessment")
+
+
 def _one(fields: dict[str, list[str]], name: str) -> str | None:
     values = [v for v in fields.get(name, []) if v]
+    if len(values) > 1:
+        raise problems.Problem(422, problems.INVALID_FIELD, f"send '{name}' once", details={"field": name})
     return values[0] if values else None
 
 
@@ -94,7 +127,8 @@ def check_video(w, settings: Settings, index: int) -> None:
     if w.size == 0:
         raise VideoError(f"{video_label(index)} is empty", code="empty_file", details={"index": index})
     try:
-        facts = probe(w.dst, max_duration_s=settings.max_duration_s, max_bytes=settings.max_upload_bytes)
+        facts = probe(w.dst, max_duration_s=settings.max_duration_s, max_bytes=settings.max_upload_bytes,
+                      memory_bytes=settings.probe_memory_mb * 1024 * 1024, timeout_s=settings.probe_timeout_s)
     except VideoError as exc:
         exc.details = {**exc.details, "index": index}
         exc.message = f"{video_label(index)}: {exc.message}"
@@ -119,17 +153,35 @@ def _store_upload(store: Store, storage: LocalStorage, principal: Principal, aid
                                    idempotency_key=idem)
 
 
+def _same_content(store: Store, principal: Principal, existing: str, upload: ParsedUpload, expressions: list[str],
+                  protocol: str | None, patient_ref: str | None) -> bool:
+    """Does the assessment stored under this idempotency key hold exactly this request's content (the videos'
+    SHA-256, their expressions, the patient reference and the protocol)?"""
+    found = store.get_assessment(principal.tenant, existing)
+    if found is None:
+        return True     # deleted meanwhile: the replay answers with its state (gone)
+    a, items = found
+    stored = ([(it.expression, it.video_sha256) for it in items], a.patient_ref, a.protocol)
+    return stored == ([(e, w.sha256) for e, w in zip(expressions, upload.videos, strict=True)], patient_ref,
+                      protocol)
+
+
+def _key_reused() -> problems.Problem:
+    return problems.Problem(422, problems.IDEMPOTENCY_KEY_REUSED,
+                            "this Idempotency-Key was used before for another upload (other videos, expressions, "
+                            "patient or protocol); use a new key for new content")
+
+
 @router.post("", status_code=202, response_model=AssessmentCreated, openapi_extra={"requestBody": UPLOAD_BODY},
              responses={200: {"model": AssessmentCreated, "description": "idempotent replay"},
                         401: PROBLEM, 413: PROBLEM, 415: PROBLEM, 422: PROBLEM, 429: PROBLEM, 503: PROBLEM})
 async def create_assessment(request: Request, principal: PrincipalDep, store: StoreDep, storage: StorageDep,
                             settings: SettingsDep,
                             idempotency_key: Annotated[str | None, Header(max_length=256)] = None) -> JSONResponse:
-    """Upload one or more videos with the expression performed in each; answers 202 with the URL to poll."""
-    if idempotency_key:
-        existing = await run_in_threadpool(store.find_idempotent, principal.tenant, idempotency_key)
-        if existing:
-            return await _replay(request, store, settings, principal, existing)
+    """Upload one or more videos with the expression performed in each; answers 202 with the URL to poll.
+    The same Idempotency-Key with the same content answers 200 with the first assessment; with other content
+    422 `idempotency_key_reused` (a key is bound to its tenant and to what was sent)."""
+    idempotency_key = check_text("Idempotency-Key", idempotency_key or None, IDEMPOTENCY_KEY_MAX)
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > settings.max_upload_bytes + 64 * 1024:
         raise too_large(settings.max_upload_bytes)   # refused before reading a byte of the body
@@ -139,19 +191,35 @@ async def create_assessment(request: Request, principal: PrincipalDep, store: St
                                 max_bytes=settings.max_upload_bytes, max_files=settings.max_items)
     try:
         protocol = _one(upload.fields, "protocol")
+        patient_ref = check_text("patient_ref", _one(upload.fields, "patient_ref"), PATIENT_REF_MAX)
         expressions = pair_expressions(len(upload.videos), upload.fields.get("expression", []), protocol)
         await run_in_threadpool(check_served, store, settings, expressions)
+        if idempotency_key:
+            existing = await run_in_threadpool(store.find_idempotent, principal.tenant, idempotency_key)
+            if existing:
+                same = await run_in_threadpool(_same_content, store, principal, existing, upload, expressions,
+                                               protocol, patient_ref)
+                if not same:
+                    raise _key_reused()
+                upload.abort()
+                storage.delete_prefix(uploads_prefix(aid))
+                return await _replay(request, store, settings, principal, existing)
         for i, w in enumerate(upload.videos):
-            w.commit()
+            try:
+                w.commit()
+            except OSError as exc:
+                raise storage_unavailable() from exc
             await run_in_threadpool(check_video, w, settings, i)
         aid2, created = await run_in_threadpool(_store_upload, store, storage, principal, aid, upload,
-                                                expressions, protocol, _one(upload.fields, "patient_ref"),
-                                                idempotency_key)
+                                                expressions, protocol, patient_ref, idempotency_key)
+        if not created and not await run_in_threadpool(_same_content, store, principal, aid2, upload,
+                                                       expressions, protocol, patient_ref):
+            raise _key_reused()
     except BaseException:
         upload.abort()
         storage.delete_prefix(uploads_prefix(aid))
         raise
-    if not created:   # lost an idempotency race to a concurrent request
+    if not created:   # lost an idempotency race to a concurrent request with the same content
         storage.delete_prefix(uploads_prefix(aid))
         return await _replay(request, store, settings, principal, aid2)
     await run_in_threadpool(_enqueue_and_audit, request, store, storage, principal, aid, expressions, upload)
@@ -181,6 +249,7 @@ async def _replay(request: Request, store: Store, settings: Settings, principal:
 
 
 def _load(store: Store, principal: Principal, assessment_id: str):
+    check_id(assessment_id)
     found = store.get_assessment(principal.tenant, assessment_id)
     if found is None:   # also for another tenant's id: never reveal that it exists
         raise problems.Problem(404, problems.NOT_FOUND, f"no assessment {assessment_id!r}")
@@ -199,6 +268,7 @@ async def get_assessment(assessment_id: str, request: Request, principal: Princi
 
 
 def _read_assessment(store: Store, principal: Principal, assessment_id: str, base: str) -> dict:
+    check_id(assessment_id)
     found = store.read_audited(principal.tenant, assessment_id, principal.key_id)
     if found is None:
         raise problems.Problem(404, problems.NOT_FOUND, f"no assessment {assessment_id!r}")
@@ -249,6 +319,7 @@ def retry(assessment_id: str, request: Request, principal: PrincipalDep, store: 
 @router.delete("/{assessment_id}", status_code=204, responses={404: PROBLEM}, operation_id="delete_assessment")
 def delete(assessment_id: str, principal: PrincipalDep, store: StoreDep, storage: StorageDep) -> None:
     """Delete the videos, pictures and results; the audit trail stays."""
+    check_id(assessment_id)
     prefixes = store.delete_assessment(principal.tenant, assessment_id)
     if prefixes is None:
         raise problems.Problem(404, problems.NOT_FOUND, f"no assessment {assessment_id!r}")

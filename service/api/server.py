@@ -1,0 +1,101 @@
+"""The HTTP server for the API, with its limits: `python -m service.api.server` (the container's command)
+and `feqa serve` both run it, so the limits hold however the API is started.
+
+uvicorn's h11 protocol with:
+- `h11_max_incomplete_event_size` = `max_header_bytes`: a request line plus headers larger than that is
+  answered 400 and the connection closed, after buffering at most that much (uvicorn's default httptools
+  parser buffers a 100 MiB header whole and stalls every other client meanwhile);
+- a header timeout (`header_timeout_s`): a connection that has not completed its request headers within
+  that time is closed (slow-header clients, half-open connections);
+- `timeout_keep_alive` = `keep_alive_timeout_s`: idle keep-alive connections are closed;
+- `limit_concurrency` = `max_connections`: beyond it, new requests are answered 503 at once.
+The body limits (size, idle and total time) are the app's (service.api.guard, service.uploads).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from worker.settings import Settings, get_settings
+
+
+class GuardedH11Protocol(H11Protocol):
+    """H11 with a deadline for each request's headers (from connection start or the previous response)."""
+
+    header_timeout_s: float | None = None
+
+    def _arm_header_timer(self) -> None:
+        self._cancel_header_timer()
+        timeout = self.header_timeout_s if self.header_timeout_s is not None else get_settings().header_timeout_s
+        self._header_timer = self.loop.call_later(timeout, self._header_timeout)
+
+    def _cancel_header_timer(self) -> None:
+        timer = getattr(self, "_header_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()      # headers still incomplete: drop the connection
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            self._cancel_header_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+
+def uvicorn_options(settings: Settings) -> dict:
+    return {"http": GuardedH11Protocol, "ws": "none",
+            "h11_max_incomplete_event_size": settings.max_header_bytes,
+            "timeout_keep_alive": max(1, int(round(settings.keep_alive_timeout_s))),
+            "limit_concurrency": settings.max_connections or None,
+            "timeout_graceful_shutdown": 30}
+
+
+def serve(host: str, port: int, *, workers: int = 1, log_level: str = "info", proxy_headers: bool = False,
+          forwarded_allow_ips: str | None = None, settings: Settings | None = None, app=None) -> None:
+    """Serve `app` (an app built here, one process) or the app factory (`workers` processes)."""
+    import uvicorn
+
+    settings = settings or get_settings()
+    target = app if app is not None else "service.api.main:app_factory"
+    uvicorn.run(target, factory=app is None, host=host, port=port, log_level=log_level,
+                workers=1 if app is not None else max(1, workers), proxy_headers=proxy_headers,
+                forwarded_allow_ips=forwarded_allow_ips, **uvicorn_options(settings))
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = get_settings()
+    p = argparse.ArgumentParser(prog="python -m service.api.server", description=__doc__.split("\n")[0])
+    p.add_argument("--host", default=settings.host)
+    p.add_argument("--port", type=int, default=settings.port)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--proxy-headers", action="store_true")
+    p.add_argument("--forwarded-allow-ips", default=None)
+    args = p.parse_args(argv)
+    serve(args.host, args.port, workers=args.workers, log_level=args.log_level, proxy_headers=args.proxy_headers,
+          forwarded_allow_ips=args.forwarded_allow_ips, settings=settings)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
