@@ -67,6 +67,19 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "broker_unavailable": ("The job queue is not reachable, so nothing was kept.",
                            "Send the upload again in a few seconds."),
     "database_unavailable": ("The job store is not reachable.", "Try again in a few seconds."),
+    # --- request limits and checks at the edge (issue 14, docs/security.md) ---------------------
+    "storage_unavailable": ("The service cannot store uploads right now, so nothing was kept.",
+                            "Send the upload again later; if it keeps happening, tell your IT team."),
+    "idempotency_key_reused": ("This upload's Idempotency-Key was already used for other videos, tasks or "
+                               "another patient.", "Use a new key for a new upload (the batch tool does this)."),
+    "request_timeout": ("The upload stopped arriving before it was complete.",
+                        "Check the network connection and send it again."),
+    "headers_too_large": ("The request carried too many headers.", "Send the request with fewer headers."),
+    "cross_origin_refused": ("The change was requested from another web page than this service's own.",
+                             "Use the service's own web page; if you did, reload it and try again."),
+    "invalid_field": ("A form field is too long or holds characters that are not allowed.",
+                      "Shorten the value (a patient reference has at most 256 characters) and remove control "
+                      "characters."),
     "nothing_to_retry": ("There is no failed video left to retry in this assessment.",
                          "Upload the video again as a new assessment."),
     "deleted": ("The assessment was deleted.", "Upload the videos again if you still need a score."),

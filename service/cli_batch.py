@@ -17,8 +17,9 @@ Output: one row per input, in input order, CSV or JSONL; numbers stay numbers an
 booleans when a re-run reads the file back. Every row that has a model names its version.
 
 One assessment is submitted per video, at most `--concurrency` at a time, with the header
-`Idempotency-Key = sha256(video sha256 + expression + model version from GET /v1/models)`: a re-run
-re-uses the jobs the server already has. Rows already in `--out` that succeeded with the current model
+`Idempotency-Key = sha256(video sha256 + expression + model version from GET /v1/models + patient
+reference + protocol)`: a re-run re-uses the jobs the server already has, and the same file listed for
+two patients is two assessments. Rows already in `--out` that succeeded with the current model
 version are skipped altogether; `--rescore` scores everything again with the current model version.
 Requests are retried with exponential backoff on 429, 5xx and connection errors. `--dry-run` lists
 what would be sent (and what is skipped, and why) without sending anything.
@@ -357,7 +358,8 @@ def process(client: Any, job: Job, served: dict[str, dict[str, str]], args: argp
         return failed(row, "file_not_found", "no such file")
     version = str(row.get("model_version") or "")
     try:
-        key = idempotency_key(file_sha256(job.video), job.expression, version)
+        key = idempotency_key(file_sha256(job.video), job.expression, version, job.patient_ref or "",
+                              args.protocol or "")
         if args.rescore:  # a fresh job even where the server still holds one for this key
             key = idempotency_key(key, "rescore", str(os.getpid()))
         created = client.submit([(job.video, job.expression)], patient_ref=job.patient_ref,

@@ -55,9 +55,11 @@ class ConnectionFailed(Exception):
 
 
 
-def idempotency_key(video_sha256: str, expression: str, model_version: str) -> str:
-    """Video hash + expression + model version: the same video re-sent for the same model is one job."""
-    return hashlib.sha256(f"{video_sha256}:{expression}:{model_version}".encode()).hexdigest()
+def idempotency_key(video_sha256: str, expression: str, model_version: str, *context: str) -> str:
+    """Video hash + expression + model version (+ `context`, e.g. the patient reference and protocol): the
+    same video re-sent for the same model, patient and protocol is one job; for another patient, another."""
+    parts = [video_sha256, expression, model_version, *context]
+    return hashlib.sha256(":".join(parts).encode()).hexdigest()
 
 
 def _problem(response: httpx.Response) -> dict[str, Any]:

@@ -6,11 +6,15 @@ worker.runtime; nothing here builds one at import.
 """
 from __future__ import annotations
 
+from json import loads
+from queue import Empty
+
 from celery import Celery
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport.sqlalchemy import Channel as SQLAChannel
 from kombu.transport.sqlalchemy import Transport as SQLATransport
-from sqlalchemy import event
+from kombu.utils.encoding import bytes_to_str
+from sqlalchemy import event, text
 
 from worker.jobs.db import sqlite_pragmas
 from worker.settings import Settings, get_settings
@@ -24,6 +28,24 @@ class SQLiteChannel(SQLAChannel):
         engine = super()._engine_from_config()
         event.listen(engine, "connect", sqlite_pragmas)   # WAL + busy timeout, as for the job store
         return engine
+
+    def _get(self, queue):
+        """Take the oldest message and delete its row. kombu's own transport only marks a delivered row
+        invisible and keeps it for ever (the broker file grew by every task). Nothing reads an invisible
+        row again: an unacknowledged message is restored by kombu's QoS through `_put`, as before."""
+        obj = self._get_or_create(queue)
+        self.session.execute(text("BEGIN IMMEDIATE TRANSACTION"))
+        try:
+            msg = (self.session.query(self.message_cls).filter(self.message_cls.queue_id == obj.id)
+                   .filter(self.message_cls.visible != False)   # noqa: E712  (SQL, not Python)
+                   .order_by(self.message_cls.sent_at).order_by(self.message_cls.id).limit(1).first())
+            if msg is None:
+                raise Empty()
+            payload = msg.payload
+            self.session.delete(msg)
+            return loads(bytes_to_str(payload))
+        finally:
+            self.session.commit()
 
 
 class SQLiteTransport(SQLATransport):

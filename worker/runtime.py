@@ -138,6 +138,9 @@ def worker_alive(st: ProcessState, worker_id: str) -> bool:
 def start_process() -> None:
     """Load the models and start the heartbeat in this process (prefork children and the solo pool,
     which sends worker_process_init too)."""
+    from worker.jobs.storage import PRIVATE_UMASK
+
+    os.umask(PRIVATE_UMASK)   # pictures and anything else written here: 0600 files, 0700 directories
     st = state()
     if st.warmed:
         return

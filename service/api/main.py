@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from fastapi import FastAPI
 
@@ -13,7 +14,7 @@ from service.api.routes import assessments, docs, health, models, patients, web
 from service.queue import Queue
 from worker.jobs.db import schema_revision
 from worker.jobs.housekeeping import purge
-from worker.jobs.storage import LocalStorage
+from worker.jobs.storage import PRIVATE_UMASK, LocalStorage
 from worker.jobs.store import Store
 from worker.settings import Settings, get_settings
 
@@ -29,6 +30,7 @@ estimates, preliminary until a clinician signs them."""
 
 def create_app(settings: Settings | None = None, *, queue: Queue | None = None) -> FastAPI:
     settings = settings or get_settings()
+    os.umask(PRIVATE_UMASK)   # every file this process writes (uploads, the SQLite store) is 0600, dirs 0700
     app = FastAPI(title="FEQA clinical inference API", version="1", description=DESCRIPTION,
                   openapi_url="/openapi.json", docs_url=None, redoc_url=None,
                   generate_unique_id_function=openapi.operation_id)
@@ -41,6 +43,7 @@ def create_app(settings: Settings | None = None, *, queue: Queue | None = None) 
         _ = app.state.queue.celery   # import Celery now rather than in the first upload
     app.state.key_cache = KeyCache()
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+    app.state.sign_in_limiter = RateLimiter(settings.sign_in_per_minute)
     app.state.metrics = metrics.Metrics(app.state.store)
     app.add_middleware(metrics.MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(Guard, settings=settings)   # outermost: limits, no-store, quiet failures

@@ -140,7 +140,10 @@ def test_other_tenant_gets_404_on_every_verb(stack, scored):
 def test_rate_limit_answers_429_with_retry_after(stack):
     key, other = stack.create_key("tenant-rl"), stack.create_key("tenant-rl")
     with stack.client(key) as http:
-        codes = [http.get("/v1/models").status_code for _ in range(RATE + 5)]
+        # Until the first 429 (at most twice the rate: on a loaded machine the bucket refills meanwhile).
+        codes: list[int] = []
+        while len(codes) < 2 * RATE and 429 not in codes:
+            codes.append(http.get("/v1/models").status_code)
         r = http.get("/v1/models")
     assert codes[:RATE - 5].count(200) == RATE - 5, codes          # the burst allowance is honoured
     assert r.status_code == 429 and codes.count(429) >= 1, codes

@@ -16,7 +16,11 @@ def test_bearer_header_and_cookie_are_accepted(settings, queue):
         assert c.get("/v1/models").status_code == 401
         assert c.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
         assert c.get("/v1/models", headers={"X-API-Key": key}).status_code == 200
-        c.cookies.set("feqa_key", key)
+        c.cookies.set("feqa_session", key)        # the raw key is no session id
+        assert c.get("/v1/models").status_code == 401
+        c.cookies.clear()
+        assert c.post("/v1/session", json={"api_key": key}).status_code == 201
+        assert c.cookies.get("feqa_session") not in (None, key)
         assert c.get("/v1/models").status_code == 200
 
 

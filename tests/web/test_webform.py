@@ -89,9 +89,9 @@ def test_sign_in_upload_and_read_the_report(page, stack, artifacts_dir, tmp_path
     pg.press("#api-key", "Enter")
     pg.wait_for_selector("#signed-in:not([hidden])")
     assert "clinic-a" in pg.inner_text("#auth-state")
-    cookie = next(c for c in pg.context.cookies() if c["name"] == "feqa_key")
+    cookie = next(c for c in pg.context.cookies() if c["name"] == "feqa_session")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
-    assert pg.evaluate("document.cookie").find("feqa_key") == -1  # invisible to page scripts
+    assert pg.evaluate("document.cookie").find("feqa_session") == -1  # invisible to page scripts
     pg.wait_for_selector("#model-warning:not([hidden])")
     assert "Not for clinical use" in pg.inner_text("#model-warning")
 
@@ -162,7 +162,7 @@ def test_sign_in_upload_and_read_the_report(page, stack, artifacts_dir, tmp_path
     # Signing out drops the cookie: the API then refuses the browser.
     pg.click("#sign-out")
     pg.wait_for_selector("#sign-in:not([hidden])")
-    assert not [c for c in pg.context.cookies() if c["name"] == "feqa_key"]
+    assert not [c for c in pg.context.cookies() if c["name"] == "feqa_session"]
     assert pg.request.get("/v1/models").status == 401
 
 

@@ -111,6 +111,17 @@ class AuditEvent(Base):
     detail: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
+class WebSession(Base):
+    """A browser session of the web form: the cookie holds a random id; only its SHA-256 is stored."""
+    __tablename__ = "web_sessions"
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), index=True)
+    tenant: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 class WorkerHeartbeat(Base):
     __tablename__ = "worker_heartbeats"
     worker_id: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -133,6 +144,8 @@ def sqlite_pragmas(dbapi_conn, _record=None) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA foreign_keys=ON")
+    # Deleted rows (patient references) are overwritten with zeros, not left in free pages.
+    cur.execute("PRAGMA secure_delete=ON")
     cur.close()
 
 
@@ -144,10 +157,12 @@ def get_engine(url: str) -> Engine:
                 path = url.split("///", 1)[-1]
                 if path and path != ":memory:":
                     Path(path).parent.mkdir(parents=True, exist_ok=True)
-                eng = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+                # hide_parameters: an error's text never quotes the statement's values (patient references)
+                eng = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10},
+                                    hide_parameters=True)
                 event.listen(eng, "connect", sqlite_pragmas)
             else:
-                eng = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+                eng = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True)
             _engines[url] = eng
         return eng
 

@@ -12,10 +12,30 @@ class StorageError(Exception):
     pass
 
 
+FILE_MODE = 0o600        # patient videos and pictures: readable by the service's own user only
+DIR_MODE = 0o700
+PRIVATE_UMASK = 0o077    # set by the API and worker processes (service.api.main, worker.runtime)
+
+
+def make_dirs(path: Path, stop: Path | None = None) -> None:
+    """mkdir -p with mode 0700 for every directory created (Path.mkdir gives parents the default mode)."""
+    missing = []
+    p = Path(path)
+    while not p.exists() and p != stop and p.parent != p:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            continue
+        os.chmod(d, DIR_MODE)    # not narrowed by a umask, not widened either
+
+
 class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.root)
 
     def path(self, key: str) -> Path:
         p = (self.root / key).resolve()
@@ -31,18 +51,28 @@ class LocalStorage:
 
     def put_file(self, key: str, src: Path) -> None:
         dst = self.path(key)
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(dst.parent, self.root)
         tmp = dst.with_name(dst.name + ".part")
         shutil.copyfile(src, tmp)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, dst)
 
     def delete(self, key: str) -> None:
-        self.path(key).unlink(missing_ok=True)
+        """Remove the file, and its directory when that is left empty (uploads/<id>/ after scoring)."""
+        p = self.path(key)
+        p.unlink(missing_ok=True)
+        parent = p.parent
+        if parent != self.root.resolve() and parent.is_dir():
+            try:
+                parent.rmdir()
+            except OSError:     # not empty: other videos of the assessment still wait
+                pass
 
-    def delete_prefix(self, prefix: str) -> None:
+    def delete_prefix(self, prefix: str, *, strict: bool = False) -> None:
+        """Remove everything under `prefix`; `strict` raises when something could not be removed."""
         p = self.path(prefix.rstrip("/"))
         if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
+            shutil.rmtree(p, ignore_errors=not strict)
         else:
             p.unlink(missing_ok=True)
 
@@ -71,8 +101,8 @@ class ChunkWriter:
     def __init__(self, dst: Path) -> None:
         self.dst = dst
         self.tmp = dst.with_name(dst.name + ".part")
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.tmp, "wb")
+        make_dirs(dst.parent)
+        self._fh = os.fdopen(os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE), "wb")
         self._sha = hashlib.sha256()
         self.size = 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from worker.jobs.db import (
     AuditEvent,
     Item,
     StageDuration,
+    WebSession,
     WorkerHeartbeat,
     session_factory,
     utcnow,
@@ -33,6 +35,7 @@ from worker.jobs.keys import assessment_prefixes
 from worker.jobs.status import IN_FLIGHT, ItemStatus, JobStatus, job_status
 
 KEY_PREFIX = "feqa"
+log = logging.getLogger("feqa.store")
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,38 @@ class Store:
     def revoke_key(self, key_id: str) -> bool:
         with self.session() as s:
             res = s.execute(update(ApiKey).where(ApiKey.id == key_id).values(revoked_at=utcnow()))
+            return res.rowcount == 1
+
+    # --- web sessions (the web form's cookie) ----------------------------------------------
+    @staticmethod
+    def _session_digest(session_id: str) -> str:
+        return hashlib.sha256(session_id.encode()).hexdigest()
+
+    def create_session(self, principal: Principal, max_age_s: float) -> str:
+        """A new random session id for `principal` (returned once; only its SHA-256 is stored)."""
+        session_id = secrets.token_urlsafe(32)
+        with self.session() as s:
+            s.add(WebSession(digest=self._session_digest(session_id), key_id=principal.key_id,
+                             tenant=principal.tenant, expires_at=utcnow() + timedelta(seconds=max_age_s)))
+        return session_id
+
+    def verify_session(self, session_id: str) -> Principal | None:
+        """The principal of a live session: not signed out, not expired, its API key not revoked."""
+        if not session_id or len(session_id) > 128:
+            return None
+        with self.session() as s:
+            row = s.get(WebSession, self._session_digest(session_id))
+            if row is None or row.revoked_at is not None or aware(row.expires_at) <= utcnow():
+                return None
+            key = s.get(ApiKey, row.key_id)
+            if key is None or key.revoked_at is not None:
+                return None
+            return Principal(tenant=row.tenant, key_id=row.key_id)
+
+    def revoke_session(self, session_id: str) -> bool:
+        with self.session() as s:
+            res = s.execute(update(WebSession).where(WebSession.digest == self._session_digest(session_id),
+                                                     WebSession.revoked_at.is_(None)).values(revoked_at=utcnow()))
             return res.rowcount == 1
 
     # --- assessments --------------------------------------------------------------------
@@ -226,7 +261,21 @@ class Store:
             if a is None:
                 return None
             self._scrub(s, a)
-            return assessment_prefixes(assessment_id)
+        self.checkpoint()
+        return assessment_prefixes(assessment_id)
+
+    def checkpoint(self) -> None:
+        """SQLite: copy the write-ahead log into the database and empty it, so that a deleted patient
+        reference (zeroed in the database by secure_delete) does not stay readable in the WAL file."""
+        if not self.url.startswith("sqlite"):
+            return
+        from sqlalchemy import text
+
+        try:
+            with self._sessions() as s:
+                s.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+        except Exception as exc:   # a reader holding the log: the next checkpoint gets it
+            log.warning("WAL checkpoint after delete failed (%s)", type(exc).__name__)
 
     @staticmethod
     def _scrub(s: Session, a: Assessment) -> None:
@@ -416,3 +465,4 @@ class Store:
             a = s.get(Assessment, assessment_id)
             if a is not None and a.deleted_at is None:
                 self._scrub(s, a)
+        self.checkpoint()

@@ -1,9 +1,12 @@
 """The clinician's web form (GET /, /static/...) and the browser session (POST/GET/DELETE /v1/session).
 
 The form is one Jinja2 page plus plain JS/CSS from `service/web/`, all served from here: no build
-step, no CDN. The browser authenticates with the `feqa_key` cookie that POST /v1/session sets
-(HttpOnly, so page scripts never read the key; SameSite=Strict, so other sites cannot make the
-browser send it).
+step, no CDN. The browser authenticates with the `feqa_session` cookie that POST /v1/session sets:
+a random server-side session id (only its SHA-256 is stored; signing out ends it), never the API key.
+HttpOnly, so page scripts never read it; SameSite=Strict, so other sites cannot make the browser send
+it; and every state-changing request it authenticates must carry this service's own Origin (a page on
+another port of the same host is same-site, so SameSite alone does not stop it). Sign-in attempts are
+rate limited per client address and every refused one is audited.
 """
 from __future__ import annotations
 
@@ -18,7 +21,14 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from service import problems
-from service.api.deps import KEY_COOKIE, SettingsDep, StoreDep, authenticate, presented_key
+from service.api.deps import (
+    SESSION_COOKIE,
+    SettingsDep,
+    StoreDep,
+    authenticate,
+    check_origin,
+    credential,
+)
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 STATIC_DIR = WEB_DIR / "static"
@@ -136,19 +146,29 @@ class SessionOut(BaseModel):
 
 @router.post("/v1/session", response_model=SessionOut, tags=["session"])
 def create_session(body: SessionIn, request: Request, store: StoreDep, settings: SettingsDep) -> JSONResponse:
-    """Exchange an API key for an HttpOnly, SameSite=Strict `feqa_key` cookie (for the web form)."""
+    """Exchange an API key for an HttpOnly, SameSite=Strict `feqa_session` cookie (for the web form): a new
+    server-side session id, not the key. Attempts are rate limited per client address; refusals audited."""
+    check_origin(request, settings, required=False)   # no sign-in forced on a browser by another page
+    client = request.client.host if request.client else ""
+    wait = request.app.state.sign_in_limiter.check(f"sign-in:{client}")
+    if wait > 0:
+        store.audit("", "anonymous", "session.throttled", detail={"client": client})
+        raise problems.Problem(429, problems.RATE_LIMITED, "too many sign-in attempts from this address; wait "
+                               "and try again", headers={"Retry-After": str(max(1, int(wait + 0.999)))})
     key = body.api_key.strip()
     principal = store.verify_key(key)
     if principal is None:
+        store.audit("", "anonymous", "session.denied", detail={"client": client})
         raise problems.Problem(401, problems.UNAUTHORIZED, "the API key is not valid or was revoked",
                                details={"field": "api_key"})
-    store.audit(principal.tenant, principal.key_id, "session.create")
+    session_id = store.create_session(principal, SESSION_MAX_AGE_S)
+    store.audit(principal.tenant, principal.key_id, "session.create", detail={"client": client})
     out = SessionOut(authenticated=True, method="cookie", tenant=principal.tenant,
                      anonymous_allowed=settings.anonymous_allowed)
     response = JSONResponse(out.model_dump(), status_code=201)
     secure = request.url.scheme == "https" or (settings.public_url or "").startswith("https:")
-    response.set_cookie(KEY_COOKIE, key, max_age=SESSION_MAX_AGE_S, path="/", httponly=True, samesite="strict",
-                        secure=secure)
+    response.set_cookie(SESSION_COOKIE, session_id, max_age=SESSION_MAX_AGE_S, path="/", httponly=True,
+                        samesite="strict", secure=secure)
     return response
 
 
@@ -159,9 +179,10 @@ def read_session(request: Request, store: StoreDep, settings: SettingsDep) -> Se
         principal = authenticate(request, store, settings)
     except problems.Problem:
         return SessionOut(authenticated=False, anonymous_allowed=settings.anonymous_allowed)
+    cred = credential(request)
     if principal.key_id == "anonymous":
         method = "anonymous"
-    elif presented_key(request) == request.cookies.get(KEY_COOKIE):
+    elif cred is not None and cred[0] == "session":
         method = "cookie"
     else:
         method = "key"
@@ -170,8 +191,16 @@ def read_session(request: Request, store: StoreDep, settings: SettingsDep) -> Se
 
 
 @router.delete("/v1/session", status_code=204, tags=["session"])
-def delete_session(request: Request) -> Response:
-    """Sign out: the browser forgets the cookie (the key itself stays valid)."""
+def delete_session(request: Request, store: StoreDep, settings: SettingsDep) -> Response:
+    """Sign out: the session ends on the server (its cookie no longer works anywhere) and the browser
+    forgets the cookie. The API key itself stays valid."""
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if session_id:
+        check_origin(request, settings, required=False)   # another page cannot sign the browser out
+        principal = store.verify_session(session_id)
+        if store.revoke_session(session_id) and principal is not None:
+            store.audit(principal.tenant, principal.key_id, "session.end")
+        request.app.state.key_cache.drop(f"session:{session_id}")
     response = Response(status_code=204)
-    response.delete_cookie(KEY_COOKIE, path="/", httponly=True, samesite="strict")
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return response
