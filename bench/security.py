@@ -75,9 +75,12 @@ class Services:
                          "FEQA_RATE_LIMIT_PER_MINUTE": "0", "FEQA_HEARTBEAT_INTERVAL_S": "1",
                          "FEQA_QUEUE": f"feqa.bench.{uuid.uuid4().hex[:6]}", "PYTHONPATH": str(ROOT),
                          "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+        from worker.jobs.db import migrate
         from worker.jobs.store import Store
 
-        self.key = Store(f"sqlite:///{self.var / 'feqa.sqlite3'}").create_key("bench")
+        url = f"sqlite:///{self.var / 'feqa.sqlite3'}"
+        migrate(url)                      # as `feqa migrate` does before a deployment starts
+        self.key = Store(url).create_key("bench")
         logs = self.var / "logs"
         logs.mkdir(exist_ok=True)
         self.api = subprocess.Popen([PYTHON, "-m", "service.api.server", "--host", "127.0.0.1", "--port",

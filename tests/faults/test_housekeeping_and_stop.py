@@ -26,6 +26,7 @@ import sqlalchemy as sa
 
 from tests.faults.support import upload, wait_for
 from tests.servers import ROOT, feqa_serve, postgres_url
+from worker.jobs.db import migrate
 from worker.jobs.housekeeping import purge
 from worker.jobs.status import ItemStatus
 from worker.jobs.storage import LocalStorage
@@ -61,6 +62,7 @@ def scored_item(store: Store, storage: LocalStorage, src: Path) -> tuple[str, in
 
 
 def test_one_undeletable_video_does_not_stop_the_purge_or_the_requeue(tmp_path, caplog, monkeypatch):
+    migrate(f"sqlite:///{tmp_path / 'feqa.sqlite3'}")
     store = Store(f"sqlite:///{tmp_path / 'feqa.sqlite3'}")
     storage = LocalStorage(tmp_path / "storage")
     stuck_aid, stuck_item, stuck_key = scored_item(store, storage, Path(__file__))
@@ -133,6 +135,7 @@ def test_feqa_serve_stops_its_workers_and_the_broker_keeps_no_consumed_message(t
 def pg_store():
     base = os.environ.get("DATABASE_URL_TEST", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
     with postgres_url(base) as url:
+        migrate(url)
         yield Store(url), url
 
 
@@ -183,6 +186,7 @@ def test_the_application_role_cannot_drop_or_truncate_the_audit_log(pg_store):
 
 def test_deleted_patient_reference_is_not_left_in_the_sqlite_files(tmp_path):
     db = tmp_path / "feqa.sqlite3"
+    migrate(f"sqlite:///{db}")
     store = Store(f"sqlite:///{db}")
     secret = "PATIENT-WAL-" + uuid.uuid4().hex
     aid = store.new_id()
