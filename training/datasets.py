@@ -52,20 +52,25 @@ def _opt_int(v: str | None) -> int | None:
 
 
 def read_manifest(path: str | Path) -> list[Sample]:
+    """The samples of a generic manifest; ValueError naming the line of the first bad row."""
     path = Path(path)
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        numbered = [(n, line) for n, line in enumerate(fh, 1) if not line.startswith("#")]
+    rows = list(csv.DictReader(line for _, line in numbered))
     missing = {"video", "subject", "expression", "score"} - set(rows[0] if rows else {})
     if rows and missing:
         raise ValueError(f"{path}: manifest lacks columns {sorted(missing)}")
     out = []
-    for r in rows:
-        video = Path(r["video"])
-        video = video if video.is_absolute() else (path.parent / video)
-        subs = {k[4:]: float(v) for k, v in r.items() if k and k.startswith("sub_") and v not in (None, "")}
-        out.append(Sample(str(video), r["subject"], r["expression"], float(r["score"]),
-                          _opt_int(r.get("start")), _opt_int(r.get("end")), r.get("group") or "",
-                          r.get("split") or "", subs))
+    for (n, _), r in zip(numbered[1:], rows, strict=False):
+        try:
+            video = Path(r["video"] or "")
+            video = video if video.is_absolute() else (path.parent / video)
+            subs = {k[4:]: float(v) for k, v in r.items() if k and k.startswith("sub_") and v not in (None, "")}
+            out.append(Sample(str(video), r["subject"], r["expression"], float(r["score"]),
+                              _opt_int(r.get("start")), _opt_int(r.get("end")), r.get("group") or "",
+                              r.get("split") or "", subs, line=n, source=path.name))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path} line {n}: {exc}") from None
     return out
 
 

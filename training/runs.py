@@ -87,17 +87,20 @@ def load_dataset(kind: str, *, data_root: str | None = None, split_csv: str | No
                 raise DatasetError(f"--{k.replace('_', '-')} {v}: no such file or folder")
 
     if kind == "pfed5":
-        need(data_root=data_root, split_csv=split_csv)
-        samples, issues = read_pfed5(data_root, split_csv, split="train")
-        files = [_table(split_csv)]
-        if test_csv:
-            need(test_csv=test_csv)
-            s2, i2 = read_pfed5(data_root, test_csv, split="test")
+        need(data_root=data_root)
+        if not split_csv and not test_csv:
+            raise DatasetError("--dataset pfed5 needs --split-csv (training split) and/or --test-csv")
+        samples, issues, files = [], [], []
+        for csv_path, split in ((split_csv, "train"), (test_csv, "test")):
+            if not csv_path:
+                continue
+            need(**{f"{split if split == 'test' else 'split'}_csv": csv_path})
+            s2, i2 = read_pfed5(data_root, csv_path, split=split)
             clash = {s.clip_id for s in samples} & {s.clip_id for s in s2}
             if clash:
                 raise DatasetError(f"{len(clash)} clips are in both {split_csv} and {test_csv}, e.g. "
                                    f"{sorted(clash)[:3]}")
-            samples, issues, files = samples + s2, issues + i2, files + [_table(test_csv)]
+            samples, issues, files = samples + s2, issues + i2, files + [_table(csv_path)]
         return Dataset("pfed5", samples, issues, files, str(data_root), has_split=True)
     if kind == "toronto":
         need(data_root=data_root, repetitions=repetitions, scores=scores)
