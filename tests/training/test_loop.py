@@ -156,8 +156,8 @@ def test_resume_refuses_a_changed_contract_manifest_or_recipe_and_names_it(tmp_p
 
     from training.loop import ResumeRefused
 
-    items = synthetic_items(10)
-    cfg = TrainConfig(epochs=1, optimizer="sgd", repeat=1, threads=1, random_crop=False)
+    items = synthetic_items(8)
+    cfg = TrainConfig(epochs=1, optimizer="sgd", repeat=1, threads=1, random_crop=False, max_steps=1)
     meta = {"contract": {"tp": 32, "coord_norm": "first_frame_nose_tip"}}
     quiet = dict(progress=False, log=lambda *_: None)
     train(tiny_cfg(), items, items[:5], cfg, tmp_path, meta=meta, **quiet)
@@ -172,7 +172,7 @@ def test_resume_refuses_a_changed_contract_manifest_or_recipe_and_names_it(tmp_p
         train(tiny_cfg(), items, items[:5], TrainConfig(**{**cfg.__dict__, "lr": 0.5}), tmp_path, meta=meta,
               **quiet)
     # more epochs, another device or thread count: the same run, resumed
-    more = TrainConfig(**{**cfg.__dict__, "epochs": 2, "threads": 2})
+    more = TrainConfig(**{**cfg.__dict__, "epochs": 2, "threads": 2, "max_steps": 2})
     res = train(tiny_cfg(), items, items[:5], more, tmp_path, meta=meta, **quiet)
     assert [h["epoch"] for h in res["history"]] == [0, 1]
 
