@@ -231,15 +231,20 @@ def checkpoint_contract(ck: dict, cfg: ModelConfig) -> PreprocessContract:
 
 def evaluate_checkpoint(path: str | Path, test_s: Sequence[Sample], cache_root: Path,
                         log: Callable = print, calibration: dict | None = None) -> dict:
-    from training.evaluate import regression_metrics
+    """Metrics of a checkpoint on samples, on the model's own score scale (its `meta.scale`, else the
+    expression's protocol: MDS-UPDRS 0-4 for PFED5 expressions, Toronto NeuroFace 1-5 for its tasks)."""
+    from model.scales import default_scale, get_scale
+    from training.evaluate import scale_metrics
 
     model, ck = load_model(path)
     apply_calibration(model, calibration)
+    meta = ck.get("meta", {})
+    scale = get_scale(meta["scale"]) if meta.get("scale") else default_scale(meta.get("expression", ""))
     cache = FeatureCache(cache_root, checkpoint_contract(ck, model.cfg).with_(channels=FULL_CHANNELS))
     items = load_items(test_s, cache, log)
     pred = predict(model, items)
     y = np.array([it.score for it in items], np.float32)
-    return {**regression_metrics(y, pred), "y_true": y.tolist(), "y_pred": pred.tolist()}
+    return {**scale_metrics(y, pred, scale), "y_true": y.tolist(), "y_pred": pred.tolist()}
 
 
 def cross_validate(samples: Sequence[Sample], expression: str, folds: Sequence[Sequence[str]], out_dir: Path, *,

@@ -55,3 +55,18 @@ def test_training_commands_are_registered():
     assert a.from_reference and a.expression == "smile"
     a = p.parse_args(["evaluate", "a.pt", "b.pt", "--manifest", "m.csv"])
     assert a.checkpoints == ["a.pt", "b.pt"]
+
+
+def test_toronto_metrics_use_the_raters_1_to_5_scale_without_clipping_to_0_4():
+    from model.scales import MDS_UPDRS, TORONTO
+    from training.evaluate import scale_metrics
+
+    y, p = [1.0, 2.5, 5.0, 4.6], [1.2, 2.4, 4.9, 5.3]
+    m = scale_metrics(y, p, TORONTO)
+    assert m["labels"] == [1, 2, 3, 4, 5] and m["scale"] == "toronto_neuroface"
+    # 2.5 rounds half up to 3 (as model.scales grades), 5.3 is clipped to 5 only for the rounded class
+    assert m["confusion"][4][4] == 2 and m["confusion"][2][1] == 1 and m["accuracy"] == 0.75
+    assert abs(m["mae"] - np.mean([0.2, 0.1, 0.1, 0.7])) < 1e-9
+    on_updrs = scale_metrics(y, p, MDS_UPDRS)
+    assert on_updrs["labels"] == [0, 1, 2, 3, 4] and on_updrs["confusion"] != m["confusion"]
+    assert m["spearman_pct"] == round(100 * m["spearman"], 2)
