@@ -81,7 +81,7 @@ def plot_report(report: dict, out_dir: str | Path, variant: str = "fused-tokens"
     per = report["variants"][variant]["per_expression"]
     lo = min((min(m.get("labels") or [0]) for m in per.values()), default=0)
     hi = max((max(m.get("labels") or [4]) for m in per.values()), default=4)
-    fig, axes = plt.subplots(1, len(per), figsize=(3.2 * len(per), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(per), figsize=(max(3.2 * len(per), 5.5), 3.4), squeeze=False)
     rng = np.random.default_rng(0)
     for ax, (expr, m) in zip(axes[0], per.items(), strict=True):
         y, p = np.asarray(m["y_true"]), np.asarray(m["y_pred"])
@@ -91,7 +91,7 @@ def plot_report(report: dict, out_dir: str | Path, variant: str = "fused-tokens"
         ax.set_xlabel("true score")
         ax.set_xlim(lo - 0.5, hi + 0.5)
     axes[0][0].set_ylabel("predicted")
-    fig.suptitle(f"{variant}: {label}", fontsize=9)
+    fig.suptitle(_wrap(f"{variant}: {label}", 3.2 * len(per)), fontsize=9)
     fig.tight_layout()
     paths.append(out / "predicted_vs_true.png")
     fig.savefig(paths[-1], dpi=80)
@@ -108,13 +108,13 @@ def plot_report(report: dict, out_dir: str | Path, variant: str = "fused-tokens"
     ax.set_ylabel("Spearman rho (test)")
     ax.set_ylim(min(0, ax.get_ylim()[0]), 1)
     ax.legend(fontsize=7)
-    ax.set_title(f"Spearman by expression: {label}", fontsize=9)
+    ax.set_title(_wrap(f"Spearman by expression: {label}", 1.6 * len(exprs) + 2), fontsize=9)
     fig.tight_layout()
     paths.append(out / "spearman_by_expression.png")
     fig.savefig(paths[-1], dpi=80)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, len(per), figsize=(3.0 * len(per), 3.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(per), figsize=(max(3.0 * len(per), 5.5), 3.4), squeeze=False)
     for ax, (expr, m) in zip(axes[0], per.items(), strict=True):
         conf = np.asarray(m.get("confusion") or [[0]])
         labels = m.get("labels") or list(range(len(conf)))
@@ -126,12 +126,19 @@ def plot_report(report: dict, out_dir: str | Path, variant: str = "fused-tokens"
         ax.set_xlabel("predicted (rounded)", fontsize=8)
         ax.set_title(f"{expr} acc={m.get('accuracy', float('nan')):.2f}", fontsize=9)
     axes[0][0].set_ylabel("true", fontsize=8)
-    fig.suptitle(f"{variant} confusion: {label}", fontsize=9)
+    fig.suptitle(_wrap(f"{variant} confusion: {label}", 3.0 * len(per)), fontsize=9)
     fig.tight_layout()
     paths.append(out / "confusion.png")
     fig.savefig(paths[-1], dpi=80)
     plt.close(fig)
     return paths
+
+
+def _wrap(text: str, width_in: float) -> str:
+    """Wrap a title to the figure's width (about 14 characters per inch at 9 pt)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, max(40, int(max(width_in, 5.5) * 14))))
 
 
 def write_report(report: dict, path: str | Path) -> Path:
