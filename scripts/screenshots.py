@@ -4,7 +4,8 @@ demo models (models/demo, trained on simulated data), the real API, worker and j
     PYTHONPATH=. .venv/bin/python scripts/screenshots.py [--out docs/img]
 
 Three visits of one patient reference are scored (the five PFED5 tasks, then two shorter visits), so that the
-history view has something to show. Needs /usr/bin/chromium and pdftoppm (poppler-utils) for the printed page.
+history view has something to show; the script then sets the first two visits' dates back by 8 and 4 weeks
+in the job store (the scores are the real ones; only the dates are staged, so that the plot spreads out). Needs /usr/bin/chromium and pdftoppm (poppler-utils) for the printed page.
 Takes a few minutes on two cores.
 """
 from __future__ import annotations
@@ -37,6 +38,19 @@ def wait_report(pg) -> None:
     pg.wait_for_function("() => !document.querySelector('.pictures-pending') && "
                          "[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth)",
                          timeout=300_000)
+
+
+def stage_dates(store, ids: list[str], weeks: tuple[int, ...]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from worker.jobs.db import Assessment
+
+    with store.session() as s:
+        for aid, w in zip(ids, weeks, strict=True):
+            s.execute(update(Assessment).where(Assessment.id == aid).values(
+                created_at=datetime.now(UTC) - timedelta(weeks=w)))
 
 
 def submit_visit(pg, visit: dict) -> None:
@@ -89,10 +103,14 @@ def main(argv: list[str] | None = None) -> int:
                            check=True)
         pdf.unlink()
         pg.set_viewport_size({"width": 393, "height": 850})
+        pg.locator("#results article[data-expression=smile]").evaluate("e => e.scrollIntoView()")
         pg.screenshot(path=str(out / "webform-phone.png"))
         pg.set_viewport_size({"width": 1100, "height": 900})
+        ids = [pg.evaluate("location.hash.split('=')[1]")]
         for visit in VISITS[1:]:
             submit_visit(pg, visit)
+            ids.append(pg.evaluate("location.hash.split('=')[1]"))
+        stage_dates(stack.store(), ids[:2], weeks=(8, 4))
         pg.click("#report-history")
         pg.wait_for_selector(".history-task")
         pg.locator("#history").screenshot(path=str(out / "webform-history.png"))

@@ -56,7 +56,8 @@ def _result(expr: str, raw: float, scale=MDS_UPDRS, model=MODEL, reps: int = 3) 
             "brows": {"rom_iod": 0.05, "left_rom_iod": 0.05, "right_rom_iod": 0.04, "asymmetry": 0.1},
             "mouth_corners": {"rom_iod": 0.31, "left_rom_iod": 0.33, "right_rom_iod": 0.22, "asymmetry": 0.2}},
             "fatigue": -0.1, "variability": 0.08}
-        r["findings"] = []
+        # findings as dense as real recordings give them (three sentences of plain words per task)
+        r["findings"] = ["partial_repetition", "fewer_repetitions_than_asked", "short_clip_padded"]
     return r
 
 
@@ -146,7 +147,7 @@ def test_printed_five_task_report_is_one_page_that_stands_alone(page, web_stack,
         text = pages[0]
         for must in ("P-0005", "smile-compact 1.0.0-demo", "NOT FOR CLINICAL USE", "Page 1 of 1",
                      "Sit at rest", "Smile", "Frown", "Squeeze eyes", "Clench teeth", "Video quality: scorable",
-                     "3 repetitions", "Amplitude per repetition"):
+                     "3 repetitions", "Amplitude per rep.", "Findings: "):
             assert must in text, (fmt, must)
         for e, raw in zip(PFED5, (0.6 + 0.7 * i for i in range(5)), strict=True):
             g = MDS_UPDRS.grade(raw)

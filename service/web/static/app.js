@@ -198,7 +198,7 @@
   }
 
   async function loadModels() {
-    if (!Object.keys(MESSAGES).length) loadMessages();
+    if (!Object.keys(MESSAGES).length) { messagesReady = null; ensureMessages(); }
     let models = [];
     try {
       const body = await api("GET", "/v1/models");
@@ -697,6 +697,7 @@
     if (reportFor !== job.id) {
       reportFor = job.id;
       picturePolls = 0;
+      await ensureMessages();     // reasons and findings in plain words
       showReport(job);
     } else {
       refreshPictures(job);
@@ -745,8 +746,13 @@
     const m = MESSAGES[code];
     return m && m.title ? m.title : String(code || "").replace(/_/g, " ");
   }
+  let messagesReady = null;
   async function loadMessages() {
-    try { MESSAGES = (await api("GET", "/v1/messages")).messages || {}; } catch (e) { /* keep the codes */ }
+    try { MESSAGES = (await api("GET", "/v1/messages")).messages || {}; } catch (e) { messagesReady = null; /* codes */ }
+  }
+  function ensureMessages() {
+    if (!messagesReady) messagesReady = loadMessages();
+    return messagesReady;
   }
 
   // The result's own scale (model.scales via the API): min, max and the words for each grade.
@@ -844,7 +850,7 @@
     const split = reps.length && second ? 128 : W - 8;
     if (reps.length) {
       const max = Math.max(...reps.map((r) => r.a));
-      panel(4, split - 12, "Amplitude per repetition", reps.map((r) => ({ label: "#" + r.i, values: [r.a] })), max, " IOD");
+      panel(4, split - 12, "Amplitude per rep.", reps.map((r) => ({ label: "#" + r.i, values: [r.a] })), max, " IOD");
       desc.push("amplitude per repetition: " + reps.map((r) => "#" + r.i + " " + r.a.toFixed(2)).join(", ") + " IOD");
     }
     const x0 = reps.length ? split + 4 : 4;
@@ -868,7 +874,8 @@
     if (reps.length || Array.isArray(result.repetitions)) {
       const amps = reps.map(amplitudeOf).filter((a) => a !== null);
       let t = reps.length + (reps.length === 1 ? " repetition" : " repetitions");
-      if (amps.length) t += ", amplitude " + Math.min(...amps).toFixed(2) + "–" + Math.max(...amps).toFixed(2) + " IOD";
+      const lo = amps.length ? Math.min(...amps).toFixed(2) : null, hi = amps.length ? Math.max(...amps).toFixed(2) : null;
+      if (amps.length) t += ", amplitude " + (lo === hi ? lo : lo + "–" + hi) + " IOD";
       const scores = reps.map((r) => num(r.score)).filter((s) => s !== null);
       if (scores.length > 1) {
         t += "; scores per repetition " + scores.slice(0, 6).map((s) => s.toFixed(1)).join(", ") +
@@ -1165,8 +1172,15 @@
       m.append(svg("title", {}, fmtDate(v.date) + ": " + v.score.toFixed(2) + " (" + v.model_key + ")"));
       node.append(m);
     });
-    visits.forEach((v, i) => node.append(svgText(xOf(times[i]), H - B + 16, fmtDate(v.date),
-      { class: "tick", "text-anchor": "middle" })));
+    const sameDay = new Set(visits.map((v) => fmtDate(v.date))).size < visits.length;
+    let lastX = -1e9;
+    visits.forEach((v, i) => {
+      const x = xOf(times[i]);
+      if (x - lastX < 70) return;          // labels that would overlap are left out (the table has every date)
+      lastX = x;
+      const anchor = x < L + 40 ? "start" : x > W - R - 40 ? "end" : "middle";
+      node.append(svgText(x, H - B + 16, sameDay ? fmtDate(v.date, true) : fmtDate(v.date), { class: "tick", "text-anchor": anchor }));
+    });
     node.append(svgText(L, H - 4, "visit date", { class: "tick" }));
     return node;
   }
