@@ -259,3 +259,38 @@ def test_nothing_usable_is_one_clear_message_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr + proc.stdout
     err = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "nothing usable" in err[0] and "missing_frames" in err[0] and "bad_row" in err[0]
+
+
+# --------------------------------------------------------------------------------------------- --init
+def test_init_files_and_their_sha256_are_recorded_in_checkpoint_and_manifest(layouts, work, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from model.manifest import sha256_file
+
+    pf = layouts[0]
+    g = torch.Generator().manual_seed(5)
+    head = tmp_path / "head_reference_layout.safetensors"        # evaluator.* keys, the tiny model's head shapes
+    save_file({"evaluator.layer1.weight": torch.randn(16, 32, generator=g), "evaluator.layer1.bias": torch.zeros(16),
+               "evaluator.layer2.weight": torch.randn(1, 16, generator=g), "evaluator.layer2.bias": torch.zeros(1)},
+              str(head))
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "pfed5", "--data-root", pf.root, "--split-csv", pf.train_csv, "--expressions",
+            "smile", "--out", out, *tiny_args(work)]
+    capsys.readouterr()
+    assert feqa(*args, "--init", head) == 0
+    log = capsys.readouterr().out
+    assert "part head.       4 loaded,    0 random" in log and "(all random)" in log
+    ck = torch.load(out / "smile" / "best.pt", map_location="cpu", weights_only=False)
+    init = ck["meta"]["init"]
+    assert init["mode"] == "strict" and init["files"][0]["sha256"] == sha256_file(head)
+    assert init["parts"]["head."] == {"loaded": 4, "random": 0, "random_tensors": []}
+    assert feqa("export", out / "smile" / "best.pt", "--out", tmp_path / "m", "--name", "s", "--version", "1") == 0
+    m = json.loads((tmp_path / "m" / "s.json").read_text())
+    assert m["provenance"]["init"]["files"] == [{"path": str(head), "sha256": sha256_file(head)}]
+    assert m["training_data"]["init_files"] == m["provenance"]["init"]["files"]
+    # a reference file that does not fit this config: refused before training, one message
+    capsys.readouterr()
+    from tests.conftest import FIXTURES
+
+    assert feqa(*args, "--restart", "--init", FIXTURES / "fusion_head.safetensors") == 2
+    assert "does not fit the compact config strictly" in capsys.readouterr().err

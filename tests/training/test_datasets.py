@@ -151,3 +151,27 @@ def test_feature_cache_reextracts_when_the_contract_changes(tmp_path):
     video.write_bytes(b"another video")                                 # a changed file is re-extracted too
     FeatureCache(tmp_path / "cache", c64, fake_extract).get(s)
     assert calls == [64, 128, 64]
+
+
+def test_stratified_validation_spans_groups_and_severities_and_never_takes_a_whole_group():
+    from training.datasets import stratified_validation
+
+    groups = {"A": "ALS", "S": "stroke", "N": "healthy", "O": "OP"}
+    subjects = [f"A{i:02d}" for i in range(10)] + [f"S{i:02d}" for i in range(10)] + \
+               [f"N{i:02d}" for i in range(5)] + ["O01"]
+    # subject severity rises with its number; two clips each
+    samples = [Sample(f"/v/{s}_{k}", s, "blow", 1.0 + int(s[1:]) % 5, group=groups[s[0]])
+               for s in subjects for k in range(2)]
+    for seed in range(5):
+        tr, va, info = stratified_validation(samples, 0.2, seed)
+        val_subjects = set(info["subjects"])
+        assert val_subjects == {s.subject for s in va} and not val_subjects & {s.subject for s in tr}
+        per_group = info["counts"]["val"]["per_group"]
+        assert per_group == {"ALS": 4, "stroke": 4, "healthy": 2}            # 20% of 10, 10 and 5 subjects
+        assert "OP" not in per_group and info["counts"]["train"]["per_group"]["OP"] == 2   # a 1-subject group
+        for g in ("A", "S"):                                                 # spread over the severities
+            sev = sorted(1 + int(s[1:]) % 5 for s in val_subjects if s[0] == g)
+            assert sev[-1] - sev[0] >= 2, (seed, g, sev)
+    tiny = [Sample("/v/a", "a", "smile", 0.0), Sample("/v/b", "b", "smile", 1.0), Sample("/v/b2", "b", "smile", 2)]
+    tr, va, info = stratified_validation(tiny, 0.5, 0)
+    assert "per-clip" in info["method"] and len(tr) + len(va) == 3
