@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import socket
 import statistics
 import subprocess
@@ -136,7 +137,7 @@ def fields_attack(svc: Services) -> str:
                    "Transfer-Encoding: chunked\r\n\r\n").encode())
         s.settimeout(10)
         try:
-            while sent < 48 * MB:
+            while sent < 48 * MB and not select.select([s], [], [], 0)[0]:   # until the server answers
                 s.sendall(b"%x\r\n%s\r\n" % (len(field), field))
                 sent += len(field)
         except OSError:
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
             lat, answer = during(lambda: header_attack(svc.port), svc.base)
             out["healthz"]["during_100mib_header"] = lat
             out["api"]["header_100mib"] = {"answer": answer, "peak_mb_over_idle": peak_over(svc.api.pid, base)}
-            lat, answer = during(lambda: slow_clients(svc, 4.0), svc.base, 4.0)
+            lat, answer = during(lambda: slow_clients(svc, 12.0), svc.base, 12.0)
             out["healthz"]["during_slow_clients"] = lat
             out["api"]["slow_clients"] = {"answer": answer}
 

@@ -184,6 +184,10 @@ async def parse_upload(chunks: AsyncIterator[bytes], content_type: str, open_vid
     except ClientDisconnect as exc:
         collector.out.abort()
         raise ClientGone() from exc
+    except problems.Problem as exc:      # refused mid-body: close, so the client stops sending the rest
+        collector.out.abort()
+        exc.headers.setdefault("Connection", "close")
+        raise
     except BaseException:
         collector.out.abort()
         raise

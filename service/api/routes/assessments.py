@@ -184,7 +184,9 @@ async def create_assessment(request: Request, principal: PrincipalDep, store: St
     idempotency_key = check_text("Idempotency-Key", idempotency_key or None, IDEMPOTENCY_KEY_MAX)
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > settings.max_upload_bytes + 64 * 1024:
-        raise too_large(settings.max_upload_bytes)   # refused before reading a byte of the body
+        problem = too_large(settings.max_upload_bytes)   # refused before reading a byte of the body
+        problem.headers["Connection"] = "close"
+        raise problem
     aid = store.new_id()
     upload = await parse_upload(request.stream(), request.headers.get("content-type", ""),
                                 lambda i: storage.writer(upload_key(aid, i)),
