@@ -157,7 +157,8 @@ def test_sign_in_attempts_are_rate_limited_and_audited(stack):
     assert 1 <= n <= 5 and codes[:n] == [401] * n and set(codes[n:]) == {429}, codes
     with stack.store().session() as s:
         actions = [a for a in s.scalars(select(AuditEvent.action).where(AuditEvent.action.like("session.%")))]
-    assert actions.count("session.denied") >= n and actions.count("session.throttled") == len(codes) - n, actions
+    # every refused key is audited; throttled attempts once a minute per address (no audit-log flood)
+    assert actions.count("session.denied") >= n and actions.count("session.throttled") == 1, actions
 
 
 # --- PostgreSQL: field validation at the edge, nothing with parameters in the logs ---------------------

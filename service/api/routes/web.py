@@ -11,6 +11,7 @@ rate limited per client address and every refused one is audited.
 from __future__ import annotations
 
 import mimetypes
+import time
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -152,7 +153,14 @@ def create_session(body: SessionIn, request: Request, store: StoreDep, settings:
     client = request.client.host if request.client else ""
     wait = request.app.state.sign_in_limiter.check(f"sign-in:{client}")
     if wait > 0:
-        store.audit("", "anonymous", "session.throttled", detail={"client": client})
+        # Audited once a minute per address: a flood of refused attempts must not flood the audit log.
+        seen = request.app.state.sign_in_throttled
+        now = time.monotonic()
+        if now - seen.get(client, -60.0) >= 60.0:
+            if len(seen) > 10_000:
+                seen.clear()
+            seen[client] = now
+            store.audit("", "anonymous", "session.throttled", detail={"client": client})
         raise problems.Problem(429, problems.RATE_LIMITED, "too many sign-in attempts from this address; wait "
                                "and try again", headers={"Retry-After": str(max(1, int(wait + 0.999)))})
     key = body.api_key.strip()
