@@ -25,7 +25,7 @@ import csv
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -689,6 +689,7 @@ class RecordingPlan:
     lips_part: float          # 0..1 lips falling open at rest
     twitch: float             # spontaneous movement at rest (slow slight smile), 0..~0.4
     head_motion: float = 1.0  # scale of the random head motion (0: none)
+    lips_intervals: list = field(default_factory=list)   # [(t0, t1)] s with the lips apart (instead of lips_part)
 
     def truth(self) -> dict:
         """Ground truth, JSON-friendly: episode bounds (onset, peak = full activation, offset = back to
@@ -700,7 +701,8 @@ class RecordingPlan:
                 "asymmetry": self.asym, "weak_side": "left" if self.weak_side > 0 else "right",
                 "asymmetry_index": round(self.asym / (2 - self.asym), 4),
                 "tremor_iod": self.tremor_iod, "tremor_hz": self.tremor_hz, "blinks": list(self.blinks),
-                "lips_part": self.lips_part, "twitch": self.twitch}
+                "lips_part": self.lips_part, "twitch": self.twitch,
+                "lips_apart_share": round(sum(b - a for a, b in self.lips_intervals) * self.fps / self.n_frames, 4)}
 
 
 def plan_recording(expression: str, severity: int | None, rng: np.random.Generator, *, repetitions: int = 3,
@@ -709,7 +711,8 @@ def plan_recording(expression: str, severity: int | None, rng: np.random.Generat
                    rise_s: float | None = None, hold_s: float | None = None, asym: float | None = None,
                    tremor_iod: float | None = None, tremor_hz: float | None = None,
                    blink_rate: float | None = None, lips_part: float | None = None, twitch: float | None = None,
-                   fatigue: float = 0.0, head_motion: float = 1.0) -> RecordingPlan:
+                   fatigue: float = 0.0, head_motion: float = 1.0,
+                   lips_intervals: list | None = None) -> RecordingPlan:
     """A whole recording's plan. Unset parameters follow the severity as `plan_clip` does (severity None: a
     healthy face with no tremor); `fatigue` shrinks the amplitude linearly from the first repetition to the last
     (0.3: the last is 30% smaller). sit_at_rest has no repetitions (duration_s default 8 s)."""
@@ -748,7 +751,7 @@ def plan_recording(expression: str, severity: int | None, rng: np.random.Generat
         lips_part=(float(np.clip((s - 1.5) / 2.5, 0, 1) * rng.uniform(0.7, 1.2)) if lips_part is None
                    else lips_part),
         twitch=(float(max(0.0, 0.35 - 0.09 * s) * rng.uniform(0.7, 1.3)) if twitch is None else twitch),
-        head_motion=head_motion)
+        head_motion=head_motion, lips_intervals=list(lips_intervals or []))
 
 
 def episode_activation(t: np.ndarray, episodes: list) -> np.ndarray:
@@ -771,7 +774,13 @@ def recording_motion(geo: FaceGeometry, plan: RecordingPlan, rng: np.random.Gene
         smile = expression_field(geo, "smile")
         phase = rng.uniform(0, 2 * np.pi)
         disp += (plan.twitch * 0.5 * (1 + np.sin(2 * np.pi * 0.6 * t + phase)))[:, None, None] * smile * 0.5
-        disp += (plan.lips_part * _smoothstep((t - 0.3) / 1.5))[:, None, None] * lips_part_field(geo)[None]
+        if plan.lips_intervals:      # lips apart (fully) during known intervals, 0.1 s to open or close
+            lips = np.zeros_like(t)
+            for a, b in plan.lips_intervals:
+                lips = np.maximum(lips, np.minimum(_smoothstep((t - a + 0.05) / 0.1), 1 - _smoothstep((t - b + 0.05) / 0.1)))
+            disp += lips[:, None, None] * lips_part_field(geo)[None] * 1.5
+        else:
+            disp += (plan.lips_part * _smoothstep((t - 0.3) / 1.5))[:, None, None] * lips_part_field(geo)[None]
     weak = np.where(geo.side == plan.weak_side, 1.0 - plan.asym, 1.0)
     disp *= weak[None, :, None]
     disp += _blink_curve(t, plan.blinks)[:, None, None] * blink_field(geo)[None]
@@ -825,18 +834,31 @@ def render_recording(img: np.ndarray, mesh: np.ndarray, warp: MeshWarp, plan: Re
 
 
 def simulated_recording(identity: str, plan: RecordingPlan, seed: int = 0, *, size: int | None = None,
-                        ) -> tuple[np.ndarray, dict]:
-    """Convenience: render `plan` on a named base identity photo (e.g. "tfjs_woman"), optionally scaled so its
-    longer side is `size` px (small frames keep tests fast)."""
+                        face_crop: float | None = None) -> tuple[np.ndarray, dict]:
+    """Convenience: render `plan` on a named pseudo-identity (e.g. "tfjs_woman", "astronaut-mirror").
+    `face_crop`: first cut the photo to a square of this many face-mesh widths around the face; `size`: then
+    scale it so that its longer side is `size` px (small frames with a large face keep tests fast)."""
     import cv2
 
     ident = next(i for i in pseudo_identities(2 * len(load_identities())) if i.id == identity)
     img, mesh = identity_face(ident)
+    mesh = mesh.copy()
+    if face_crop is not None:
+        lo, hi = mesh[:, :2].min(0), mesh[:, :2].max(0)
+        centre, half = (lo + hi) / 2, face_crop * float((hi - lo).max()) / 2
+        x0 = int(max(0, centre[0] - half))
+        y0 = int(max(0, centre[1] - half))
+        x1 = int(min(img.shape[1], centre[0] + half))
+        y1 = int(min(img.shape[0], centre[1] + half))
+        img = np.ascontiguousarray(img[y0:y1, x0:x1])
+        mesh[:, 0] -= x0
+        mesh[:, 1] -= y0
     if size is not None:
         k = size / max(img.shape[:2])
         img = cv2.resize(img, (int(round(img.shape[1] * k)), int(round(img.shape[0] * k))),
-                         interpolation=cv2.INTER_AREA)
+                         interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
         mesh = mesh * np.float32(k)
+    img = np.ascontiguousarray(img[: img.shape[0] // 2 * 2, : img.shape[1] // 2 * 2])   # even sides for H.264
     warp = MeshWarp(mesh[:, :2], img.shape[:2])
     rng = np.random.default_rng(seed)
     return render_recording(img, mesh, warp, plan, rng)

@@ -45,12 +45,13 @@ MEASURES: tuple[Measure, ...] = (
     Measure("peak_speed_iod_s", "{IOD}/s", "region",
             "peak speed: the fastest change of the region's distance from neutral during the repetition"),
     Measure("time_to_peak_s", "s", "region",
-            "time from the repetition's onset to the region's largest movement"),
+            "time from the repetition's onset until the region first reaches 90% of its largest movement"),
     Measure("asymmetry", "1", "region",
             "left/right asymmetry of the range of motion, |L - R| / (L + R): 0 symmetric, 1 one side only "
             "(null when the region hardly moves)"),
     Measure("amplitude_iod", "{IOD}", "repetition",
-            "the task's activation at its peak (mean movement of the regions the task uses), from neutral"),
+            "the task's movement at its peak: the task points' displacement along the recording's own peak "
+            "pattern, averaged over the repetition's top fifth of frames, from neutral"),
     Measure("duration_s", "s", "repetition", "time from the repetition's onset to its offset"),
     Measure("fatigue", "1", "task",
             "relative change of amplitude from the first to the last repetition: (last - first) / first; "
@@ -59,17 +60,18 @@ MEASURES: tuple[Measure, ...] = (
             "coefficient of variation of the repetitions' amplitudes (standard deviation / mean)"),
     Measure("blink_rate_per_min", "/min", "rest", "blinks per minute of face time"),
     Measure("spontaneous_movement_iod", "{IOD}", "rest",
-            "range (5th to 95th percentile) of slow (< 2 Hz) movement of the mouth corners and brows"),
+            "slow (< 2 Hz) movement of the mouth corners and brows: 95th percentile of their mean distance from "
+            "their median position"),
     Measure("lips_apart_share", "1", "rest",
-            "share of the time with the lips apart (inner lip gap over 0.06 IOD)"),
+            "share of the time with the lips apart (inner lip gap over 0.025 IOD)"),
     Measure("tremor_power_iod2", "{IOD^2}", "rest",
             "power of the lip and jaw vertical movement in the 4-6 Hz band (Welch spectrum)"),
     Measure("tremor_peak_hz", "Hz", "rest", "frequency of the strongest lip/jaw movement between 3 and 8 Hz"),
 )
 MEASURE_BY_NAME = {m.name: m for m in MEASURES}
 
-LIPS_APART_IOD = 0.06       # inner lip gap (13 -> 14) that counts as lips apart
-BLINK_DROP = 0.55           # eye opening below this share of its running median is a blink
+LIPS_APART_IOD = 0.025      # inner lip gap (13 -> 14) that counts as lips apart (~1.5 mm)
+BLINK_DROP = 0.85           # eye aspect ratio below this share of its running median is a blink
 MIN_MOVING_IOD = 0.01       # asymmetry is undefined below this range of motion (the region did not move)
 TREMOR_BAND = (4.0, 6.0)
 
@@ -104,22 +106,45 @@ def _speed(x: np.ndarray, runs: list, fps: float) -> np.ndarray:
     return np.abs(v)
 
 
+def task_projection(seg: sg.Segmentation) -> np.ndarray:
+    """(N,) the task points' displacement projected on the recording's own mean peak pattern (the mean
+    displacement over every repetition's top fifth of activation), scaled so that the pattern itself reads as
+    its mean point distance from neutral (IOD). Signed and averaged over points, so landmark jitter cancels
+    instead of adding up as it does in a distance."""
+    pts = list(sg.TASK_POINTS[seg.expression])
+    d = seg.disp[:, pts].astype(np.float64).reshape(len(seg.disp), -1)
+    rows = []
+    for e in seg.episodes:
+        a = seg.activation[e.onset:e.offset + 1]
+        rows.extend(e.onset + np.argsort(a)[-max(1, len(a) // 5):])
+    if not rows:
+        return np.zeros(len(d))
+    t = d[np.asarray(rows)].mean(0)
+    tt = float(t @ t)
+    if tt <= 0:
+        return np.zeros(len(d))
+    scale = float(np.linalg.norm(t.reshape(-1, 2), axis=-1).mean())
+    return sg.smooth_runs(d @ t / tt * scale, seg.runs, sg.SegmentParams().smooth_s * seg.fps)
+
+
 def repetition_measures(seg: sg.Segmentation, signals: dict | None = None) -> list[dict]:
     """Per repetition: amplitude and duration, and per region rom, peak speed, time to peak, asymmetry."""
     signals = signals or region_signals(seg)
     speeds = {k: _speed(s["all"], seg.runs, seg.fps) for k, s in signals.items()}
+    along = task_projection(seg)
     out = []
     for e in seg.episodes:
         sl = slice(e.onset, e.offset + 1)
         regions = {}
         for name, s in signals.items():
             x = s["all"][sl]
-            k = int(np.argmax(x))
+            k = int(np.argmax(x >= 0.9 * x.max()))          # first reaching 90% of its largest movement
             left, right = float(s["left"][sl].max()), float(s["right"][sl].max())
             asym = abs(left - right) / (left + right) if max(left, right) >= MIN_MOVING_IOD else None
             regions[name] = {"rom_iod": _r(x.max()), "peak_speed_iod_s": _r(speeds[name][sl].max()),
                              "time_to_peak_s": _r(k / seg.fps, 3), "asymmetry": _r(asym)}
-        amp = float(seg.activation[sl].max() - seg.baseline)
+        act = np.sort(along[sl])
+        amp = float(act[-max(1, len(act) // 5):].mean())           # the top fifth: the held peak
         out.append({"amplitude_iod": _r(amp), "duration_s": _r((e.offset - e.onset + 1) / seg.fps, 3),
                     "partial": e.partial, "regions": regions})
     return out
@@ -145,29 +170,36 @@ def task_measures(reps: list[dict], episodes: list) -> dict:
 
 
 # ---- at rest ---------------------------------------------------------------------------------------------------
+def eye_aspect(m: np.ndarray) -> np.ndarray:
+    """(N,) mean over both eyes of lid opening / eye width (corner to corner): unit-free, robust to head yaw."""
+    out = []
+    for side, (outer, inner) in sg.EYE_CENTRES.items():
+        pairs = [p for p in sg.LID_PAIRS if (p[0] in sg.EYES[side])]
+        opening = np.mean([m[:, lo, 1] - m[:, up, 1] for up, lo in pairs], axis=0)
+        out.append(opening / np.maximum(np.linalg.norm(m[:, outer] - m[:, inner], axis=-1), 1e-6))
+    return np.mean(out, axis=0)
+
+
 def blinks(seg: sg.Segmentation) -> list[int]:
-    """Rows where a blink is at its deepest: the eye opening (lid distance, IOD) below BLINK_DROP of its running
-    median (2 s), one blink per dip (dips closer than 0.15 s are one)."""
-    opening = sg.eye_opening(seg.aligned.astype(np.float64)) / seg.iod
+    """Rows where a blink is at its deepest: the eye aspect ratio below BLINK_DROP of its running open level (the
+    75th percentile over 3 s) for at most 0.4 s (a longer closure, or a wink held, is not a blink); dips closer
+    than 0.1 s are one."""
+    ear = eye_aspect(seg.aligned.astype(np.float64))
     found: list[int] = []
-    half = max(1, int(round(seg.fps)))
+    half = max(1, int(round(1.5 * seg.fps)))
+    gap, longest = int(round(0.1 * seg.fps)), 0.4 * seg.fps
     for a, b in seg.runs:
-        x = opening[a:b]
+        x = ear[a:b]
         if len(x) < 3:
             continue
-        med = np.array([np.median(x[max(0, i - half):i + half + 1]) for i in range(len(x))])
-        below = x < BLINK_DROP * med
-        i = 0
-        gap = int(round(0.15 * seg.fps))
-        while i < len(x):
-            if not below[i]:
-                i += 1
-                continue
-            j = i
-            while j + 1 < len(x) and (below[j + 1] or (j + 1 + gap < len(x) and below[j + 1:j + 1 + gap].any())):
-                j += 1
-            found.append(a + i + int(np.argmin(x[i:j + 1])))
-            i = j + 1
+        med = np.array([np.percentile(x[max(0, i - half):i + half + 1], 75) for i in range(len(x))])
+        idx = np.flatnonzero(x < BLINK_DROP * med)
+        if not idx.size:
+            continue
+        groups = np.split(idx, np.flatnonzero(np.diff(idx) > gap + 1) + 1)
+        for g in groups:
+            if g[-1] - g[0] + 1 <= longest:
+                found.append(a + int(g[np.argmin(x[g])]))
     return found
 
 
@@ -192,9 +224,10 @@ def rest_measures(seg: sg.Segmentation, signals: dict | None = None) -> dict:
     signals = signals or region_signals(seg)
     face_s = seg.disp.shape[0] / seg.fps
     n_blinks = len(blinks(seg))
-    slow = sg.smooth_runs((signals["mouth_corners"]["all"] + signals["brows"]["all"]) / 2, seg.runs,
-                          0.15 * seg.fps)                         # a Gaussian of 0.15 s passes < ~1-2 Hz
-    spont = float(np.percentile(slow, 95) - np.percentile(slow, 5))
+    pts = list(sg.MOUTH_CORNERS["left"] + sg.MOUTH_CORNERS["right"] + sg.BROWS["left"] + sg.BROWS["right"])
+    slow = sg.smooth_runs(seg.disp[:, pts].astype(np.float64), seg.runs, 0.15 * seg.fps)   # passes < ~1-2 Hz
+    dev = np.linalg.norm(slow - np.median(slow, axis=0), axis=-1).mean(1)
+    spont = float(np.percentile(dev, 95))
     gap = sg.lip_gap(seg.aligned.astype(np.float64)) / seg.iod
     apart = float(np.mean(gap > LIPS_APART_IOD))
     # lip and jaw vertical movement, drift removed, per run; Welch spectrum over the runs long enough

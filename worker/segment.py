@@ -18,7 +18,7 @@ pass). Steps:
    above the low threshold (baseline + 20% of the range) that reaches the high one (baseline + 50%); its onset
    and offset are pushed out to where the activation falls to baseline + 10%; episodes closer than 0.2 s merge;
    shorter than the task's minimum (0.3 s; 0.4 s for squeeze_eyes, so that a blink is not a squeeze) are
-   dropped. A range under the noise floor (max(0.02 IOD, 6 x the frame-to-frame noise)) means no movement.
+   dropped. A range under the noise floor (max(0.008 IOD, 6 x the frame-to-frame noise)) means no movement.
    An episode cut by the start or end of a face-presence run is `partial` (half a repetition).
 5. **Windows.** Each repetition gets the Tp-frame windows that cover it: one centred on it (clamped to its run)
    when it fits, else windows every Tp/2 across it. sit_at_rest (and a recording with no movement) is tiled with
@@ -92,7 +92,7 @@ class SegmentParams:
     merge_gap_s: float = 0.2
     min_duration_s: float = 0.3
     min_duration_eyes_s: float = 0.4
-    noise_floor_iod: float = 0.02   # smallest range that counts as movement (landmark jitter is ~1% IOD)
+    noise_floor_iod: float = 0.008  # smallest range that counts as movement (mean over the task points)
     noise_k: float = 6.0            # ... or this many times the frame-to-frame noise
 
 
