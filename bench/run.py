@@ -8,6 +8,7 @@ Sections (each may be chosen with --only):
   api         upload latency p50/p99, 20 concurrent clients, ~5 MB video; status reads/s (bench.api_bench)
   e2e         seconds from upload to result for a 10 s 720p clip on `feqa serve` (bench.api_bench)
   throughput  videos per minute with 1, 2 and 4 worker processes (bench.throughput)
+  invariance  whole-recording score spread over placements of the same movement, and its cost (bench.invariance)
 
 Prints a table and writes JSON (with the machine description) to bench/results/latest.json.
 
@@ -29,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-SECTIONS = ("model", "extract", "peers", "api", "e2e", "throughput")
+SECTIONS = ("model", "extract", "peers", "api", "e2e", "throughput", "invariance")
 
 
 # --- the machine ---------------------------------------------------------------------------------
@@ -141,8 +142,14 @@ def run_throughput(quick: bool) -> dict:
                            + (["--video", str(throughput.FALLBACK_VIDEO)] if quick else []))
 
 
+def run_invariance(quick: bool) -> dict:
+    from bench import invariance
+
+    return invariance.main(["--quick"] if quick else [])
+
+
 RUNNERS = {"model": run_model, "extract": run_extract, "peers": run_peers, "api": run_api, "e2e": run_e2e,
-           "throughput": run_throughput}
+           "throughput": run_throughput, "invariance": run_invariance}
 
 
 # --- the table -------------------------------------------------------------------------------------
@@ -186,6 +193,14 @@ def rows(results: dict) -> list[tuple[str, str, str]]:
     if e2e:
         out.append(("end-to-end 10 s 720p clip (feqa serve)", f"{e2e['median_ready_s']} s",
                     f"runs {e2e['ready_s']}"))
+    inv = results.get("invariance", {})
+    if inv.get("median_spread") is not None:
+        out.append(("whole-recording score spread over placements", f"median {inv['median_spread']}, "
+                    f"worst {inv['worst_spread']}", f"targets <= 0.25 / <= 0.5, {len(inv['clips'])} clips"))
+    if inv.get("cost"):
+        c = inv["cost"]
+        out.append(("whole recording vs single window, 10.9 s 720p", f"{c['added_pct']:+.1f}%",
+                    f"{c['single_window_s']} s -> {c['whole_recording_s']} s, target <= +25%"))
     for run in results.get("throughput", {}).get("runs", []):
         out.append((f"throughput, {run['workers']} worker process(es)", f"{run['videos_per_min']} videos/min",
                     f"{run['jobs']} jobs, {run['succeeded']} ok, {run['wall_s']} s"))

@@ -115,14 +115,14 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "segmented_by_face_presence": ("The score uses only the part of the video where the face was in view.",
                                    "Nothing, unless that part is too short to show the task."),
     "repetitions_disagree": ("The repetitions of the movement scored quite differently.",
-                             "Review the recording; the score is an average of unlike repetitions."),
-    "partial_repetition": ("One repetition of the movement was cut off at the start or end of the video.",
-                           "Nothing needed if the other repetitions are complete; next time, start recording "
-                           "before the task and stop after it."),
-    "only_partial_repetitions": ("Every repetition of the movement was cut off by the start or end of the video.",
-                                 "Record again, starting before the task and stopping after it."),
+                             "Review the recording; the score is the median of unlike repetitions."),
+    "partial_repetition": ("A repetition was cut off by the start or end of the recording; it is not scored.",
+                           "Nothing needed; next time start and stop recording with a relaxed face."),
+    "only_partial_repetitions": ("The only movement seen was cut off by the start or end of the recording, so "
+                                 "the score rests on a fragment.",
+                                 "Record the task again, starting and ending with a relaxed face."),
     "more_repetitions_than_asked": ("The patient did the movement more times than the task asks.",
-                                    "Nothing needed; the score uses the repetitions found."),
+                                    "Nothing needed; every repetition is scored and the median is used."),
     "short_clip_padded": ("The video was short, so the model saw part of it more than once.",
                           "Nothing needed; a longer recording (3 s or more) gives a steadier score."),
     # --- the batch tool and the web form (client side) -------------------------------------------

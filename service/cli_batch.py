@@ -73,6 +73,10 @@ def _reasons(item: dict) -> list[str] | None:
     return _quality(item).get("reasons") or _result(item).get("reasons")
 
 
+# the face regions of worker.measures.REGIONS (spelled out: this client tool does not import the worker)
+MEASURE_REGIONS = ("brows", "eyes", "nose", "upper_lip", "lower_lip", "mouth_corners")
+
+
 @dataclass(frozen=True)
 class Column:
     """One output column: its type (kept through CSV and JSONL re-runs) and where a finished item has it.
@@ -99,6 +103,21 @@ COLUMNS: list[Column] = [
     Column("reasons_text", str, lambda it: reasons_text(_reasons(it)) or None),
     Column("error_code", str, lambda it: (it.get("error") or {}).get("code")),
     Column("error_message", str, lambda it: (it.get("error") or {}).get("message")),
+    # whole-recording fields (issue 12): scale, repetitions, findings and the computed measures
+    Column("scale", str, lambda it: (_result(it).get("scale") or {}).get("name")),
+    Column("aggregation_rule", str, lambda it: (_result(it).get("aggregation") or {}).get("rule")),
+    Column("score_spread", float, lambda it: (_result(it).get("aggregation") or {}).get("spread")),
+    Column("n_repetitions", int, lambda it: len(_result(it).get("repetitions") or []) if _result(it) else None),
+    Column("repetition_scores", list, lambda it: [r.get("score") for r in _result(it).get("repetitions") or []]
+           if _result(it) else None),
+    Column("findings", list, lambda it: _result(it).get("findings")),
+    *[Column(f"{m}_{region}", float, lambda it, m=m, region=region:
+             (((_result(it).get("measures") or {}).get("regions") or {}).get(region) or {}).get(m))
+      for region in MEASURE_REGIONS for m in ("rom_iod", "asymmetry")],
+    Column("fatigue", float, lambda it: (_result(it).get("measures") or {}).get("fatigue")),
+    Column("variability", float, lambda it: (_result(it).get("measures") or {}).get("variability")),
+    *[Column(name, float, lambda it, name=name: (((_result(it).get("measures") or {}).get("rest")) or {}).get(name))
+      for name in ("blink_rate_per_min", "spontaneous_movement_iod", "lips_apart_share", "tremor_power_iod2")],
 ]
 FIELDS = [c.name for c in COLUMNS]
 KINDS = {c.name: c.kind for c in COLUMNS}

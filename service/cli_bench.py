@@ -9,7 +9,8 @@ import argparse
 import importlib
 import json
 
-HELP = "measure speed: model (network, PyTorch/onnxruntime), extract, api, e2e, throughput, all"
+HELP = ("measure speed: model (network, PyTorch/onnxruntime), extract, api, e2e, throughput, all; "
+        "invariance (whole-recording score spread over placements, and its cost)")
 
 TOPICS: dict[str, str] = {
     "model": "model.bench",
@@ -17,6 +18,7 @@ TOPICS: dict[str, str] = {
     "api": "bench.api",
     "e2e": "bench.e2e",
     "throughput": "bench.throughput",
+    "invariance": "bench.invariance",
 }
 
 

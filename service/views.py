@@ -100,6 +100,41 @@ def _component(system: str, it: Item) -> dict:
     return comp
 
 
+UCUM = "http://unitsofmeasure.org"
+
+
+def _quantity(value: float, ucum: str) -> dict:
+    """A FHIR Quantity in UCUM: "{IOD}" is an annotated ratio (inter-ocular distances), shown as "IOD"."""
+    return {"value": value, "unit": ucum.replace("{", "").replace("}", ""), "system": UCUM, "code": ucum}
+
+
+def measure_components(system: str, it: Item) -> list[dict]:
+    """One Observation component per computed movement measure of a scored item (worker.measures.MEASURES):
+    per region (median over the repetitions), fatigue and variability, and at rest the rest measures."""
+    from worker.measures import MEASURE_BY_NAME, REGIONS
+
+    res = it.result or {}
+    ms = res.get("measures") or {}
+    if it.status != ItemStatus.SUCCEEDED or not ms:
+        return []
+    base, display = _code_for(it.expression)
+    values: list[tuple[str, str, str, float]] = []       # (code, display, measure name, value)
+    for region, vals in (ms.get("regions") or {}).items():
+        for name, v in (vals or {}).items():
+            if name in MEASURE_BY_NAME and v is not None and region in REGIONS:
+                values.append((f"{base}.{region}.{name}", f"{display}: {region.replace('_', ' ')} {name}", name, v))
+    for name in ("fatigue", "variability"):
+        if ms.get(name) is not None:
+            values.append((f"{base}.{name}", f"{display}: {name}", name, ms[name]))
+    for name, v in (ms.get("rest") or {}).items():
+        if name in MEASURE_BY_NAME and v is not None:
+            values.append((f"{base}.rest.{name}", f"{display}: {name.replace('_', ' ')}", name, v))
+    return [{"code": {"coding": [{"system": system, "code": code, "display": disp}],
+                      "text": f"{disp} ({MEASURE_BY_NAME[name].meaning})"},
+             "valueQuantity": _quantity(round(float(v), 4), MEASURE_BY_NAME[name].unit)}
+            for code, disp, name, v in values]
+
+
 def fhir_observation(a: Assessment, items: list[Item], system: str) -> dict:
     protocol = a.protocol or ("pfed5" if all(i.expression in PFED5_EXPRESSIONS for i in items) else
                               "toronto" if all(i.expression in TORONTO_EXPRESSIONS for i in items) else "mixed")
@@ -121,7 +156,7 @@ def fhir_observation(a: Assessment, items: list[Item], system: str) -> dict:
            "issued": datetime.now(UTC).isoformat(),
            "device": {"display": f"FEQA {', '.join(sorted(models)) or ''}".strip()},
            "note": [{"text": note}],
-           "component": [_component(system, it) for it in items]}
+           "component": [c for it in items for c in (_component(system, it), *measure_components(system, it))]}
     if a.patient_ref:
         obs["subject"] = {"identifier": {"value": a.patient_ref}}
     return obs

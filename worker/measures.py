@@ -41,13 +41,15 @@ class Measure:
 
 MEASURES: tuple[Measure, ...] = (
     Measure("rom_iod", "{IOD}", "region",
-            "range of motion: the largest distance of the region from its neutral position during the repetition"),
+            "range of motion: the region's largest distance from its neutral position during the repetition "
+            "(mean over the repetition's top fifth of frames)"),
     Measure("peak_speed_iod_s", "{IOD}/s", "region",
             "peak speed: the fastest change of the region's distance from neutral during the repetition"),
     Measure("time_to_peak_s", "s", "region",
             "time from the repetition's onset until the region first reaches 90% of its largest movement"),
     Measure("asymmetry", "1", "region",
-            "left/right asymmetry of the range of motion, |L - R| / (L + R): 0 symmetric, 1 one side only "
+            "left/right asymmetry of the range of motion of the mirrored point groups, |L - R| / (L + R): "
+            "0 symmetric, 1 one side only "
             "(null when the region hardly moves)"),
     Measure("amplitude_iod", "{IOD}", "repetition",
             "the task's movement at its peak: the task points' displacement along the recording's own peak "
@@ -130,7 +132,9 @@ def task_projection(seg: sg.Segmentation) -> np.ndarray:
 def repetition_measures(seg: sg.Segmentation, signals: dict | None = None) -> list[dict]:
     """Per repetition: amplitude and duration, and per region rom, peak speed, time to peak, asymmetry."""
     signals = signals or region_signals(seg)
-    speeds = {k: _speed(s["all"], seg.runs, seg.fps) for k, s in signals.items()}
+    # speed from a smoother distance (0.1 s more): a derivative amplifies landmark jitter
+    speeds = {k: _speed(sg.smooth_runs(s["all"], seg.runs, 0.1 * seg.fps), seg.runs, seg.fps)
+              for k, s in signals.items()}
     along = task_projection(seg)
     out = []
     for e in seg.episodes:
@@ -139,9 +143,12 @@ def repetition_measures(seg: sg.Segmentation, signals: dict | None = None) -> li
         for name, s in signals.items():
             x = s["all"][sl]
             k = int(np.argmax(x >= 0.9 * x.max()))          # first reaching 90% of its largest movement
-            left, right = float(s["left"][sl].max()), float(s["right"][sl].max())
+            top = max(1, len(x) // 5)
+            rom = float(np.sort(x)[-top:].mean())           # the largest distance, over the top fifth of frames
+            left = float(np.sort(s["left"][sl])[-top:].mean())
+            right = float(np.sort(s["right"][sl])[-top:].mean())
             asym = abs(left - right) / (left + right) if max(left, right) >= MIN_MOVING_IOD else None
-            regions[name] = {"rom_iod": _r(x.max()), "peak_speed_iod_s": _r(speeds[name][sl].max()),
+            regions[name] = {"rom_iod": _r(rom), "peak_speed_iod_s": _r(speeds[name][sl].max()),
                              "time_to_peak_s": _r(k / seg.fps, 3), "asymmetry": _r(asym)}
         act = np.sort(along[sl])
         amp = float(act[-max(1, len(act) // 5):].mean())           # the top fifth: the held peak

@@ -79,6 +79,7 @@ def write_pictures(extraction: Any, out_dir: Path) -> dict[str, Path]:
 
 AGGREGATION_RULE = "median_over_repetitions_of_mean_over_windows"
 TILING_RULE = "mean_over_windows_tiling_the_recording"
+PEAK_RULE = "window_on_the_largest_movement"
 DISAGREE_SPREAD = 1.0       # repetitions whose scores differ by a grade or more disagree
 
 
@@ -89,10 +90,12 @@ def _base_result(expression: str, facts: dict, scale: Any, quality: dict, meta: 
             "video": {k: meta.get(k) for k in ("duration_s", "fps_in", "fps_out", "rotation", "n_frames")}}
 
 
-def aggregate(window_scores: np.ndarray, plans: list, episodes: list, scale: Any) -> tuple[float, dict, list]:
+def aggregate(window_scores: np.ndarray, plans: list, episodes: list, scale: Any,
+              tiled: bool = True) -> tuple[float, dict, list]:
     """Task score from the windows' raw scores: each repetition's score is the mean of its windows; the task
-    score is the median over the complete repetitions (over the partial ones when no repetition is complete;
-    the mean over all windows when the recording was tiled: rest, or no movement found). The median keeps one
+    score is the median over the complete repetitions (over the partial ones when no repetition is complete);
+    at rest, the mean over the windows tiling the recording; with no movement found, the one window placed on
+    the largest movement. The median keeps one
     odd repetition (a fragment, a cough, one much weaker try) from setting the score, and the spread shows it.
     Returns (raw task score, aggregation dict, per-repetition raw scores)."""
     w = np.asarray(window_scores, np.float64).reshape(-1)
@@ -102,7 +105,8 @@ def aggregate(window_scores: np.ndarray, plans: list, episodes: list, scale: Any
         reps.append(float(np.mean(mine)) if mine else float("nan"))
     if not episodes:
         clipped = [scale.clip(v) for v in w]
-        return float(np.mean(w)), {"rule": TILING_RULE, "n_windows": int(w.size), "basis": "whole_recording",
+        rule, basis = (TILING_RULE, "whole_recording") if tiled else (PEAK_RULE, "largest_movement")
+        return float(np.mean(w)), {"rule": rule, "n_windows": int(w.size), "basis": basis,
                                    "spread": round(float(np.ptp(clipped)) if clipped else 0.0, 4)}, []
     complete = [r for r, e in zip(reps, episodes, strict=True) if not e.partial and np.isfinite(r)]
     used = complete or [r for r in reps if np.isfinite(r)]
@@ -143,13 +147,14 @@ def score_video(video_path: str | Path, expression: str, scorer: Any, *, progres
     rep_raw: list = []
     if not quality.get("scorable", True):
         result["abstained"], result["reasons"] = True, list(quality.get("reasons") or ["quality too low"])
-        result["aggregation"] = {"rule": AGGREGATION_RULE if seg.episodes else TILING_RULE,
+        result["aggregation"] = {"rule": AGGREGATION_RULE if seg.episodes else
+                                 TILING_RULE if expression == "sit_at_rest" else PEAK_RULE,
                                  "n_windows": 0, "spread": 0.0}
     else:
         clock("scoring", 0.0)
         raw = scorer.score(expression, np.stack([w.trajs for w in windows]), np.stack([w.index_t for w in windows]),
                            np.stack([w.frames for w in windows]))
-        task_raw, agg, rep_raw = aggregate(raw, plans, seg.episodes, scale)
+        task_raw, agg, rep_raw = aggregate(raw, plans, seg.episodes, scale, tiled=expression == "sit_at_rest")
         result.update(scale.grade(task_raw))
         result["aggregation"] = agg
         result["windows"] = [{"onset_s": round(float(rec.src[w.rows[0]]) / rec.fps, 3),

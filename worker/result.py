@@ -55,10 +55,49 @@ class VideoFacts(_Open):
 
 
 class Aggregation(_Open):
-    """How a whole recording's windows became one score."""
-    rule: str
+    """How a whole recording's windows became one score (worker.pipeline.aggregate)."""
+    rule: str = Field(description="median_over_repetitions_of_mean_over_windows, "
+                      "mean_over_windows_tiling_the_recording (rest) or window_on_the_largest_movement")
     n_windows: int | None = None
-    spread: float | None = None
+    spread: float | None = Field(None, description="max - min of the repetitions' scores (of the windows' at rest)")
+    basis: str | None = Field(None, description="complete_repetitions, partial_repetitions, whole_recording "
+                              "or largest_movement")
+    n_repetitions: int | None = None
+
+
+class RegionMeasures(_Open):
+    """Movement of one face region (worker.measures.MEASURES): inter-ocular units (IOD) from neutral."""
+    rom_iod: float | None = None
+    peak_speed_iod_s: float | None = None
+    time_to_peak_s: float | None = None
+    asymmetry: float | None = Field(None, description="|L - R| / (L + R); null when the region hardly moves")
+
+
+class RepetitionMeasures(_Open):
+    amplitude_iod: float | None = None
+    duration_s: float | None = None
+    partial: bool = False
+    regions: dict[str, RegionMeasures] = Field(default_factory=dict)
+
+
+class RestMeasures(_Open):
+    blink_rate_per_min: float | None = None
+    n_blinks: int | None = None
+    spontaneous_movement_iod: float | None = None
+    lips_apart_share: float | None = None
+    tremor_power_iod2: float | None = None
+    tremor_peak_hz: float | None = None
+    face_time_s: float | None = None
+
+
+class Measures(_Open):
+    """Computed (not learned) movement measures of the recording; names, units, meanings in
+    worker.measures.MEASURES and docs/api.md."""
+    regions: dict[str, RegionMeasures] = Field(default_factory=dict, description="median over the repetitions")
+    fatigue: float | None = None
+    variability: float | None = None
+    n_repetitions: int | None = None
+    rest: RestMeasures | None = None
 
 
 class Repetition(_Open):
@@ -66,8 +105,9 @@ class Repetition(_Open):
     onset_s: float | None = None
     peak_s: float | None = None
     offset_s: float | None = None
+    partial: bool = Field(False, description="cut by the start or end of the recording (half a repetition)")
     score: float | None = None
-    measures: dict[str, Any] = Field(default_factory=dict)
+    measures: RepetitionMeasures | dict[str, Any] = Field(default_factory=dict)
 
 
 class Window(_Open):
@@ -96,7 +136,7 @@ class ItemResult(_Open):
     windows: list[Window] | None = None
     repetitions: list[Repetition] | None = None
     findings: list[str] | None = Field(None, description="codes, e.g. fewer_repetitions_than_asked")
-    measures: dict[str, Any] | None = None
+    measures: Measures | None = None
 
     @model_validator(mode="after")
     def _score_on_its_scale(self) -> ItemResult:

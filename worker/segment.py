@@ -7,22 +7,28 @@ pass). Steps:
    scale, shift; `worker.landmarks` does the same for the model's slots) fitted on rigid points: the nose bridge
    and tip, the inner eye corners and the face outline at eye level.
 2. **Neutral.** The recording's own neutral shape: the mean aligned shape over its most neutral frames, i.e. the
-   fifth of the frames lowest on a task-specific signed feature (mouth width for smile and spread, brow-to-eye
+   0.4 s of frames (at most a fifth of the recording) lowest on a task-specific signed feature (mouth width for smile and spread, brow-to-eye
    distance for brow, minus it for frown, eye opening for squeeze_eyes, lip opening for open and clench_teeth,
    minus mouth width for kiss and blow) and, at rest, the stillest fifth. Frames are aligned again onto it.
    Displacements from neutral are in inter-ocular units (the neutral eye-centre distance).
 3. **Activation.** Per task, the mean displacement of the regions the task moves (smile: mouth corners and lips;
    frown, brow: brows; squeeze_eyes: eyes; clench_teeth, open: lips and jaw; blow, kiss: lips; spread: mouth
    corners and lips), smoothed with a Gaussian of 0.08 s.
-4. **Repetitions** by hysteresis, relative to the recording's own range and a noise floor: an episode is a span
-   above the low threshold (baseline + 20% of the range) that reaches the high one (baseline + 50%); its onset
-   and offset are pushed out to where the activation falls to baseline + 10%; episodes closer than 0.2 s merge;
-   shorter than the task's minimum (0.3 s; 0.4 s for squeeze_eyes, so that a blink is not a squeeze) are
-   dropped. A range under the noise floor (max(0.008 IOD, 6 x the frame-to-frame noise)) means no movement.
-   An episode cut by the start or end of a face-presence run is `partial` (half a repetition).
+4. **Repetitions**, relative to the recording's own range (from the neutral frames' activation to the largest)
+   and a noise floor: every peak above baseline + 30% of the range (a weak, tired repetition still counts),
+   highest first, claims the span where the
+   activation stays above half the peak's height (so an incomplete return to neutral afterwards, common in
+   trackers and patients, does not stretch the episode); onset and offset then follow the slope down until it
+   flattens or reaches baseline + 10%. Episodes closer than 0.2 s merge; shorter than the task's minimum (0.3 s;
+   0.4 s for squeeze_eyes, so that a blink is not a squeeze) are dropped. A range under the noise floor
+   (max(0.008 IOD, 6 x the frame-to-frame noise)) means no movement. An episode whose half-height span is cut by
+   the start or end of a face-presence run is `partial` (half a repetition).
 5. **Windows.** Each repetition gets the Tp-frame windows that cover it: one centred on it (clamped to its run)
-   when it fits, else windows every Tp/2 across it. sit_at_rest (and a recording with no movement) is tiled with
-   non-overlapping windows over every run. A run shorter than Tp gives one window padded by the contract's rule.
+   when it fits, else windows every Tp/2 across it; each placement is scored together with its shifts by
+   +-0.12 and +-0.24 s (`JITTER_S`), so a few frames of segmentation error hardly move the score. sit_at_rest is tiled with non-overlapping windows over every
+   run. A task recording with no movement found gets one window centred on its largest activation (its best
+   attempt; the score then does not depend on the still time around it). A run shorter than Tp gives one window
+   padded by the contract's rule.
 
 Everything works in frames at the recording's fps (the extractor resamples to the contract's fps), so any frame
 rate and length the upload accepts works.
@@ -85,9 +91,9 @@ MORE_REPETITIONS = "more_repetitions_than_asked"
 @dataclass(frozen=True)
 class SegmentParams:
     smooth_s: float = 0.08          # Gaussian sigma of the activation smoothing
-    neutral_share: float = 0.2      # share of frames the neutral shape is averaged over
-    low: float = 0.2                # hysteresis thresholds, share of the recording's activation range
-    high: float = 0.5
+    neutral_s: float = 0.4          # the neutral shape is the mean of this much time of the most neutral frames
+    neutral_share: float = 0.2      # ... but of at most this share of the recording
+    high: float = 0.3               # a peak must rise above this share of the recording's activation range
     edge: float = 0.1               # onset/offset pushed out to this level
     merge_gap_s: float = 0.2
     min_duration_s: float = 0.3
@@ -120,6 +126,7 @@ class Segmentation:
     range: float = 0.0
     noise: float = 0.0
     findings: list = field(default_factory=list)
+    neutral_rows: np.ndarray | None = None   # the frames the neutral shape was averaged over
 
 
 # ---- geometry --------------------------------------------------------------------------------------------------
@@ -217,11 +224,14 @@ def segment(mesh: np.ndarray, runs: list, expression: str, fps: float,
     ref = np.median(mesh, axis=0)
     aligned = align(mesh, ref)
     feat = _neutral_feature(expression, aligned, fps)
-    k = max(1, int(round(p.neutral_share * n)))
+    # a fixed amount of time, not a share of the recording: the neutral (and with it every threshold) must not
+    # change when still time is added before or after the movement
+    k = max(1, min(int(round(p.neutral_s * fps)), int(round(p.neutral_share * n))))
     neutral = aligned[np.argsort(feat, kind="stable")[:k]].mean(0)
     aligned = align(mesh, neutral)                       # once more, onto the neutral shape itself
     feat = _neutral_feature(expression, aligned, fps)
-    neutral = aligned[np.argsort(feat, kind="stable")[:k]].mean(0)
+    rows = np.argsort(feat, kind="stable")[:k]
+    neutral = aligned[rows].mean(0)
     iod = float(max(interocular(neutral), 1e-6))
     disp = (aligned - neutral) / iod
     pts = list(TASK_POINTS[expression])
@@ -229,6 +239,7 @@ def segment(mesh: np.ndarray, runs: list, expression: str, fps: float,
     act = smooth_runs(raw, runs, p.smooth_s * fps)
     seg = Segmentation(expression, fps, iod, aligned.astype(np.float32), neutral.astype(np.float32),
                        disp.astype(np.float32), act.astype(np.float32), list(runs))
+    seg.neutral_rows = np.sort(rows)
     if len(runs) > 1:
         seg.findings.append(BY_FACE_PRESENCE)
     if expression == "sit_at_rest":
@@ -241,46 +252,24 @@ def _episodes(seg: Segmentation, raw: np.ndarray, p: SegmentParams) -> None:
     act, fps = seg.activation.astype(np.float64), seg.fps
     diffs = np.concatenate([np.diff(raw[a:b]) for a, b in seg.runs if b - a > 1] or [np.zeros(1)])
     noise = float(1.4826 * np.median(np.abs(diffs - np.median(diffs))) / np.sqrt(2))
-    base, top = float(np.percentile(act, 10)), float(np.percentile(act, 99))
+    # baseline: the activation of the neutral frames themselves; top: the largest movement (both independent of
+    # how much still time the recording has)
+    base = float(np.median(act[seg.neutral_rows])) if seg.neutral_rows is not None else float(np.percentile(act, 10))
+    top = float(act.max())
     rng = top - base
     seg.baseline, seg.range, seg.noise = base, rng, noise
     if rng < max(p.noise_floor_iod, p.noise_k * noise):
         seg.findings.append(NO_MOVEMENT)
         return
-    lo_t, hi_t, edge_t = base + p.low * rng, base + p.high * rng, base + p.edge * rng
+    hi_t, edge_t = base + p.high * rng, base + p.edge * rng
     min_len = (p.min_duration_eyes_s if seg.expression == "squeeze_eyes" else p.min_duration_s) * fps
     gap = int(round(p.merge_gap_s * fps))
     for r, (a, b) in enumerate(seg.runs):
         x = act[a:b]
-        above = x > lo_t
-        spans = []
-        i = 0
-        while i < len(x):
-            if not above[i]:
-                i += 1
-                continue
-            j = i
-            while j + 1 < len(x) and above[j + 1]:
-                j += 1
-            if x[i:j + 1].max() > hi_t:
-                spans.append([i, j])
-            i = j + 1
-        merged: list[list[int]] = []
-        for s in spans:
-            if merged and s[0] - merged[-1][1] - 1 <= gap:
-                merged[-1][1] = s[1]
-            else:
-                merged.append(s)
-        for on, off in merged:
-            while on > 0 and x[on - 1] > edge_t and x[on - 1] <= x[on]:
-                on -= 1
-            while off < len(x) - 1 and x[off + 1] > edge_t and x[off + 1] <= x[off]:
-                off += 1
-            partial = (on == 0 and x[0] > lo_t) or (off == len(x) - 1 and x[-1] > lo_t)
+        for on, pk, off, partial in _peaks(x, base, hi_t, edge_t, gap):
             if off - on + 1 < (0.75 * min_len if partial else min_len):    # a cut-off one may be shorter
                 continue
-            peak = on + int(np.argmax(x[on:off + 1]))
-            seg.episodes.append(Episode(a + on, a + peak, a + off, bool(partial), r))
+            seg.episodes.append(Episode(a + on, a + pk, a + off, bool(partial), r))
     complete = [e for e in seg.episodes if not e.partial]
     if not seg.episodes:
         seg.findings.append(NO_MOVEMENT)
@@ -295,6 +284,46 @@ def _episodes(seg: Segmentation, raw: np.ndarray, p: SegmentParams) -> None:
         seg.findings.append(MORE_REPETITIONS)
 
 
+def _peaks(x: np.ndarray, base: float, hi_t: float, edge_t: float, gap: int) -> list[tuple[int, int, int, bool]]:
+    """Movement episodes in one run's activation: every peak above `hi_t`, highest first, claims the span around
+    it where the activation stays above half its height over the baseline (half-height edges do not depend on
+    whether the face comes all the way back to neutral afterwards, which trackers and patients often do not),
+    then the edges follow the slope down to where it flattens or reaches `edge_t`. Spans closer than `gap`
+    frames merge. An episode whose half-height span reaches the run's start or end is partial."""
+    n = len(x)
+    claimed = np.zeros(n, bool)
+    spans: list[list] = []
+    for pk in np.argsort(-x, kind="stable"):
+        if x[pk] <= hi_t:
+            break
+        if claimed[pk] or (pk > 0 and x[pk - 1] > x[pk]) or (pk < n - 1 and x[pk + 1] > x[pk]):
+            continue                                   # inside another episode, or not a local maximum
+        half = base + 0.5 * (x[pk] - base)
+        lo, hi = pk, pk
+        while lo > 0 and x[lo - 1] > half and not claimed[lo - 1]:
+            lo -= 1
+        while hi < n - 1 and x[hi + 1] > half and not claimed[hi + 1]:
+            hi += 1
+        partial = (lo == 0 and x[0] > half) or (hi == n - 1 and x[-1] > half)
+        step = 0.01 * (x[pk] - base)                   # "still falling": more than 1% of the height a frame
+        while lo > 0 and not claimed[lo - 1] and x[lo - 1] > edge_t and x[lo - 1] < x[lo] - step:
+            lo -= 1
+        while hi < n - 1 and not claimed[hi + 1] and x[hi + 1] > edge_t and x[hi + 1] < x[hi] - step:
+            hi += 1
+        claimed[lo:hi + 1] = True
+        spans.append([lo, int(pk), hi, partial])
+    spans.sort()
+    merged: list[list] = []
+    for sp in spans:
+        if merged and sp[0] - merged[-1][2] - 1 <= gap:
+            last = merged[-1]
+            last[1] = last[1] if x[last[1]] >= x[sp[1]] else sp[1]
+            last[2], last[3] = sp[2], last[3] or sp[3]
+        else:
+            merged.append(sp)
+    return [(int(a), int(k), int(b), bool(p)) for a, k, b, p in merged]
+
+
 # ---- windows ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class WindowPlan:
@@ -303,9 +332,26 @@ class WindowPlan:
     episode: int | None             # index into Segmentation.episodes, None for tiling windows
 
 
+JITTER_S = (-0.24, -0.12, 0.0, 0.12, 0.24)   # each placed window is also scored shifted by these offsets
+
+
+def _jittered(start: int, a: int, b: int, tp: int, fps: float) -> list[int]:
+    """`start` and its shifts by JITTER_S, clamped to the run [a, b): a network's score moves with the exact
+    frame a window starts on (the demo models by up to ~0.5 for a 2-frame shift), so every placement is the
+    mean over a few nearby windows: the score then hardly depends on a few frames of segmentation error."""
+    out = []
+    for d in JITTER_S:
+        s = min(max(start + int(round(d * fps)), a), b - tp)
+        if s not in out:
+            out.append(s)
+    return out
+
+
 def plan_windows(seg: Segmentation, tp: int) -> list[WindowPlan]:
-    """The model windows (rows) that cover each repetition, or tile the recording when there is none."""
+    """The model windows (rows) that cover each repetition (each placement with its JITTER_S shifts), or, at
+    rest, tile the recording; with no movement found, the windows on the largest movement."""
     out: list[WindowPlan] = []
+    fps = seg.fps
     if seg.episodes:
         for k, e in enumerate(seg.episodes):
             a, b = seg.runs[e.run]
@@ -315,17 +361,28 @@ def plan_windows(seg: Segmentation, tp: int) -> list[WindowPlan]:
             length = e.offset - e.onset + 1
             if length <= tp:
                 centre = (e.onset + e.offset + 1) / 2
-                s = int(round(centre - tp / 2))
-                starts = [min(max(s, a), b - tp)]
+                starts = [int(round(centre - tp / 2))]
             else:
                 step = tp // 2
                 first = max(a, e.onset - step // 2)
                 last = min(b - tp, e.offset + 1 + step // 2 - tp)
                 count = max(1, int(np.ceil((last - first) / step)) + 1)
                 starts = sorted({int(round(v)) for v in np.linspace(first, max(first, last), count)})
-            out.extend(WindowPlan(s, s + tp, k) for s in starts)
+            seen: list[int] = []
+            for s0 in starts:
+                seen.extend(s for s in _jittered(s0, a, b, tp, fps) if s not in seen)
+            out.extend(WindowPlan(s, s + tp, k) for s in seen)
         return out
-    for a, b in seg.runs:                                  # rest, or no movement found: tile every run
+    if seg.expression != "sit_at_rest" and seg.runs:
+        # no repetition found: windows on the recording's largest movement (its best attempt), so that the
+        # score does not depend on how much still time surrounds it
+        act = smooth_runs(seg.activation, seg.runs, 0.25 * seg.fps)
+        peak = int(np.argmax(act))
+        a, b = next((a, b) for a, b in seg.runs if a <= peak < b)
+        if b - a <= tp:
+            return [WindowPlan(a, b, None)]
+        return [WindowPlan(s, s + tp, None) for s in _jittered(peak - tp // 2, a, b, tp, fps)]
+    for a, b in seg.runs:                                  # rest: tile every run
         if b - a <= tp:
             out.append(WindowPlan(a, b, None))
             continue

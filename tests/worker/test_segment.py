@@ -88,13 +88,18 @@ def test_half_repetition_at_the_start_is_partial(face):
     assert sg.ONLY_PARTIAL in only.findings or sg.NO_MOVEMENT in only.findings
 
 
-def test_no_movement_is_a_finding_and_the_recording_is_tiled(face):
+def test_no_movement_is_a_finding_and_one_window_sits_on_the_best_attempt(face):
     p = plan(amplitude=0.0)
     seg = sg.segment(synth(face, p), whole(p.n_frames), "smile", 25.0)
     assert seg.episodes == [] and sg.NO_MOVEMENT in seg.findings and sg.FEWER_REPETITIONS not in seg.findings
-    wins = sg.plan_windows(seg, 64)
-    covered = set().union(*(range(w.start, w.stop) for w in wins))
-    assert covered == set(range(p.n_frames)) and all(w.stop - w.start == 64 for w in wins)
+    tiny = plan(amplitude=0.06, repetitions=1, lead_s=4.0)    # a try below the movement floor, after 4 s
+    seg = sg.segment(synth(face, tiny), whole(tiny.n_frames), "smile", 25.0)
+    assert seg.episodes == [] and sg.NO_MOVEMENT in seg.findings
+    wins = sg.plan_windows(seg, 64)                          # one placement (and its shifts), on that try
+    assert 2 <= len(wins) <= len(sg.JITTER_S)                # fewer where a shift hits the end of the clip
+    for w in wins:
+        assert w.stop - w.start == 64 and w.episode is None
+        assert w.start <= tiny.truth()["episodes"][0]["peak_s"] * 25 < w.stop
 
 
 def test_weak_movement_of_a_severe_patient_still_counts(face):
@@ -127,18 +132,22 @@ def test_windows_cover_each_repetition(face):
         covered = set().union(*(range(w.start, w.stop) for w in mine))
         assert set(range(e.onset, e.offset + 1)) <= covered
         assert all(w.stop - w.start == 64 and 0 <= w.start and w.stop <= p.n_frames for w in mine)
-    short = plan(repetitions=1, hold_s=0.2)
+    short = plan(repetitions=1, hold_s=0.2, lead_s=2.0, tail_s=2.0)
     seg = sg.segment(synth(face, short), whole(short.n_frames), "smile", 25.0)
-    (w,) = sg.plan_windows(seg, 64)
+    wins = sg.plan_windows(seg, 64)
     e = seg.episodes[0]
-    assert abs((w.start + w.stop) / 2 - (e.onset + e.offset + 1) / 2) <= 1          # centred on it
+    centres = sorted((w.start + w.stop) / 2 - (e.onset + e.offset + 1) / 2 for w in wins)
+    assert len(wins) == 5 and abs(centres[2]) <= 1                                   # centred on it ...
+    assert centres[0] == pytest.approx(-6, abs=1) and centres[-1] == pytest.approx(6, abs=1)   # ... +-0.24 s
 
 
 def test_rest_has_no_repetitions(face):
     p = plan("sit_at_rest", blink_rate=0.3, twitch=0.3)
     seg = sg.segment(synth(face, p), whole(p.n_frames), "sit_at_rest", 25.0)
     assert seg.episodes == [] and seg.findings == []
-    assert {w.episode for w in sg.plan_windows(seg, 64)} == {None}
+    wins = sg.plan_windows(seg, 64)
+    covered = set().union(*(range(w.start, w.stop) for w in wins))
+    assert covered == set(range(p.n_frames)) and all(w.stop - w.start == 64 and w.episode is None for w in wins)
 
 
 def test_short_run_gives_one_padded_window(face):
