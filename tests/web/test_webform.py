@@ -4,32 +4,24 @@ Given the API and one worker (tests/servers.py) serving untrained models, when a
 with a key and uploads a real face video, then the page shows the score on the 0-4 scale with its
 meaning, the model facts with a "Not for clinical use" warning, and both pictures; a bad upload
 shows its error code next to that expression's input; the form works from the keyboard, including a
-webcam recording (Chromium's fake camera). Screenshots go to test-artifacts/; with FEQA_UPDATE_DOCS_IMG=1 they also refresh docs/img/.
+webcam recording (Chromium's fake camera). Screenshots go to test-artifacts/ (docs/img/ comes from
+scripts/screenshots.py, with the demo models).
 """
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, real_video
+from tests.conftest import real_video
 from tests.servers import feqa_serve, untrained_models
 from tests.web.conftest import MAX_UPLOAD
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]
 
 MEANINGS = ("normal", "slight", "mild", "moderate", "severe")   # the untrained models' MDS-UPDRS scale
-
-
-def _publish_screenshot(src: Path, name: str) -> None:
-    """Refresh the README's screenshot only when asked: a test run must not modify tracked files."""
-    if os.environ.get("FEQA_UPDATE_DOCS_IMG") == "1":
-        (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, ROOT / "docs" / "img" / name)
 
 
 def faceless_video(path: Path) -> Path:
@@ -101,7 +93,6 @@ def test_sign_in_upload_and_read_the_report(page, stack, artifacts_dir, tmp_path
     assert "pyfeat_single_face.mp4" in pg.inner_text("#chosen-smile")
     pg.set_input_files("#file-frown", str(faceless_video(tmp_path / "wall.mp4")))
     pg.screenshot(path=str(artifacts_dir / "webform-form.png"), full_page=True)
-    _publish_screenshot(artifacts_dir / "webform-form.png", "webform.png")
     pg.click("#submit")
     pg.wait_for_selector("#progress:not([hidden])")
     bar = pg.locator("#progress-list [role=progressbar]").first
@@ -142,7 +133,6 @@ def test_sign_in_upload_and_read_the_report(page, stack, artifacts_dir, tmp_path
         # Sending the form again sends only what is still to do: the scored smile video was let go.
         assert pg.inner_text("#chosen-smile") == "" and "wall.mp4" in pg.inner_text("#chosen-frown")
     pg.locator("#report").screenshot(path=str(artifacts_dir / "webform-report.png"))
-    _publish_screenshot(artifacts_dir / "webform-report.png", "webform-report.png")
 
     # The printed report: controls hidden, facts and warning shown, one page.
     pg.emulate_media(media="print")
