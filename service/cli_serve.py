@@ -56,9 +56,9 @@ def _admin(args: argparse.Namespace, settings: Settings) -> int | None:
         return 0 if ok else 1
     if args.purge:
         from worker.jobs.housekeeping import purge
-        from worker.jobs.storage import LocalStorage
+        from worker.jobs.storage import open_storage
 
-        print(purge(Store(settings.db_url), LocalStorage(settings.storage_root), settings))
+        print(purge(Store(settings.db_url), open_storage(settings), settings))
         return 0
     return None
 

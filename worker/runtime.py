@@ -19,7 +19,7 @@ from typing import Any
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 
 from worker.celery_app import make_celery, send_assess
-from worker.jobs.storage import LocalStorage
+from worker.jobs.storage import Storage, open_storage
 from worker.jobs.store import Store
 from worker.settings import get_settings
 
@@ -33,7 +33,7 @@ app = make_celery()
 @dataclass
 class ProcessState:
     store: Store
-    storage: LocalStorage
+    storage: Storage
     worker_id: str
     scorer: Any | None = None
     models: list[dict] = field(default_factory=list)
@@ -56,7 +56,7 @@ def state() -> ProcessState:
     with _state_lock:
         if _state is None or _state.worker_id != this_worker_id():
             settings = get_settings()
-            _state = ProcessState(store=Store(settings.db_url), storage=LocalStorage(settings.storage_root),
+            _state = ProcessState(store=Store(settings.db_url), storage=open_storage(settings),
                                   worker_id=this_worker_id())
         return _state
 

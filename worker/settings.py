@@ -14,7 +14,7 @@ import ipaddress
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +35,18 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "FEQA_REDIS_URL"))
     broker_url: str | None = None             # explicit override; else Redis when REDIS_URL is set, else SQLite
     storage_dir: Path | None = None
+    # Object storage for API and workers on different hosts (FEQA_STORAGE_BACKEND=s3): an S3-compatible
+    # bucket (AWS S3, MinIO, Ceph). Credentials from these or from the usual AWS variables/roles.
+    storage_backend: Literal["local", "s3"] = "local"
+    s3_bucket: str | None = None
+    s3_prefix: str = ""                       # e.g. "feqa/": every key lives below it
+    s3_endpoint_url: str | None = None        # MinIO / Ceph; None for AWS S3
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_sse: str | None = None                 # server-side encryption: "AES256" or "aws:kms"
+    s3_sse_kms_key_id: str | None = None
+    s3_part_size: int = 8 * 1024 * 1024       # multipart upload part (S3's minimum is 5 MiB)
     model_dir: Path = ROOT / "models" / "demo"
 
     # HTTP server (used by `feqa serve`; the app reads `host` to decide on anonymous use).
@@ -85,6 +97,10 @@ class Settings(BaseSettings):
             raise ValueError("FEQA_SECRET_KEY must be set outside development (FEQA_ENVIRONMENT="
                              f"{self.environment!r}); generate one with: python -c 'import secrets; "
                              "print(secrets.token_urlsafe(32))'")
+        if self.storage_backend == "s3" and not self.s3_bucket:
+            raise ValueError("FEQA_STORAGE_BACKEND=s3 needs FEQA_S3_BUCKET")
+        if self.s3_part_size < 5 * 1024 * 1024:
+            raise ValueError("FEQA_S3_PART_SIZE must be at least 5 MiB (S3's smallest multipart part)")
         if self.task_time_limit_s >= self.visibility_timeout_s:
             raise ValueError("task time limit must stay below the broker visibility timeout")
         return self

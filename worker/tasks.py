@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
+from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
 
@@ -53,9 +55,11 @@ def run_item(st: ProcessState, item) -> bool:
         load_models(st)
     if st.scorer is None:
         raise FeqaError(f"no model loaded: {st.problem}", code="model_unavailable", http_status=503)
-    result, extraction = score_video(st.storage.path(item.video_key), item.expression, st.scorer,
-                                     progress=Throttled(st.store, item.id),
-                                     limits=ExtractLimits(decode=DecodeLimits(max_duration_s=settings.max_duration_s)))
+    # A local path for the length of the scoring: the file itself on a local directory, a private
+    # temporary copy (removed afterwards) from object storage.
+    with st.storage.fetch(item.video_key) as video:
+        result, extraction = score_video(video, item.expression, st.scorer, progress=Throttled(st.store, item.id),
+                                         limits=ExtractLimits(decode=DecodeLimits(max_duration_s=settings.max_duration_s)))
     result = validated(result)   # the stored (and served) result is always a valid ItemResult
     if not st.store.finish_item(item.id, result, {}, dict(result.get("timings", {}))):
         return False
@@ -66,19 +70,23 @@ def run_item(st: ProcessState, item) -> bool:
 def pictures_job(st: ProcessState, item_id: int, prefix: str, extraction) -> None:
     from worker.pipeline import draw_pictures
 
-    out_dir = st.storage.path(prefix)
+    out_dir = Path(tempfile.mkdtemp(prefix="feqa-pictures-"))   # this worker's own disk, 0700
     try:
-        shutil.rmtree(out_dir, ignore_errors=True)   # a rerun starts clean
+        st.storage.delete_prefix(prefix)   # a rerun starts clean
         written, seconds = draw_pictures(extraction, out_dir)
+        for p in written.values():
+            st.storage.put_file(f"{prefix}/{p.name}", p)
         drawn = {name: f"{prefix}/{p.name}" for name, p in written.items()} or {NO_PICTURES: "not drawn"}
         if not st.store.set_artifacts(item_id, drawn, {"plotting": seconds}):
-            shutil.rmtree(out_dir, ignore_errors=True)   # deleted while drawing: keep no pictures
+            st.storage.delete_prefix(prefix)   # deleted while drawing: keep no pictures
     except Exception:   # pictures are an extra: never let them disturb the worker
         log.exception("pictures for item %s failed", item_id)
         try:   # tell clients that no picture will come (API field `pictures: none`)
             st.store.set_artifacts(item_id, {NO_PICTURES: "failed"}, {})
         except Exception:
             log.exception("could not record the missing pictures of item %s", item_id)
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
 
 
 def json_safe(details: dict | None) -> dict | None:

@@ -14,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader, HTTPBearer
 
 from service import problems
-from worker.jobs.storage import LocalStorage
+from worker.jobs.storage import Storage
 from worker.jobs.store import Principal, Store
 from worker.settings import Settings
 
@@ -35,13 +35,13 @@ async def get_store(request: Request) -> Store:
     return request.app.state.store
 
 
-async def get_storage(request: Request) -> LocalStorage:
+async def get_storage(request: Request) -> Storage:
     return request.app.state.storage
 
 
 SettingsDep = Annotated[Settings, Depends(app_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
-StorageDep = Annotated[LocalStorage, Depends(get_storage)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
 
 
 def presented_key(request: Request) -> str | None:

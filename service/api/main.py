@@ -14,7 +14,7 @@ from service.api.routes import assessments, docs, health, models, patients, web
 from service.queue import Queue
 from worker.jobs.db import schema_revision
 from worker.jobs.housekeeping import purge
-from worker.jobs.storage import PRIVATE_UMASK, LocalStorage
+from worker.jobs.storage import PRIVATE_UMASK, open_storage
 from worker.jobs.store import Store
 from worker.settings import Settings, get_settings
 
@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None, *, queue: Queue | None = None) 
     app.state.settings = settings
     app.state.store = Store(settings.db_url)   # the schema is `feqa migrate`'s job, not the API's
     _warn_if_schema_old(settings.db_url)
-    app.state.storage = LocalStorage(settings.storage_root)
+    app.state.storage = open_storage(settings)
     app.state.queue = queue or Queue(settings)
     if queue is None:
         _ = app.state.queue.celery   # import Celery now rather than in the first upload

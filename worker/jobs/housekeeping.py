@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 from worker.jobs.keys import assessment_prefixes
-from worker.jobs.storage import LocalStorage
+from worker.jobs.storage import Storage
 from worker.jobs.store import Store
 from worker.settings import Settings
 
@@ -30,7 +30,7 @@ def _each(what: str, rows, action) -> tuple[int, int]:
     return done, failed
 
 
-def purge(store: Store, storage: LocalStorage, settings: Settings) -> dict[str, int]:
+def purge(store: Store, storage: Storage, settings: Settings) -> dict[str, int]:
     """Each expired video, assessment and partial upload is handled on its own: one that cannot be removed
     (a file the process may not delete, a database hiccup) does not stop the others, nor the orphan
     re-queueing that runs after this in the worker's housekeeping."""

@@ -1,11 +1,24 @@
-"""Object storage for uploads and pictures: a local directory shared by the API and the workers
-(a volume in docker-compose). Only keys travel through the broker, never bytes."""
+"""Object storage for uploads and pictures. Only keys travel through the broker, never bytes.
+
+Two backends behind one interface (`Storage`), chosen by settings (`open_storage`):
+- `LocalStorage`: a directory (the single-machine default; a shared volume when API and workers
+  run on one host);
+- `worker.jobs.s3.S3Storage`: an S3-compatible bucket (AWS S3, MinIO, Ceph) for API and workers
+  on different hosts: uploads stream to it in parts, workers fetch a video to a private temporary
+  file for the length of one job, and pictures are uploaded from the worker's own temp directory.
+"""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from worker.settings import Settings
 
 
 class StorageError(Exception):
@@ -32,6 +45,59 @@ def make_dirs(path: Path, stop: Path | None = None) -> None:
         os.chmod(d, DIR_MODE)    # not narrowed by a umask, not widened either
 
 
+class Writer(Protocol):
+    """An upload being written: chunks in, hashed; `local_file` is a private local copy the API
+    probes before `commit` stores it for good (`abort` drops it)."""
+    size: int
+
+    @property
+    def local_file(self) -> Path: ...
+
+    @property
+    def sha256(self) -> str: ...
+
+    def write(self, chunk: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+    def commit(self) -> object: ...
+
+    def abort(self) -> None: ...
+
+
+class Storage(Protocol):
+    """What the API, the workers and the housekeeping need of a storage backend."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def writer(self, key: str) -> Writer: ...
+
+    def put_file(self, key: str, src: Path) -> None: ...
+
+    def fetch(self, key: str) -> contextlib.AbstractContextManager[Path]: ...
+
+    def local_path(self, key: str) -> Path | None: ...
+
+    def iter_bytes(self, key: str, chunk_size: int = ...) -> Iterator[bytes]: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def delete_prefix(self, prefix: str, *, strict: bool = False) -> None: ...
+
+    def remove_stale_parts(self, max_age_s: float) -> int: ...
+
+    def describe(self) -> dict: ...
+
+
+def open_storage(settings: Settings) -> Storage:
+    """The storage backend the settings name (`FEQA_STORAGE_BACKEND`: local or s3)."""
+    if settings.storage_backend == "s3":
+        from worker.jobs.s3 import S3Storage
+
+        return S3Storage.from_settings(settings)
+    return LocalStorage(settings.storage_root)
+
+
 class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -56,6 +122,26 @@ class LocalStorage:
         shutil.copyfile(src, tmp)
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, dst)
+
+    @contextlib.contextmanager
+    def fetch(self, key: str) -> Iterator[Path]:
+        """The file itself: nothing to copy when the directory is local."""
+        path = self.path(key)
+        if not path.is_file():
+            raise StorageError("no object stored under that key")
+        yield path
+
+    def local_path(self, key: str) -> Path | None:
+        path = self.path(key)
+        return path if path.is_file() else None
+
+    def iter_bytes(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        with open(self.path(key), "rb") as fh:
+            while chunk := fh.read(chunk_size):
+                yield chunk
+
+    def describe(self) -> dict:
+        return {"backend": "local"}
 
     def delete(self, key: str) -> None:
         """Remove the file, and its directory when that is left empty (uploads/<id>/ after scoring)."""
@@ -114,6 +200,10 @@ class ChunkWriter:
     @property
     def sha256(self) -> str:
         return self._sha.hexdigest()
+
+    @property
+    def local_file(self) -> Path:
+        return self.tmp if self.tmp.exists() else self.dst
 
     def close(self) -> None:
         if not self._fh.closed:

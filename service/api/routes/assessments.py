@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from model.contract import EXPRESSIONS, PROTOCOLS, check_expression
 from model.errors import ModelUnavailable, UnknownExpression, VideoError
@@ -22,7 +22,7 @@ from service.uploads import ParsedUpload, parse_upload, storage_unavailable, too
 from service.views import ARTIFACTS, assessment_out, assessment_url, fhir_observation
 from worker.jobs.keys import upload_key, uploads_prefix
 from worker.jobs.status import JobStatus
-from worker.jobs.storage import LocalStorage
+from worker.jobs.storage import Storage
 from worker.jobs.store import NewItem, Principal, Store, assessment_status
 from worker.settings import Settings
 
@@ -127,7 +127,7 @@ def check_video(w, settings: Settings, index: int) -> None:
     if w.size == 0:
         raise VideoError(f"{video_label(index)} is empty", code="empty_file", details={"index": index})
     try:
-        facts = probe(w.dst, max_duration_s=settings.max_duration_s, max_bytes=settings.max_upload_bytes,
+        facts = probe(w.local_file, max_duration_s=settings.max_duration_s, max_bytes=settings.max_upload_bytes,
                       memory_bytes=settings.probe_memory_mb * 1024 * 1024, timeout_s=settings.probe_timeout_s)
     except VideoError as exc:
         exc.details = {**exc.details, "index": index}
@@ -144,7 +144,7 @@ def _accepted(request: Request, settings: Settings, aid: str, status: str, code:
     return JSONResponse({"id": aid, "url": url, "status": status}, status_code=code, headers={"Location": url})
 
 
-def _store_upload(store: Store, storage: LocalStorage, principal: Principal, aid: str, upload: ParsedUpload,
+def _store_upload(store: Store, storage: Storage, principal: Principal, aid: str, upload: ParsedUpload,
                   expressions: list[str], protocol: str | None, patient_ref: str | None,
                   idem: str | None) -> tuple[str, bool]:
     items = [NewItem(e, upload_key(aid, i), w.sha256, w.size)
@@ -207,11 +207,12 @@ async def create_assessment(request: Request, principal: PrincipalDep, store: St
                 storage.delete_prefix(uploads_prefix(aid))
                 return await _replay(request, store, settings, principal, existing)
         for i, w in enumerate(upload.videos):
+            w.close()
+            await run_in_threadpool(check_video, w, settings, i)   # probes the writer's local file
             try:
                 w.commit()
             except OSError as exc:
                 raise storage_unavailable() from exc
-            await run_in_threadpool(check_video, w, settings, i)
         aid2, created = await run_in_threadpool(_store_upload, store, storage, principal, aid, upload,
                                                 expressions, protocol, patient_ref, idempotency_key)
         if not created and not await run_in_threadpool(_same_content, store, principal, aid2, upload,
@@ -228,7 +229,7 @@ async def create_assessment(request: Request, principal: PrincipalDep, store: St
     return _accepted(request, settings, aid, JobStatus.QUEUED, 202)
 
 
-def _enqueue_and_audit(request: Request, store: Store, storage: LocalStorage, principal: Principal, aid: str,
+def _enqueue_and_audit(request: Request, store: Store, storage: Storage, principal: Principal, aid: str,
                        expressions: list[str], upload: ParsedUpload) -> None:
     try:
         request.app.state.queue.enqueue(store.item_ids(aid))
@@ -280,7 +281,7 @@ def _read_assessment(store: Store, principal: Principal, assessment_id: str, bas
 @router.get("/{assessment_id}/items/{index}/{name}.png", response_class=FileResponse,
             responses={200: {"content": {"image/png": {}}}, 404: PROBLEM})
 def get_picture(assessment_id: str, index: int, name: str, principal: PrincipalDep, store: StoreDep,
-                storage: StorageDep) -> FileResponse:
+                storage: StorageDep) -> Response:
     """The landmark overlay (`overlay.png`) or trajectory plot (`trajectories.png`) of one item."""
     a, items = _load(store, principal, assessment_id)
     item = next((it for it in items if it.idx == index), None)
@@ -288,7 +289,10 @@ def get_picture(assessment_id: str, index: int, name: str, principal: PrincipalD
     if key is None or not storage.exists(key):
         raise problems.Problem(404, problems.NOT_FOUND, f"no {name}.png for item {index}")
     store.audit(principal.tenant, principal.key_id, "download", a.id, {"item": index, "picture": name})
-    return FileResponse(storage.path(key), media_type="image/png")
+    local = storage.local_path(key)
+    if local is not None:
+        return FileResponse(local, media_type="image/png")
+    return StreamingResponse(storage.iter_bytes(key), media_type="image/png")   # object storage
 
 
 @router.get("/{assessment_id}/fhir", responses={200: {"content": {"application/fhir+json": {}}}, 404: PROBLEM})
