@@ -34,7 +34,26 @@ def run(args: argparse.Namespace) -> int:
         print(f"error ({exc.code}): {exc.message}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2, default=str))
+    print(summary(result), file=sys.stderr)
     if result.get("not_for_clinical_use"):
         print(f"NOTE: model {result['model']['name']} (trained_on {result['model']['trained_on']}) is not for "
               "clinical use", file=sys.stderr)
     return 0
+
+
+def summary(result: dict) -> str:
+    """One readable line per recording for the terminal (the JSON on stdout has everything)."""
+    scale = (result.get("scale") or {}).get("name", "")
+    head = (f"{result['expression']}: not scored ({', '.join(result.get('reasons') or [])})" if result.get("abstained")
+            else f"{result['expression']}: {result.get('score')} ({result.get('meaning')}, {scale})")
+    reps = result.get("repetitions") or []
+    agg = result.get("aggregation") or {}
+    parts = [head]
+    if reps:
+        scores = ", ".join("-" if r.get("score") is None else f"{r['score']:.2f}{'*' if r.get('partial') else ''}"
+                           for r in reps)
+        parts.append(f"{len(reps)} repetition(s) [{scores}] spread {agg.get('spread')}")
+    parts.append(f"{agg.get('n_windows')} window(s), {agg.get('rule')}")
+    if result.get("findings"):
+        parts.append("findings: " + ", ".join(result["findings"]))
+    return "; ".join(parts)

@@ -22,6 +22,11 @@ def test_score_prints_the_result_with_model_facts(model_dir, video_path):
     res = json.loads(r.stdout)
     assert 0 <= res["score"] <= 4 and res["model"]["trained_on"] == "untrained"
     assert res["not_for_clinical_use"] is True and "not for clinical use" in r.stderr
+    # the whole-recording fields, in the JSON and in the summary line on stderr
+    assert {"scale", "aggregation", "repetitions", "findings", "measures"} <= set(res)
+    n = res["aggregation"]["n_windows"]
+    assert f"smile: {res['score']}" in r.stderr and f"{n} window(s)" in r.stderr
+    assert all(f in r.stderr for f in res["findings"])
 
 
 def test_score_reports_a_missing_model_with_its_code(model_dir, video_path):
