@@ -359,6 +359,9 @@ def test_history_view_across_three_visits_marks_model_versions_and_follows_delet
     assert "0.20" in rows.nth(0).inner_text()                            # the key measure: amplitude in IOD
     assert pg.get_attribute("#history-fhir", "href").endswith(f"/v1/patients/{ref}/fhir")
     assert re.search(r"#history=P-HIST-3$", pg.url)
+    pg.set_viewport_size({"width": 360, "height": 800})     # the plot and table fit a phone (the table scrolls)
+    assert _no_overflow(pg) <= 0
+    pg.set_viewport_size({"width": 1100, "height": 1000})
     # Deleting a visit removes it from the history.
     with web_stack.client(key) as http:
         assert http.delete(f"/v1/assessments/{ids[1]}").status_code == 204
