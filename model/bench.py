@@ -13,7 +13,10 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,11 +31,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, help="write the results here")
 
 
-def _time(fn, reps: int) -> float:
+def _time(fn: Callable[[], object], reps: int) -> float:
     return _time2(fn, reps)[0]
 
 
-def _time2(fn, reps: int) -> tuple[float, float]:
+def _time2(fn: Callable[[], object], reps: int) -> tuple[float, float]:
     """(best wall seconds, best process CPU seconds). On a shared machine the CPU time is the steadier
     figure: with one thread it is the work done, whatever else runs beside it."""
     fn()                                                       # warm-up (allocation, lazy init)
@@ -61,20 +64,20 @@ def matmul_peak(threads: int, n: int = 2048, reps: int = 3) -> float:
     return 2 * n ** 3 / _time(lambda: sess.run(None, {"a": a, "b": a}), reps) / 1e9
 
 
-def _ort_times(path: Path, cfg, batches: list[int], threads: int, reps: int, flops: int) -> dict:
+def _ort_times(path: Path, cfg: Any, batches: list[int], threads: int, reps: int, flops: int) -> dict:
     from model.export import ort_feeds, ort_session, random_inputs
     out = {}
     for th in sorted({1, threads}):
         sess = ort_session(path, th)
         for b in batches:
             feeds = ort_feeds(sess, *random_inputs(cfg, batch=b))
-            s, c = _time2(lambda f=feeds, se=sess: se.run(None, f), reps)
+            s, c = _time2(partial(sess.run, None, feeds), reps)
             out[f"b{b}_t{th}"] = {"ms_per_sample": 1000 * s / b, "cpu_ms_per_sample": 1000 * c / b,
                                   "gflops_per_s": flops * b / s / 1e9}
     return out
 
 
-def randomise_norms(model, seed: int = 1000) -> None:
+def randomise_norms(model: Any, seed: int = 1000) -> None:
     """Give every BatchNorm non-trivial statistics, as trained weights have. With BN at its initial values
     every folded conv bias is zero, the exporter merges the identical initialisers, and the int8 fusion then
     leaves those convolutions in fp32: a benchmark artefact that trained models do not have."""
@@ -84,13 +87,15 @@ def randomise_norms(model, seed: int = 1000) -> None:
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 n = m.num_features
+                assert m.weight is not None and m.bias is not None
+                assert m.running_mean is not None and m.running_var is not None
                 m.weight.copy_(1 + 0.1 * torch.randn(n, generator=g))
                 m.bias.copy_(0.1 * torch.randn(n, generator=g))
                 m.running_mean.copy_(0.1 * torch.randn(n, generator=g))
                 m.running_var.copy_(0.5 + torch.rand(n, generator=g))
 
 
-def bench_config(name: str, args) -> dict:
+def bench_config(name: str, args: argparse.Namespace) -> dict:
     import torch
 
     from model.export import export_onnx, random_inputs
@@ -102,7 +107,7 @@ def bench_config(name: str, args) -> dict:
     randomise_norms(model)
     cfg = model.cfg
     flops, parts = count_flops(model, *random_inputs(cfg, batch=1))
-    res = {"config": name, "params": count_params(model), "gflops_per_sample": flops / 1e9,
+    res: dict[str, Any] = {"config": name, "params": count_params(model), "gflops_per_sample": flops / 1e9,
            "gflops_by_part": {k: v / 1e9 for k, v in parts.items()}, "tp": cfg.tp, "tf": cfg.tf,
            "rgb_size": cfg.rgb_size}
     if not args.no_eager:
@@ -110,7 +115,7 @@ def bench_config(name: str, args) -> dict:
         for b in args.batches:
             inputs = random_inputs(cfg, batch=b)
             with torch.inference_mode():
-                s = _time(lambda i=inputs: model(*i), args.reps)
+                s = _time(partial(model, *inputs), args.reps)
             res["torch_eager"][f"b{b}"] = {"ms_per_sample": 1000 * s / b, "gflops_per_s": flops * b / s / 1e9}
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(model, Path(tmp) / f"{name}.onnx")
@@ -120,7 +125,7 @@ def bench_config(name: str, args) -> dict:
     return res
 
 
-def _int8(path: Path, tmp: Path, cfg, args, flops: int) -> dict:
+def _int8(path: Path, tmp: Path, cfg: Any, args: argparse.Namespace, flops: int) -> dict:
     from model.export import ort_feeds, ort_session, random_inputs
     from model.quantize import calibration_samples, quantize_rgb_int8
     qpath = quantize_rgb_int8(path, tmp / "int8.onnx", calibration_samples(path, n=2))

@@ -7,6 +7,7 @@ and `compact` (< 3 M parameters, the demo models the service ships).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 STREAMS = ("both", "rgb", "trajectory")
 FUSION_MODES = ("pooled", "tokens")
@@ -103,9 +104,10 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known})
+        kw: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
+        return cls(**kw)
 
-    def with_(self, **kw) -> ModelConfig:
+    def with_(self, **kw: Any) -> ModelConfig:
         return replace(self, **kw)
 
 
@@ -136,7 +138,7 @@ COMPACT = ModelConfig(
 CONFIGS: dict[str, ModelConfig] = {"paper": PAPER, "compact": COMPACT}
 
 
-def get_config(name: str, expression: str | None = None, **overrides) -> ModelConfig:
+def get_config(name: str, expression: str | None = None, **overrides: Any) -> ModelConfig:
     """A named configuration; `sit_at_rest` gets Tp=64 as in the paper unless `tp` is given."""
     if name not in CONFIGS:
         raise KeyError(f"unknown model config {name!r}; expected one of {sorted(CONFIGS)}")

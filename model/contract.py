@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 from model.errors import UnknownExpression
 
@@ -84,17 +85,17 @@ class PreprocessContract:
     @classmethod
     def from_dict(cls, d: dict) -> PreprocessContract:
         known = {f for f in cls.__dataclass_fields__}
-        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
+        kw: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
         return cls(**kw)
 
     def sha256(self) -> str:
         """Hash of the contract: a feature cache keyed on it re-extracts when it changes."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
-    def with_(self, **kw) -> PreprocessContract:
+    def with_(self, **kw: Any) -> PreprocessContract:
         return replace(self, **kw)
 
 
-def contract_for(expression: str, **overrides) -> PreprocessContract:
+def contract_for(expression: str, **overrides: Any) -> PreprocessContract:
     check_expression(expression)
     return PreprocessContract(tp=default_tp(expression), **overrides)

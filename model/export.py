@@ -17,6 +17,7 @@ import tempfile
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ OUTPUT_NAME = "score"
 FP32_ATOL = 1e-4
 
 
-def contract_for_config(cfg: ModelConfig, **overrides) -> PreprocessContract:
+def contract_for_config(cfg: ModelConfig, **overrides: Any) -> PreprocessContract:
     return PreprocessContract(tp=cfg.tp, tf=cfg.tf, channels=cfg.channels, frame_size=cfg.frame_size, **overrides)
 
 
@@ -67,7 +68,7 @@ def export_onnx(model: TrampFormer, path: str | Path, *, opset: int = OPSET) -> 
     return path
 
 
-def ort_session(path: str | Path, threads: int = 1):
+def ort_session(path: str | Path, threads: int = 1) -> Any:
     import onnxruntime as ort
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
@@ -76,7 +77,7 @@ def ort_session(path: str | Path, threads: int = 1):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def ort_feeds(session, trajs, index_t, frames) -> dict[str, np.ndarray]:
+def ort_feeds(session: Any, trajs: Any, index_t: Any, frames: Any) -> dict[str, np.ndarray]:
     """Only the inputs the graph declares (a single-stream model may drop the unused ones)."""
     arrays = {"trajs": trajs, "index_t": index_t, "frames": frames}
     return {i.name: np.ascontiguousarray(arrays[i.name].numpy() if isinstance(arrays[i.name], torch.Tensor)
@@ -121,7 +122,7 @@ def check_no_clash(out_dir: str | Path, name: str, version: str) -> None:
 
 
 def build_manifest(cfg: ModelConfig, name: str, expression: str, version: str, *, contract: PreprocessContract,
-                   training, trained_on: str, clinical_use: bool, metrics: dict | None, params: int,
+                   training: Any, trained_on: str, clinical_use: bool, metrics: dict | None, params: int,
                    precision: str = "fp32", extra: dict | None = None, scale: str | None = None,
                    provenance: dict | None = None) -> dict:
     """The sidecar manifest. `scale` names the score scale (model.scales: `mds_updrs_3_2` for PFED5
@@ -152,7 +153,7 @@ def _write_metadata(path: Path, manifest: dict) -> None:
 
 
 def export_model(model: TrampFormer, cfg: ModelConfig, out_dir: str | Path, name: str, expression: str,
-                 version: str, *, training=None, metrics: dict | None = None, trained_on: str = "simulated",
+                 version: str, *, training: Any = None, metrics: dict | None = None, trained_on: str = "simulated",
                  clinical_use: bool = False, contract: PreprocessContract | None = None, check: bool = True,
                  precision: str = "fp32", calibration: list[dict[str, np.ndarray]] | None = None,
                  scale: str | None = None, provenance: dict | None = None) -> Path:

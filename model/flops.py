@@ -6,6 +6,8 @@ convention as the reference figures (333.5 GFLOPs per sample for `paper`).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,25 +24,25 @@ class FlopCounter(TorchFunctionMode):
         self.total = 0
         self.by_module: dict[str, int] = defaultdict(int)
         self._current = ["other"]
-        self._hooks = []
+        self._hooks: list[Any] = []
         if model is not None:
             for name, child in model.named_children():
                 self._hooks.append(child.register_forward_pre_hook(self._enter(name)))
                 self._hooks.append(child.register_forward_hook(self._leave))
 
-    def _enter(self, name: str):
-        def hook(*_args) -> None:
+    def _enter(self, name: str) -> Callable[..., None]:
+        def hook(*_args: Any) -> None:
             self._current.append(name)
         return hook
 
-    def _leave(self, *_args) -> None:       # returns None: a forward hook's return value replaces the output
+    def _leave(self, *_args: Any) -> None:       # returns None: a forward hook's return value replaces the output
         self._current.pop()
 
     def _add(self, n: int) -> None:
         self.total += n
         self.by_module[self._current[-1]] += n
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         if func is F.linear:
@@ -52,13 +54,13 @@ class FlopCounter(TorchFunctionMode):
             self._add(2 * out.numel() * args[0].shape[-1])
         return out
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> Any:
         for h in self._hooks:
             h.remove()
         return super().__exit__(*exc)
 
 
-def count_flops(model: torch.nn.Module, *inputs) -> tuple[int, dict[str, int]]:
+def count_flops(model: torch.nn.Module, *inputs: Any) -> tuple[int, dict[str, int]]:
     """FLOPs of one forward call on `inputs` (divide by the batch size for per-sample figures)."""
     with torch.no_grad(), FlopCounter(model) as fc:
         model(*inputs)

@@ -131,7 +131,9 @@ def _add_bare_prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def convert_state_dict(ref: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Reference layout -> our names. Returns (mapped, skipped classifier keys); raises on anything else."""
-    mapped, skipped, unknown = {}, [], []
+    mapped: dict[str, torch.Tensor] = {}
+    skipped: list[str] = []
+    unknown: list[str] = []
     for k, v in _add_bare_prefix(dict(ref)).items():
         try:
             mapped[map_key(k)] = v

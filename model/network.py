@@ -9,6 +9,8 @@ Fusion modes: `pooled` (paper: one RGB token queries one trajectory token, the a
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -31,6 +33,7 @@ class TrampFormer(nn.Module):
 
     def traj_tokens(self, trajs: torch.Tensor, index_t: torch.Tensor) -> torch.Tensor:
         """(B, Nk, D): one pooled token, or region x segment tokens in tokens mode."""
+        assert self.traj is not None, "a model without the trajectory stream"
         x = self.traj(trajs, index_t)                                     # (B, T_last, 63, C)
         if self.cfg.fusion_mode == "tokens" and self.fusion is not None:
             return self.traj.region_segment_tokens(x)
@@ -38,6 +41,7 @@ class TrampFormer(nn.Module):
 
     def rgb_tokens(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, Nq, D): the mean of the per-clip tokens, or the clip tokens in tokens mode."""
+        assert self.rgb is not None, "a model without the RGB stream"
         clips = self.rgb(frames)                                          # (B, n_clips, D)
         if self.cfg.fusion_mode == "tokens" and self.fusion is not None:
             return clips
@@ -47,10 +51,13 @@ class TrampFormer(nn.Module):
                   frames: torch.Tensor | None) -> torch.Tensor:
         """The (B, D) vector fed to the head."""
         if self.cfg.streams == "trajectory":
+            assert self.traj is not None and trajs is not None and index_t is not None
             return self.traj.pool(self.traj(trajs, index_t))
+        assert frames is not None, "the RGB stream needs frames"
         rgb = self.rgb_tokens(frames)
         if self.cfg.streams == "rgb":
             return rgb.mean(dim=1)
+        assert trajs is not None and index_t is not None, "the trajectory stream needs trajs and index_t"
         traj = self.traj_tokens(trajs, index_t)
         if self.fusion is not None:
             rgb = self.fusion(rgb, traj)
@@ -64,7 +71,7 @@ class TrampFormer(nn.Module):
         return self.cfg.to_dict()
 
 
-def build_model(config: str | ModelConfig = "paper", **overrides) -> TrampFormer:
+def build_model(config: str | ModelConfig = "paper", **overrides: Any) -> TrampFormer:
     cfg = config if isinstance(config, ModelConfig) else get_config(config, **overrides)
     if isinstance(config, ModelConfig) and overrides:
         cfg = cfg.with_(**overrides)
@@ -82,5 +89,5 @@ def from_checkpoint(ckpt: dict) -> TrampFormer:
     return model
 
 
-def checkpoint(model: TrampFormer, **extra) -> dict:
+def checkpoint(model: TrampFormer, **extra: Any) -> dict:
     return {"model_args": model.model_args(), "state_dict": model.state_dict(), **extra}

@@ -88,6 +88,8 @@ class TemporalEncoder(nn.Module):
 
 
 class RGBEncoder(nn.Module):
+    mean: torch.Tensor   # buffers
+    std: torch.Tensor
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg

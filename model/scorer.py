@@ -13,6 +13,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -28,7 +29,7 @@ N_SLOTS = 63
 class _Loaded:
     manifest: dict
     contract: PreprocessContract
-    session: object
+    session: Any   # onnxruntime.InferenceSession (no type information)
     inputs: tuple[str, ...]
     batch: int | None = None          # the graph's fixed batch size, None when the batch axis is dynamic
 
@@ -54,7 +55,7 @@ class Scorer:
         for js, onnx_path in model_pairs(self.model_dir):
             self._load(js, onnx_path, so, ort)
 
-    def _load(self, js: Path, onnx_path: Path, so, ort) -> None:
+    def _load(self, js: Path, onnx_path: Path, so: Any, ort: Any) -> None:
         manifest = read_manifest(js)
         expression = manifest.get("expression")
         if not expression:
@@ -126,12 +127,13 @@ class Scorer:
                        np.zeros((1, c.tf, c.frame_size, c.frame_size, 3), np.uint8))
 
 
-def _fail(what: str, got, expected, **details) -> None:
+def _fail(what: str, got: object, expected: object, **details: Any) -> NoReturn:
     raise ContractError(f"{what}: got {got}, the model expects {expected}",
                         details={"input": what, "got": str(got), "expected": str(expected), **details})
 
 
-def _validate(c: PreprocessContract, wanted: tuple[str, ...], trajs, index_t, frames) -> dict[str, np.ndarray]:
+def _validate(c: PreprocessContract, wanted: tuple[str, ...], trajs: Any, index_t: Any,
+              frames: Any) -> dict[str, np.ndarray]:
     feeds: dict[str, np.ndarray] = {}
     batch = None
     if "trajs" in wanted or "index_t" in wanted:

@@ -31,6 +31,7 @@ def _rel_index(size: int) -> torch.Tensor:
 
 
 class PartitionAttention(nn.Module):
+    bias_gather: torch.Tensor   # a buffer
     """Self-attention inside one Skate partition type (1..4) with a learned relative temporal bias.
 
     kind 1: local frames x one region;        kind 2: local frames x same slot in all regions;
@@ -176,6 +177,7 @@ class Stage(nn.Module):
 
 
 class TrajectoryEncoder(nn.Module):
+    freq: torch.Tensor   # a buffer
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
