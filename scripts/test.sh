@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make test`: start what the suite needs when it is missing, then lint and run pytest.
+# `make test`: start what the suite needs when it is missing, then lint (ruff), type-check (mypy) and run pytest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -40,6 +40,9 @@ fi
 
 echo "== ruff"
 "$VENV/bin/ruff" check model worker service training tests bench || exit 1
+
+echo "== mypy"
+"$VENV/bin/python" -m mypy || exit 1   # packages and strictness in pyproject.toml [tool.mypy]
 
 echo "== pytest"
 mkdir -p test-artifacts

@@ -44,7 +44,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from model.messages import explain, message, reasons_text
 
@@ -75,6 +75,14 @@ def _reasons(item: dict) -> list[str] | None:
 
 # the face regions of worker.measures.REGIONS (spelled out: this client tool does not import the worker)
 MEASURE_REGIONS = ("brows", "eyes", "nose", "upper_lip", "lower_lip", "mouth_corners")
+
+
+def _region_measure(region: str, name: str) -> Callable[[dict], Any]:
+    return lambda it: (((_result(it).get("measures") or {}).get("regions") or {}).get(region) or {}).get(name)
+
+
+def _rest_measure(name: str) -> Callable[[dict], Any]:
+    return lambda it: (((_result(it).get("measures") or {}).get("rest")) or {}).get(name)
 
 
 @dataclass(frozen=True)
@@ -111,12 +119,11 @@ COLUMNS: list[Column] = [
     Column("repetition_scores", list, lambda it: [r.get("score") for r in _result(it).get("repetitions") or []]
            if _result(it) else None),
     Column("findings", list, lambda it: _result(it).get("findings")),
-    *[Column(f"{m}_{region}", float, lambda it, m=m, region=region:
-             (((_result(it).get("measures") or {}).get("regions") or {}).get(region) or {}).get(m))
+    *[Column(f"{m}_{region}", float, _region_measure(region, m))
       for region in MEASURE_REGIONS for m in ("rom_iod", "asymmetry")],
     Column("fatigue", float, lambda it: (_result(it).get("measures") or {}).get("fatigue")),
     Column("variability", float, lambda it: (_result(it).get("measures") or {}).get("variability")),
-    *[Column(name, float, lambda it, name=name: (((_result(it).get("measures") or {}).get("rest")) or {}).get(name))
+    *[Column(name, float, _rest_measure(name))
       for name in ("blink_rate_per_min", "spontaneous_movement_iod", "lips_apart_share", "tremor_power_iod2")],
 ]
 FIELDS = [c.name for c in COLUMNS]
@@ -288,11 +295,11 @@ class RowWriter:
         self._f = open(out, "w", newline="", encoding="utf-8")
         self._begin(self._f)
 
-    def _begin(self, f) -> None:
+    def _begin(self, f: TextIO) -> None:
         if self._fmt == "csv":
             csv.DictWriter(f, fieldnames=FIELDS).writeheader()
 
-    def _line(self, f, row: dict[str, Any]) -> None:
+    def _line(self, f: TextIO, row: dict[str, Any]) -> None:
         if self._fmt == "csv":
             csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore").writerow({k: cell(row.get(k)) for k in FIELDS})
         else:
@@ -489,7 +496,7 @@ def dry_run(jobs: list[Job], served: dict[str, dict[str, str]] | None, out: Path
         row = rows[i]
         action = "send" if row is None else "done" if row.get("_kept") else row.get("error_code")
         model = (served or {}).get(job.expression or "", {})
-        print("\t".join([action, str(job.video), job.expression or "-", job.patient_ref or "-",
+        print("\t".join([str(action), str(job.video), job.expression or "-", job.patient_ref or "-",
                          model.get("version") or "-"]))
     print(f"feqa batch --dry-run: {len(todo)} would be sent, {sum(bool(r and r.get('_kept')) for r in rows)} "
           f"already done, {sum(bool(r and not r.get('_kept')) for r in rows)} not sendable; nothing was sent",

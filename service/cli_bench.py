@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+from types import ModuleType
 
 HELP = ("measure speed: model (network, PyTorch/onnxruntime), extract, api, e2e, throughput, all; "
         "invariance (whole-recording score spread over placements, and its cost)")
@@ -27,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the topic (see --help there)")
 
 
-def _load(topic: str):
+def _load(topic: str) -> ModuleType | None:
     module_name = TOPICS[topic]
     if module_name.startswith("bench."):   # bench/ sits in the repository, not in the installed packages
         import sys

@@ -167,5 +167,5 @@ def _serve_api(settings: Settings, n: int, env: dict[str, str]) -> None:
         subprocess.run(cmd, env=env, check=False)
 
 
-def _exit_on_signal(signum, _frame) -> None:
+def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)

@@ -229,5 +229,5 @@ def _mime(path: str | Path) -> str:
 def _close_files(files: Iterable[Any] | None) -> None:
     for _, spec in files or ():
         handle = spec[1] if isinstance(spec, tuple) else None
-        if hasattr(handle, "close"):
+        if handle is not None and hasattr(handle, "close"):
             handle.close()

@@ -26,7 +26,7 @@ _ctx_lock = threading.Lock()
 _ctx: Any = None
 
 
-def _context():
+def _context() -> Any:
     global _ctx
     with _ctx_lock:
         if _ctx is None:
@@ -47,7 +47,7 @@ def _vm_size() -> int:
     return 0
 
 
-def _child(conn, path: str, limits: dict, memory_bytes: int) -> None:
+def _child(conn: Any, path: str, limits: dict, memory_bytes: int) -> None:
     """In the probe process: limit the address space, probe, send the answer back."""
     import resource
 
@@ -105,7 +105,7 @@ def probe_isolated(path: Path, limits: dict, *, memory_bytes: int = PROBE_MEMORY
 def probe(path: Path, *, max_duration_s: float, max_bytes: int, isolated: bool = True,
           memory_bytes: int = PROBE_MEMORY_BYTES, timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
     """Facts about the video (at least duration_s); raises VideoError with a stable code."""
-    limits = {"max_duration_s": max_duration_s, "max_file_bytes": max_bytes}
+    limits: dict[str, Any] = {"max_duration_s": max_duration_s, "max_file_bytes": max_bytes}
     if isolated:
         return probe_isolated(path, limits, memory_bytes=memory_bytes, timeout_s=timeout_s)
     from worker.video import DecodeLimits

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
 from service import problems
-from worker.jobs.storage import ChunkWriter
+from worker.jobs.storage import Writer
 
 MAX_FIELD_BYTES = 4096
 MAX_PART_HEADER_BYTES = 4096
@@ -30,7 +31,7 @@ TEXT_FIELDS = ("expression", "patient_ref", "protocol")
 
 @dataclass
 class ParsedUpload:
-    videos: list[ChunkWriter] = field(default_factory=list)
+    videos: list[Writer] = field(default_factory=list)
     fields: dict[str, list[str]] = field(default_factory=dict)
 
     def abort(self) -> None:
@@ -41,7 +42,7 @@ class ParsedUpload:
 class _Collector:
     """Callbacks for python-multipart's push parser."""
 
-    def __init__(self, open_video: Callable[[int], ChunkWriter], max_bytes: int, max_files: int) -> None:
+    def __init__(self, open_video: Callable[[int], Writer], max_bytes: int, max_files: int) -> None:
         self.out = ParsedUpload()
         self.open_video, self.max_bytes, self.max_files = open_video, max_bytes, max_files
         self.max_parts = 2 * max_files + 4      # a video and an expression per item, patient_ref, protocol
@@ -53,7 +54,7 @@ class _Collector:
         self._hvalue = b""
         self._headers: dict[bytes, bytes] = {}
         self._name: str | None = None
-        self._writer: ChunkWriter | None = None
+        self._writer: Writer | None = None
         self._buf = bytearray()
 
     def callbacks(self) -> dict:
@@ -159,12 +160,12 @@ def boundary_of(content_type: str) -> bytes:
     return opts[b"boundary"]
 
 
-async def parse_upload(chunks: AsyncIterator[bytes], content_type: str, open_video: Callable[[int], ChunkWriter],
+async def parse_upload(chunks: AsyncIterator[bytes], content_type: str, open_video: Callable[[int], Writer],
                        *, max_bytes: int, max_files: int) -> ParsedUpload:
     """Parse the body; on any error the partial files are removed and the error re-raised. The whole body
     (files, fields, headers of parts, boundaries) counts against `max_bytes` plus a small allowance."""
     collector = _Collector(open_video, max_bytes, max_files)
-    parser = MultipartParser(boundary_of(content_type), collector.callbacks())
+    parser = MultipartParser(boundary_of(content_type), cast(Any, collector.callbacks()))
     received, body_limit = 0, max_bytes + BODY_OVERHEAD_BYTES
     try:
         async for chunk in chunks:

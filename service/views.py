@@ -9,7 +9,6 @@ from worker.jobs.db import Assessment, Item
 from worker.jobs.status import IN_FLIGHT, NO_PICTURES, ItemStatus, PicturesState
 from worker.jobs.store import assessment_status, aware
 
-MEANINGS = {0: "normal", 1: "slight", 2: "mild", 3: "moderate", 4: "severe"}
 ARTIFACTS = ("overlay", "trajectories")
 
 
@@ -83,10 +82,10 @@ def _component(system: str, it: Item) -> dict:
     if it.status == ItemStatus.SUCCEEDED and not res.get("abstained") and res.get("score") is not None:
         comp["valueQuantity"] = {"value": round(float(res["score"]), 3), "unit": "score",
                                  "system": "http://unitsofmeasure.org", "code": "{score}"}
-        rounded = res.get("score_rounded")
+        rounded, meaning = res.get("score_rounded"), str(res.get("meaning") or "")   # on the model's own scale
         comp["interpretation"] = [{"coding": [{"system": system, "code": f"severity-{rounded}",
-                                               "display": MEANINGS.get(rounded, "")}],
-                                   "text": MEANINGS.get(rounded, "")}]
+                                               "display": meaning}],
+                                   "text": meaning}]
     else:
         reason = "not-performed" if res.get("abstained") else "error"
         text = reasons_text(res.get("reasons")) or explain(it.error_code or "internal_error", it.error_message)

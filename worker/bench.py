@@ -15,17 +15,22 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from worker.face import FaceMesh
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEO = ROOT.parent / "shared" / "videos" / "tfjs-models_facemesh_input.mp4"
 FALLBACK_VIDEO = ROOT / "tests" / "data" / "pyfeat_single_face.mp4"
 
 
-def _opts(args) -> dict:
-    d = {"video": None, "frames": 150, "jitter_steps": 40, "peer": None, "peer_max_frames": None, "overlap_reps": 3}
+def _opts(args: Any) -> dict:
+    d: dict[str, Any] = {"video": None, "frames": 150, "jitter_steps": 40, "peer": None, "peer_max_frames": None, "overlap_reps": 3}
     if isinstance(args, dict):
         d.update({k: v for k, v in args.items() if v is not None})
     elif isinstance(args, (list, tuple)):
@@ -61,7 +66,7 @@ def _to_720p(rgb: np.ndarray) -> np.ndarray:
     return canvas
 
 
-def tracking_speed(frames: list[np.ndarray], mesh=None) -> dict:
+def tracking_speed(frames: list[np.ndarray], mesh: FaceMesh | None = None) -> dict:
     from worker.face import FaceMesh, FaceTracker, roi_from_detection
 
     mesh = mesh or FaceMesh(threads=1)
@@ -104,7 +109,7 @@ def decode_only(video: str) -> dict:
             "size": f"{rep.width}x{rep.height}", "fps_in": rep.fps_in}
 
 
-def whole_extraction(video: str, mesh=None) -> dict:
+def whole_extraction(video: str, mesh: FaceMesh | None = None) -> dict:
     from model.contract import PreprocessContract
     from worker.extract import extract
 
@@ -114,7 +119,7 @@ def whole_extraction(video: str, mesh=None) -> dict:
             "stage_s": ex.meta["timing_s"], "scorable": ex.quality["scorable"]}
 
 
-def overlap(video: str, mesh=None, reps: int = 3) -> dict:
+def overlap(video: str, mesh: FaceMesh | None = None, reps: int = 3) -> dict:
     """Whole extraction beside its two parts, each alone, `reps` times interleaved (the load of a shared machine
     changes between runs): decode-only = decoding with RGB conversion of the kept 25 fps frames (what the
     decode thread does), tracking-only = FaceTracker on those frames, already decoded. With decoding in its own
@@ -128,7 +133,7 @@ def overlap(video: str, mesh=None, reps: int = 3) -> dict:
     mesh = mesh or FaceMesh(threads=1)
     runs: dict[str, list[tuple[float, float]]] = {"decode": [], "tracking": [], "extraction": []}
 
-    def timed(key, fn, *args):
+    def timed(key: str, fn: Callable[..., Any], *args: Any) -> Any:
         t, c = time.perf_counter(), time.process_time()
         out = fn(*args)
         runs[key].append((time.perf_counter() - t, time.process_time() - c))
@@ -142,7 +147,7 @@ def overlap(video: str, mesh=None, reps: int = 3) -> dict:
         return [tracker.step(f) for f in frames]
 
     threads: list[dict] = []
-    def run_extract(path: str):
+    def run_extract(path: str) -> Any:
         return extract(path, PreprocessContract(), mesh=mesh)
 
     run_extract(video)      # warm-up (sessions, caches)
@@ -185,7 +190,7 @@ def known_transforms(n: int) -> list[np.ndarray]:
     return out
 
 
-def landmark_jitter(image: np.ndarray, transforms: list[np.ndarray], mesh=None) -> dict:
+def landmark_jitter(image: np.ndarray, transforms: list[np.ndarray], mesh: FaceMesh | None = None) -> dict:
     """Track a still face moved by known transforms, map the 63 slots back with the inverse transforms, and
     measure their spread (RMS distance to their mean) as a share of the inter-ocular distance."""
     import cv2
@@ -240,7 +245,7 @@ def peer_benchmark(peer: str, max_frames: int | None = None) -> dict:
         return json.loads(out.read_text())
 
 
-def main(args=None) -> dict:
+def main(args: Any = None) -> dict:
     from worker.face import FaceMesh
 
     o = _opts(args)
@@ -248,7 +253,7 @@ def main(args=None) -> dict:
         return {"peer": o["peer"], **peer_benchmark(o["peer"], o["peer_max_frames"])}
     mesh = FaceMesh(threads=1)
     frames = [_to_720p(f) for f in _frames(o["video"], int(o["frames"]))]
-    res = {"video": Path(o["video"]).name, "cpus": os.cpu_count(), "load_avg_before": os.getloadavg()}
+    res: dict[str, Any] = {"video": Path(o["video"]).name, "cpus": os.cpu_count(), "load_avg_before": os.getloadavg()}
     res["tracking_1280x720"] = tracking_speed(frames, mesh)
     res["decode"] = decode_only(o["video"])
     res["extraction"] = whole_extraction(o["video"], mesh)

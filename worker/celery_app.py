@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from json import loads
 from queue import Empty
+from typing import Any
 
 from celery import Celery
 from kombu.transport import TRANSPORT_ALIASES
@@ -15,6 +16,7 @@ from kombu.transport.sqlalchemy import Channel as SQLAChannel
 from kombu.transport.sqlalchemy import Transport as SQLATransport
 from kombu.utils.encoding import bytes_to_str
 from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
 
 from worker.jobs.db import sqlite_pragmas
 from worker.settings import Settings, get_settings
@@ -24,12 +26,12 @@ TASK_PURGE = "feqa.purge"
 
 
 class SQLiteChannel(SQLAChannel):
-    def _engine_from_config(self):
+    def _engine_from_config(self) -> Engine:
         engine = super()._engine_from_config()
         event.listen(engine, "connect", sqlite_pragmas)   # WAL + busy timeout, as for the job store
         return engine
 
-    def _get(self, queue):
+    def _get(self, queue: Any, timeout: Any = None) -> Any:
         """Take the oldest message and delete its row. kombu's own transport only marks a delivered row
         invisible and keeps it for ever (the broker file grew by every task). Nothing reads an invisible
         row again: an unacknowledged message is restored by kombu's QoS through `_put`, as before."""

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -80,7 +81,7 @@ class _CropBox:
         # the centre follows the head within about a frame; the side (face size) changes slowly, so it is
         # smoothed harder: the crop scale then hardly jitters
         self.alpha = np.array([alpha[0], alpha[0], alpha[1]])
-        self.state = None     # (cx, cy, side)
+        self.state: np.ndarray | None = None     # (cx, cy, side)
 
     def update(self, pts: np.ndarray, reset: bool) -> tuple[np.ndarray, bool]:
         """New (cx, cy, side) and whether the face jumped (moved over half the box in one frame: a cut)."""
@@ -91,6 +92,7 @@ class _CropBox:
             self.state = new
         else:
             self.state = self.alpha * new + (1 - self.alpha) * self.state
+        assert self.state is not None
         return self.state.copy(), jump
 
 
@@ -125,14 +127,14 @@ class _Track:
     z: list = field(default_factory=list)          # (63,) crop-scaled depth
     rgb: list = field(default_factory=list)        # (63, 3)
     boxes: list = field(default_factory=list)      # (4,)
-    crops: collections.deque = None                # last tp crops
+    crops: collections.deque | None = None         # last tp crops
     mesh: list = field(default_factory=list)       # (468, 2) crop px, whole-recording tracking only
     small: list = field(default_factory=list)      # model-size crops of every frame, whole-recording only
     pics: list = field(default_factory=list)       # PICTURE_CROP crops of every frame, whole-recording only
 
     def __post_init__(self) -> None:
         self.crops = collections.deque(maxlen=self.tp)
-        self.mesh_box = None                       # last mesh box in frame pixels
+        self.mesh_box: np.ndarray | None = None   # last mesh box in frame pixels
 
 
 class _Segments:
@@ -142,13 +144,15 @@ class _Segments:
     current and the longest segment so far (memory stays bounded)."""
 
     def __init__(self, tp: int, split_gap: int) -> None:
-        self.tp, self.split_gap, self.all = tp, split_gap, []
+        self.tp, self.split_gap = tp, split_gap
+        self.all: list[_Track] = []
 
     def for_frame(self, index: int, pts: np.ndarray, reacquired: bool, jumped: bool) -> _Track:
         cur = self.all[-1] if self.all else None
         box = mesh_box(pts)
         if cur is None or jumped or (reacquired and (index - cur.src[-1] - 1 > self.split_gap
-                                                      or iou(box, cur.mesh_box) < 0.2)):
+                                                      or (cur.mesh_box is not None
+                                                          and iou(box, cur.mesh_box) < 0.2))):
             longest = self.longest()
             for seg in self.all:
                 if seg is not longest:
@@ -162,12 +166,20 @@ class _Segments:
         # ties go to the later segment (the reference keeps the latter portion of a clip)
         return max(reversed(self.all), key=lambda t: len(t.src)) if self.all else None
 
+    def patient(self) -> _Track:
+        """The longest segment, once a face was found (see _refuse_if_needed)."""
+        track = self.longest()
+        if track is None:
+            raise VideoError("no face was found in the video; film the face from the front, well lit",
+                             code="no_face")
+        return track
+
     @property
     def n_frames(self) -> int:
         return sum(len(t.src) for t in self.all)
 
 
-def _backend(contract: PreprocessContract, mesh: FaceMesh, limits: ExtractLimits):
+def _backend(contract: PreprocessContract, mesh: FaceMesh, limits: ExtractLimits) -> tuple[Any, Any, int]:
     """(tracker, points -> (63, k) slots, nose-tip point index) for the contract's landmark scheme."""
     if contract.landmark_scheme == "mediapipe468_63":
         return FaceTracker(mesh, redetect_every=limits.redetect_every), lm.slots_from_468, lm.NOSE_TIP_468
@@ -191,7 +203,7 @@ def _prefetch(frames: Iterator, depth: int = 6, stats: dict | None = None) -> It
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
-    def put(item) -> bool:
+    def put(item: object) -> bool:
         while not stop.is_set():      # never block for good: the consumer may have stopped
             try:
                 q.put(item, timeout=0.1)
@@ -229,8 +241,8 @@ def _prefetch(frames: Iterator, depth: int = 6, stats: dict | None = None) -> It
             close()
 
 
-def _track_video(path, contract: PreprocessContract, limits: ExtractLimits, mesh: FaceMesh,
-                 progress, extra_rotation: int = 0, whole: bool = False
+def _track_video(path: str | Path, contract: PreprocessContract, limits: ExtractLimits, mesh: FaceMesh,
+                 progress: Callable[[str, float], None] | None, extra_rotation: int = 0, whole: bool = False
                  ) -> tuple[_Segments, QualityAccumulator, DecodeReport, dict]:
     """One tracking pass. `whole`: also keep, for every face frame, the mesh in crop pixels and the crop resized
     to the model's frame size (what a model window anywhere in the recording needs; see `Recording`)."""
@@ -269,6 +281,7 @@ def _track_video(path, contract: PreprocessContract, limits: ExtractLimits, mesh
             track.z.append(slots3[:, 2] * size / side if slots3.shape[1] > 2 else np.zeros(len(xy), np.float32))
             track.rgb.append(sample_rgb(crop, xy))
             track.boxes.append(np.array([cx - side / 2, cy - side / 2, side, side], np.float32))
+            assert track.crops is not None   # the current segment keeps its crops
             track.crops.append(crop)
             if whole:
                 track.mesh.append(to_crop(step.pts, cx, cy, side, size))
@@ -293,7 +306,7 @@ def _sideways_turn(quality: dict) -> int:
     return int(round(pose["roll"]["median"] / 90.0)) * 90 % 360
 
 
-def guess_rotation(path, mesh: FaceMesh, decode_limits: DecodeLimits, samples: int = 10) -> int:
+def guess_rotation(path: str | Path, mesh: FaceMesh, decode_limits: DecodeLimits, samples: int = 10) -> int:
     """For a video with no face found: the counter-clockwise turn (90, 180, 270) under which an upright face is
     found on at least 3 of `samples` frames, one a second (rotation metadata lost in re-encoding), else 0."""
     import itertools
@@ -310,7 +323,7 @@ def guess_rotation(path, mesh: FaceMesh, decode_limits: DecodeLimits, samples: i
         return pts is not None and abs(head_pose(pts)[2]) < 45
 
     hits = {turn: sum(upright(np.rot90(f, k=turn // 90)) for f in frames) for turn in (90, 270, 180)}
-    best = max(hits, key=hits.get)
+    best = max(hits, key=lambda turn: hits[turn])
     return best if hits[best] >= min(3, len(frames)) else 0
 
 
@@ -326,7 +339,7 @@ def _refuse_if_needed(segments: _Segments, acc: QualityAccumulator, limits: Extr
     if n / total < limits.refuse_face_share:
         raise VideoError(f"a face was found on only {n} of {total} frames; keep the face in view",
                          code="face_too_rare", details=details)
-    longest = len(segments.longest().src)
+    longest = len(segments.patient().src)
     if longest < limits.min_face_frames:
         raise VideoError(f"the face was followed for only {longest} frames in a row; record at least a few "
                          "seconds with the face in view", code="video_too_short", details=details)
@@ -354,7 +367,7 @@ def _segment_quality(quality: dict, segments: _Segments, used: _Track, fps: floa
     quality["scorable"] = not reasons
 
 
-def _channels(contract: PreprocessContract, xy, z, rgb) -> np.ndarray:
+def _channels(contract: PreprocessContract, xy: np.ndarray, z: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     chans = {"x": xy[..., 0], "y": xy[..., 1], "z": z, "r": rgb[..., 0], "g": rgb[..., 1], "b": rgb[..., 2]}
     unknown = [c for c in contract.channels if c not in chans]
     if unknown:
@@ -420,6 +433,7 @@ def _build(track: _Track, contract: PreprocessContract) -> tuple[np.ndarray, ...
     trajs, index_t, idx = _trajectory(slots, np.stack(track.nose), np.stack(track.z), np.stack(track.rgb),
                                       contract)
     lo = int(idx.min())
+    assert track.crops is not None   # the patient's (longest) segment keeps its crops
     kept_from = n - len(track.crops)                    # index of the oldest crop still held
     sel = lm.rgb_window(lo, n - 1, contract.tf, contract.pad)
     frames = _model_frames([track.crops[i - kept_from] for i in sel], slots[sel], n - lo, contract)
@@ -445,7 +459,7 @@ def extract(video_path: str | Path, contract: PreprocessContract | None = None, 
         segments, acc, report, timing = _track_video(video_path, contract, limits, mesh, progress, guessed)
         quality = acc.report()
     _refuse_if_needed(segments, acc, limits, quality)
-    track = segments.longest()
+    track = segments.patient()
     trajs, index_t, frames, lms, boxes, crops, idx, sel = _build(track, contract)
     quality = acc.report(measure_frames=set(track.src[int(idx.min()):]))    # the frames the model sees
     _segment_quality(quality, segments, track, contract.fps, limits)
@@ -586,9 +600,9 @@ def _small_frames(small: np.ndarray, slots: np.ndarray, span: int, contract: Pre
 def _kept_segments(segments: _Segments, limits: ExtractLimits, fps: float) -> list[_Track]:
     """The patient's segments: the longest, plus every other of at least half a second whose face size is
     within a factor 1.5 of it (a cut to someone much nearer or farther is left out)."""
-    longest = segments.longest()
+    longest = segments.patient()
     side = float(np.median(np.stack(longest.boxes)[:, 2]))
-    keep = []
+    keep: list[_Track] = []
     for t in segments.all:
         if t is longest:
             keep.append(t)
@@ -633,7 +647,7 @@ def extract_recording(video_path: str | Path, contract: PreprocessContract | Non
         return np.concatenate([np.stack(getattr(t, name)) for t in kept])
 
     quality = acc.report(measure_frames=set(src.tolist()))
-    _segment_quality(quality, segments, segments.longest(), contract.fps, limits)
+    _segment_quality(quality, segments, segments.patient(), contract.fps, limits)
     # a gap is handled by cutting windows at it: not blocking here; coverage is over every kept frame
     quality["reasons"] = [r for r in quality["reasons"] if r not in ("long_gap", "face_often_missing")]
     quality["used_face_frames"] = int(src.size)

@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -151,7 +152,8 @@ def uint8_hwc_input(model_bytes: bytes, scale: float, offset: float = 0.0, divid
     return model.SerializeToString()
 
 
-def _session(path: Path, threads: int = 1, scale: float = 1.0, offset: float = 0.0, divide: bool = False):
+def _session(path: Path, threads: int = 1, scale: float = 1.0, offset: float = 0.0,
+             divide: bool = False) -> Any:
     """onnxruntime session for one of the face models: PRelu and channel padding rewritten (`prelu_as_convs`,
     `channel_pad_as_conv`), uint8 HWC input (`uint8_hwc_input`), one intra-op thread by default."""
     import onnxruntime as ort
@@ -166,7 +168,7 @@ def _session(path: Path, threads: int = 1, scale: float = 1.0, offset: float = 0
     return ort.InferenceSession(graph, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def _sigmoid(x):
+def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
 
 
@@ -275,7 +277,7 @@ class FaceDetector:
         kps = (kps * INPUT - np.array([px, py])) / scale
         return self._weighted_nms(boxes, kps, scores[keep]), best, 1.0
 
-    def _weighted_nms(self, boxes, kps, scores) -> list[Detection]:
+    def _weighted_nms(self, boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray) -> list[Detection]:
         order = list(np.argsort(-scores))
         out: list[Detection] = []
         while order:
@@ -342,7 +344,8 @@ class FaceMesh:
         self.detector = FaceDetector(d / DETECTOR_FILE, threads=threads, score_threshold=score_threshold)
         self.landmarker = Landmarker(d / LANDMARK_FILE, threads=threads)
 
-    def landmarks_for(self, image_rgb: np.ndarray, det: Detection, refine: bool = True):
+    def landmarks_for(self, image_rgb: np.ndarray, det: Detection,
+                      refine: bool = True) -> tuple[np.ndarray, float]:
         pts, presence = self.landmarker(image_rgb, roi_from_detection(det))
         if refine and presence >= 0.5:
             # a second pass on the mesh's own box is closer to what tracking converges to
@@ -461,7 +464,7 @@ class FaceTracker:
                 self.roi = None
         if st.pts is None:
             self._since_seen += 1
-        if st.detected:
+        if st.detected and dets is not None:
             st.other_faces = self._others(dets, self.last_box if st.pts is not None else None)
         return st
 

@@ -252,7 +252,8 @@ def mirror_points(points: np.ndarray, width: float) -> np.ndarray:
     return out
 
 
-def reverse_time(trajs: np.ndarray, frames: np.ndarray | None = None):
+def reverse_time(trajs: np.ndarray,
+                 frames: np.ndarray | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Time reversal as in the reference: the trajectory runs backwards, index_t is left as it is.
     Returns reversed trajs, or (trajs, frames) when frames are given."""
     t = np.ascontiguousarray(trajs[:, ::-1])

@@ -11,13 +11,14 @@ FHIR read it from here.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from worker import segment as sg
 
-REGIONS: dict[str, dict[str, tuple[int, ...]]] = {
+REGIONS: dict[str, Mapping[str, tuple[int, ...]]] = {
     "brows": sg.BROWS,
     "eyes": sg.EYES,
     "nose": sg.NOSE,
@@ -78,11 +79,11 @@ MIN_MOVING_IOD = 0.01       # asymmetry is undefined below this range of motion 
 TREMOR_BAND = (4.0, 6.0)
 
 
-def _r(v, nd: int = 4):
+def _r(v: float | None, nd: int = 4) -> float | None:
     return None if v is None or not np.isfinite(v) else round(float(v), nd)
 
 
-def _side_points(groups: dict[str, tuple[int, ...]]) -> tuple[list[int], list[int], list[int]]:
+def _side_points(groups: Mapping[str, tuple[int, ...]]) -> tuple[list[int], list[int], list[int]]:
     every = sorted({i for side in groups.values() for i in side})
     return every, list(groups.get("left", ())), list(groups.get("right", ()))
 
@@ -157,9 +158,9 @@ def repetition_measures(seg: sg.Segmentation, signals: dict | None = None) -> li
     return out
 
 
-def _median(vals: list):
-    vals = [v for v in vals if v is not None]
-    return _r(float(np.median(vals))) if vals else None
+def _median(vals: list[float | None]) -> float | None:
+    given = [v for v in vals if v is not None]
+    return _r(float(np.median(given))) if given else None
 
 
 def task_measures(reps: list[dict], episodes: list) -> dict:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import BinaryIO
 
 from model.errors import VideoError
 
@@ -73,7 +74,7 @@ def _bad(what: str) -> VideoError:
                       code="not_a_video")
 
 
-def _walk(fh, start: int, end: int, depth: int, tracks: list[_Track], fragments: list[int],
+def _walk(fh: BinaryIO, start: int, end: int, depth: int, tracks: list[_Track], fragments: list[int],
           boxes: list[int]) -> None:
     if depth > MAX_DEPTH:
         raise _bad("boxes nested too deep")
@@ -123,7 +124,7 @@ def _walk(fh, start: int, end: int, depth: int, tracks: list[_Track], fragments:
             return
 
 
-def _table(fh, kind: bytes, body: int, box_end: int) -> int:
+def _table(fh: BinaryIO, kind: bytes, body: int, box_end: int) -> int:
     """The entry count of a table box; its entries must fit inside the box."""
     fh.seek(body + 4)                       # version/flags
     raw = fh.read(4)
@@ -137,7 +138,7 @@ def _table(fh, kind: bytes, body: int, box_end: int) -> int:
     return n
 
 
-def _stts_total(fh, body: int, box_end: int, n: int) -> int:
+def _stts_total(fh: BinaryIO, body: int, box_end: int, n: int) -> int:
     """Sum of the sample counts in stts (each entry: count, delta); read in bounded blocks."""
     total, pos, left = 0, body + 8, n
     fh.seek(pos)
@@ -151,7 +152,7 @@ def _stts_total(fh, body: int, box_end: int, n: int) -> int:
     return total
 
 
-def _stsz(fh, kind: bytes, body: int, box_end: int, track: _Track) -> None:
+def _stsz(fh: BinaryIO, kind: bytes, body: int, box_end: int, track: _Track) -> None:
     fh.seek(body + 4)
     raw = fh.read(8)
     if len(raw) < 8:

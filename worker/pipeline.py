@@ -15,7 +15,6 @@ import numpy as np
 
 log = logging.getLogger("feqa.pipeline")
 
-MEANINGS = {0: "normal", 1: "slight", 2: "mild", 3: "moderate", 4: "severe"}
 REPORTED_STAGES = ("decoding", "tracking", "scoring")   # the API's progress stages; others are only timed
 Progress = Callable[[str, float], None]
 
@@ -24,13 +23,6 @@ def model_facts(manifest: dict) -> dict:
     return {"name": str(manifest.get("name", "")), "version": str(manifest.get("version", "")),
             "sha256": str(manifest.get("sha256", "")), "trained_on": str(manifest.get("trained_on", "untrained")),
             "training_data": manifest.get("training_data"), "clinical_use": bool(manifest.get("clinical_use", False))}
-
-
-def graded(raw: float) -> dict:
-    """Clip the model output to the 0..4 scale and name the nearest grade."""
-    score = float(np.clip(raw, 0.0, 4.0))
-    rounded = int(np.floor(score + 0.5))
-    return {"score": round(score, 4), "score_rounded": rounded, "meaning": MEANINGS[rounded]}
 
 
 class StageClock:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,7 @@ PANELS = (
 PAIR_COLOURS = ("#0b5cad", "#c2410c")
 
 
-def _figure(w: float, h: float, dpi: int = 100):
+def _figure(w: float, h: float, dpi: int = 100) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -87,7 +88,7 @@ def movement(landmarks: np.ndarray, *, fps: float = 25.0, start_s: float = 0.0, 
     return Movement(t, regions, overall, neutral, peak, iod)
 
 
-def extraction_movement(extraction) -> Movement:
+def extraction_movement(extraction: Any) -> Movement:
     meta = getattr(extraction, "meta", {}) or {}
     n = len(extraction.landmarks)
     fps, start = _fps_and_start(meta, n)
@@ -100,7 +101,7 @@ def extraction_movement(extraction) -> Movement:
     return mv
 
 
-def _real_frames(extraction) -> tuple[np.ndarray, np.ndarray, bool]:
+def _real_frames(extraction: Any) -> tuple[np.ndarray, np.ndarray, bool]:
     """(frames, landmarks in those frames' pixels, whether the frames are the real face crops)."""
     crops = getattr(extraction, "crops", None)
     lms = np.asarray(extraction.landmarks)
@@ -129,7 +130,7 @@ def _rest_positions_in(pts: np.ndarray, frame: int, neutral: int) -> np.ndarray:
     return np.stack([out.real, out.imag], -1)
 
 
-def _draw_face(ax, image: np.ndarray, pts: np.ndarray | None, title: str, point_size: float,
+def _draw_face(ax: Any, image: np.ndarray, pts: np.ndarray | None, title: str, point_size: float,
                rest: np.ndarray | None = None, legend: bool = False) -> None:
     ax.imshow(image)
     if pts is not None:
@@ -146,13 +147,15 @@ def _draw_face(ax, image: np.ndarray, pts: np.ndarray | None, title: str, point_
     ax.axis("off")
 
 
-def overlay_png(extraction_or_frames, path: str | Path, *, landmarks: np.ndarray | None = None,
+def overlay_png(extraction_or_frames: Any, path: str | Path, *, landmarks: np.ndarray | None = None,
                 n: int = 2, point_size: float = 9.0) -> Path:
     """The most neutral frame and the frame of largest movement, side by side, landmarks drawn on them.
 
     Pass an Extraction (its real face crops when it kept them, else its model frames), or frames
     (T, H, W, 3) uint8 with `landmarks` (T, 63, 2) in those frames' pixels.
     """
+    pts: np.ndarray | None
+    mv: Movement | None
     if hasattr(extraction_or_frames, "landmarks"):
         frames, pts, real = _real_frames(extraction_or_frames)
         mv = extraction_movement(extraction_or_frames)
@@ -191,7 +194,7 @@ def overlay_png(extraction_or_frames, path: str | Path, *, landmarks: np.ndarray
     return path
 
 
-def trajectory_png(extraction, path: str | Path) -> Path:
+def trajectory_png(extraction: Any, path: str | Path) -> Path:
     """Displacement of each face region from the neutral frame over time, in inter-ocular distances (IOD).
 
     Pass an Extraction, or (T, 63, 2) landmarks (at 25 frames per second from 0 s)."""

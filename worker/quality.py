@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -85,7 +86,7 @@ class QualityAccumulator:
     runs_with_others: int = 0
     max_other_faces: int = 0
 
-    def add_frame(self, index: int, frame_shape: tuple, step, pts: np.ndarray | None,
+    def add_frame(self, index: int, frame_shape: tuple, step: Any, pts: np.ndarray | None,
                   crop: np.ndarray | None, gray: np.ndarray | None = None) -> None:
         """One frame; `gray` is the crop in grey when the caller already has it."""
         self.n_frames = max(self.n_frames, index + 1)
@@ -142,7 +143,7 @@ class QualityAccumulator:
 
     @staticmethod
     def _medians(rows: np.ndarray) -> dict:
-        def med(col: int):
+        def med(col: int) -> float | None:
             v = rows[:, col][np.isfinite(rows[:, col])]
             return round(float(np.median(v)), 3) if v.size else None
         return {"face_px": med(0), "face_fraction": med(1), "luma": med(5), "sharpness": med(6)}

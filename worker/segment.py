@@ -134,7 +134,7 @@ def _c(xy: np.ndarray) -> np.ndarray:
     return xy[..., 0].astype(np.float64) + 1j * xy[..., 1].astype(np.float64)
 
 
-def align(mesh: np.ndarray, ref: np.ndarray, anchors=RIGID) -> np.ndarray:
+def align(mesh: np.ndarray, ref: np.ndarray, anchors: tuple[int, ...] = RIGID) -> np.ndarray:
     """(N, P, 2) points mapped onto `ref` (P, 2) by the least-squares similarity fitted on the anchor points."""
     z, r = _c(mesh), _c(ref)
     za, ra = z[:, list(anchors)], r[list(anchors)]
@@ -232,7 +232,7 @@ def segment(mesh: np.ndarray, runs: list, expression: str, fps: float,
     feat = _neutral_feature(expression, aligned, fps)
     rows = np.argsort(feat, kind="stable")[:k]
     neutral = aligned[rows].mean(0)
-    iod = float(max(interocular(neutral), 1e-6))
+    iod = max(float(interocular(neutral)), 1e-6)
     disp = (aligned - neutral) / iod
     pts = list(TASK_POINTS[expression])
     raw = np.linalg.norm(disp[:, pts], axis=-1).mean(1)
@@ -387,6 +387,6 @@ def plan_windows(seg: Segmentation, tp: int) -> list[WindowPlan]:
             out.append(WindowPlan(a, b, None))
             continue
         count = int(np.ceil((b - a) / tp))
-        starts = np.round(np.linspace(a, b - tp, count)).astype(int)
-        out.extend(WindowPlan(int(s), int(s) + tp, None) for s in starts)
+        tiles = np.round(np.linspace(a, b - tp, count)).astype(int)
+        out.extend(WindowPlan(int(s), int(s) + tp, None) for s in tiles)
     return out

@@ -9,11 +9,14 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
+from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from model.errors import FeqaError, InputError
 from worker.celery_app import TASK_ASSESS, TASK_PURGE
+from worker.jobs.db import Item
 from worker.jobs.keys import artifacts_prefix
 from worker.jobs.status import NO_PICTURES
 from worker.jobs.store import Store
@@ -42,7 +45,7 @@ class Throttled:
             self.last = (stage, pct)
 
 
-def run_item(st: ProcessState, item) -> bool:
+def run_item(st: ProcessState, item: Item) -> bool:
     """Score the item and publish the result; the pictures are drawn afterwards on this process's
     picture thread, so the next item's tracking overlaps them. Returns whether this run wrote the
     result (False when the assessment was deleted meanwhile)."""
@@ -55,6 +58,7 @@ def run_item(st: ProcessState, item) -> bool:
         load_models(st)
     if st.scorer is None:
         raise FeqaError(f"no model loaded: {st.problem}", code="model_unavailable", http_status=503)
+    assert item.video_key is not None   # claim_item hands out only items that still have their video
     # A local path for the length of the scoring: the file itself on a local directory, a private
     # temporary copy (removed afterwards) from object storage.
     with st.storage.fetch(item.video_key) as video:
@@ -67,7 +71,7 @@ def run_item(st: ProcessState, item) -> bool:
     return True
 
 
-def pictures_job(st: ProcessState, item_id: int, prefix: str, extraction) -> None:
+def pictures_job(st: ProcessState, item_id: int, prefix: str, extraction: Any) -> None:
     from worker.pipeline import draw_pictures
 
     out_dir = Path(tempfile.mkdtemp(prefix="feqa-pictures-"))   # this worker's own disk, 0700
@@ -97,14 +101,14 @@ def json_safe(details: dict | None) -> dict | None:
         if details else None
 
 
-def drop_video(st: ProcessState, item) -> None:
+def drop_video(st: ProcessState, item: Item) -> None:
     if get_settings().video_retention_hours <= 0 and item.video_key:
         st.storage.delete(item.video_key)
         st.store.mark_video_deleted(item.id)
 
 
 @app.task(name=TASK_ASSESS, bind=True, acks_late=True, reject_on_worker_lost=True)
-def assess_item(self, item_id: int) -> str:
+def assess_item(self: Task, item_id: int) -> str:
     """Score one item. Idempotent: a redelivered task finds the item finished and does nothing."""
     settings = get_settings()
     st = state()

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ def _max_samples(limits: DecodeLimits) -> int:
     return limits.max_samples or int(limits.max_duration_s * 500) + 1000
 
 
-def _open(path: str | Path, limits: DecodeLimits | None = None):
+def _open(path: str | Path, limits: DecodeLimits | None = None) -> Any:
     import av
 
     from worker.mp4index import check_sample_index
@@ -65,7 +66,7 @@ def _open(path: str | Path, limits: DecodeLimits | None = None):
     return container
 
 
-def _video_stream(container):
+def _video_stream(container: Any) -> Any:
     fmt = container.format.name
     if not container.streams.video:
         container.close()
@@ -83,7 +84,7 @@ def _video_stream(container):
     return stream
 
 
-def _tag_rotation(stream) -> int:
+def _tag_rotation(stream: Any) -> int:
     """Counter-clockwise degrees from an old-style 'rotate' tag (which is clockwise)."""
     try:
         return -int(float(stream.metadata.get("rotate", 0))) % 360
@@ -95,7 +96,7 @@ def _normalise_rotation(deg: int) -> int:
     return int(round(deg / 90.0)) * 90 % 360
 
 
-def _duration_s(container, stream) -> float | None:
+def _duration_s(container: Any, stream: Any) -> float | None:
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None:
@@ -103,13 +104,13 @@ def _duration_s(container, stream) -> float | None:
     return None
 
 
-def _limit_decoder(stream, limits: DecodeLimits) -> None:
+def _limit_decoder(stream: Any, limits: DecodeLimits) -> None:
     """The decoder itself refuses pictures above `max_pixels` (it never allocates them)."""
     cc = stream.codec_context
     cc.options = {**(cc.options or {}), "max_pixels": str(limits.max_pixels)}
 
 
-def _refuse_if_oversized(stream, limits: DecodeLimits) -> None:
+def _refuse_if_oversized(stream: Any, limits: DecodeLimits) -> None:
     """After a decode error: a stream whose parameters switched to pictures over the limit."""
     cc = stream.codec_context
     w, h = cc.width or cc.coded_width, cc.height or cc.coded_height
@@ -117,7 +118,7 @@ def _refuse_if_oversized(stream, limits: DecodeLimits) -> None:
         _check_dims(w, h, limits)
 
 
-def _first_frame(container, stream, limits: DecodeLimits, max_packets: int = 300):
+def _first_frame(container: Any, stream: Any, limits: DecodeLimits, max_packets: int = 300) -> Any:
     import av
 
     n = 0
@@ -175,7 +176,7 @@ def probe(path: str | Path, limits: DecodeLimits | None = None) -> dict:
         container.close()
 
 
-def _scan_duration(container, stream, first_frame, limits: DecodeLimits) -> float | None:
+def _scan_duration(container: Any, stream: Any, first_frame: Any, limits: DecodeLimits) -> float | None:
     """Duration from packet timestamps (demuxing only, no decoding); stops once past the limit."""
     import av
 
@@ -245,10 +246,11 @@ class _Converter:
 
     def __init__(self, limits: DecodeLimits, rotation: int) -> None:
         self.limits, self.rotation = limits, rotation
-        self.key, self.rgb = None, None
+        self.key: int | None = None
+        self.rgb: np.ndarray | None = None
 
-    def __call__(self, key: int, frame, report: DecodeReport) -> np.ndarray:
-        if key == self.key:
+    def __call__(self, key: int, frame: Any, report: DecodeReport) -> np.ndarray:
+        if key == self.key and self.rgb is not None:
             return self.rgb
         w, h = frame.width, frame.height
         scale = min(1.0, self.limits.max_side / max(w, h))
@@ -302,7 +304,7 @@ def iter_frames(path: str | Path, fps: float = 25.0, limits: DecodeLimits | None
         container.close()
 
 
-def _frame_time(frame, stream, fallback_rate: float, n: int) -> float | None:
+def _frame_time(frame: Any, stream: Any, fallback_rate: float, n: int) -> float | None:
     if frame.pts is not None and stream.time_base is not None:
         return float(frame.pts * stream.time_base)
     if frame.time is not None:
@@ -310,7 +312,7 @@ def _frame_time(frame, stream, fallback_rate: float, n: int) -> float | None:
     return n / fallback_rate if fallback_rate else None
 
 
-def _decoded(container, stream, report: DecodeReport, limits: DecodeLimits):
+def _decoded(container: Any, stream: Any, report: DecodeReport, limits: DecodeLimits) -> Iterator[Any]:
     """Decoded frames, tolerating a few corrupt packets; every frame's size is checked against the limits
     (a stream may switch to other picture sizes after its header and first frame)."""
     import av
@@ -336,17 +338,18 @@ def _decoded(container, stream, report: DecodeReport, limits: DecodeLimits):
         report.decode_errors += 1   # truncated file: keep what was decoded
 
 
-def _resample(container, stream, fps, limits, report, duration, progress, extra_rotation=0
+def _resample(container: Any, stream: Any, fps: float, limits: DecodeLimits, report: DecodeReport,
+              duration: float | None, progress: Callable[[float], None] | None, extra_rotation: int = 0
               ) -> Iterator[DecodedFrame]:
     step = 1.0 / fps
     fallback = float(report.fps_header or fps)
     convert: _Converter | None = None
-    prev = None                # (time, frame, src_index)
-    t0 = None
+    prev: tuple[float, Any, int] | None = None   # (time, frame, src_index)
+    t0 = 0.0                   # the first frame's time, set at the first frame
     k = 0                      # next output index
-    last_t = None
-    intervals = []
-    used_src = set()
+    last_t: float | None = None
+    intervals: list[float] = []
+    used_src: set[int] = set()
     for frame in _decoded(container, stream, report, limits):
         t = _frame_time(frame, stream, fallback, report.n_frames_in)
         if t is None or (last_t is not None and t <= last_t):
@@ -374,6 +377,7 @@ def _resample(container, stream, fps, limits, report, duration, progress, extra_
             progress(min(1.0, (t - t0) / duration))
     if prev is None:
         raise VideoError("no frame could be decoded from the video stream", code="not_a_video")
+    assert convert is not None and last_t is not None   # set with the first frame
     last_dur = float(np.median(intervals)) if intervals else step
     while k * step < prev[0] - t0 + last_dur / 2:
         yield _emit(k, step, prev, convert, report, used_src)
@@ -381,7 +385,8 @@ def _resample(container, stream, fps, limits, report, duration, progress, extra_
     _finish(report, intervals, used_src, last_t - t0 + last_dur)
 
 
-def _emit(k, step, prev, convert, report, used_src) -> DecodedFrame:
+def _emit(k: int, step: float, prev: tuple[float, Any, int], convert: _Converter, report: DecodeReport,
+          used_src: set[int]) -> DecodedFrame:
     t, frame, src = prev
     if src in used_src:
         report.duplicated += 1

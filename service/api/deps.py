@@ -175,12 +175,12 @@ async def current_principal(request: Request, store: StoreDep, settings: Setting
     """The caller (tenant + key id); raises 401 or 429 as problem+json. Only a key missing from the
     cache costs a thread hop and a query."""
     cred = credential(request)
-    cached = None
+    cached: Principal | None = None
     if cred is not None:
         if cred[0] == "session":
             check_origin(request, settings)
         cached = request.app.state.key_cache.get(f"{cred[0]}:{cred[1]}")
-    principal = cached or await run_in_threadpool(authenticate, request, store, settings)
+    principal = cached if cached is not None else await run_in_threadpool(authenticate, request, store, settings)
     wait = request.app.state.rate_limiter.check(principal.key_id)
     if wait > 0:
         raise problems.Problem(429, problems.RATE_LIMITED, "too many requests for this API key; slow down",

@@ -17,9 +17,11 @@ import logging
 import time
 
 from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import problems
 from service.uploads import ClientGone
+from worker.settings import Settings
 
 log = logging.getLogger("feqa.api")
 NO_STORE = (b"cache-control", b"no-store")
@@ -32,13 +34,13 @@ class BodyTimeout(problems.Problem):
 
 
 class Guard:
-    def __init__(self, app, settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.max_headers = settings.max_headers
         self.idle_s = settings.body_idle_timeout_s
         self.total_s = settings.body_timeout_s
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -51,7 +53,7 @@ class Guard:
         started = False
         no_store = scope.get("path", "").startswith("/v1/")
 
-        async def guarded_receive():
+        async def guarded_receive() -> Message:
             nonlocal body_done
             if body_done:
                 return await receive()
@@ -66,7 +68,7 @@ class Guard:
                 body_done = True
             return message
 
-        async def guarded_send(message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
@@ -87,7 +89,7 @@ class Guard:
                 await _problem(send, 500, problems.INTERNAL_ERROR, "internal error; the event was logged")
 
 
-async def _problem(send, status: int, code: str, detail: str) -> None:
+async def _problem(send: Send, status: int, code: str, detail: str) -> None:
     response = problems.problem_response(status, code, detail, headers={"Connection": "close"})
     await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
     await send({"type": "http.response.body", "body": response.body})

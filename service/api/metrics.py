@@ -3,11 +3,14 @@ durations (read from the job store at scrape time, since the workers are other p
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from worker.jobs.status import IN_FLIGHT
 from worker.jobs.store import Store
@@ -19,7 +22,7 @@ class StoreCollector:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily("feqa_queue_depth", "Items waiting or running", labels=["status"])
         counts = self.store.queue_depth()
         for status in IN_FLIGHT:
@@ -46,16 +49,16 @@ class Metrics:
 class MetricsMiddleware:
     """Plain ASGI middleware (BaseHTTPMiddleware would add a task and a stream per request)."""
 
-    def __init__(self, app, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         start, status = time.perf_counter(), [500]
 
-        async def send_wrapper(message) -> None:
+        async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
             await send(message)

@@ -23,7 +23,7 @@ from service.schemas import Problem
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 # FastAPI declares the schemes from service.api.deps (BEARER, API_KEY_HEADER); each secured operation
 # gets one requirement per scheme (either works).
-SECURITY = [{"bearerAuth": []}, {"apiKeyHeader": []}]
+SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"apiKeyHeader": []}]
 BINARY = {"type": "string", "format": "binary", "contentMediaType": "image/png"}
 
 

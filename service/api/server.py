@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -26,6 +27,7 @@ class GuardedH11Protocol(H11Protocol):
     """H11 with a deadline for each request's headers (from connection start or the previous response)."""
 
     header_timeout_s: float | None = None
+    _header_timer: asyncio.TimerHandle | None = None
 
     def _arm_header_timer(self) -> None:
         self._cancel_header_timer()
@@ -71,7 +73,7 @@ def uvicorn_options(settings: Settings) -> dict:
 
 
 def serve(host: str, port: int, *, workers: int = 1, log_level: str = "info", proxy_headers: bool = False,
-          forwarded_allow_ips: str | None = None, settings: Settings | None = None, app=None) -> None:
+          forwarded_allow_ips: str | None = None, settings: Settings | None = None, app: Any = None) -> None:
     """Serve `app` (an app built here, one process) or the app factory (`workers` processes)."""
     import uvicorn
 

@@ -135,7 +135,7 @@ _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 
 
-def sqlite_pragmas(dbapi_conn, _record=None) -> None:
+def sqlite_pragmas(dbapi_conn: Any, _record: object = None) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets the API read while a worker writes; busy_timeout waits instead of failing on a lock.
     cur.execute("PRAGMA journal_mode=WAL")

@@ -6,16 +6,20 @@ so several processes running it at once do no harm.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
+from worker.jobs.db import Assessment
 from worker.jobs.keys import assessment_prefixes
 from worker.jobs.storage import Storage
 from worker.jobs.store import Store
 from worker.settings import Settings
 
 log = logging.getLogger("feqa.purge")
+T = TypeVar("T")
 
 
-def _each(what: str, rows, action) -> tuple[int, int]:
+def _each(what: str, rows: Iterable[T], action: Callable[[T], None]) -> tuple[int, int]:
     """Apply `action` to every row; one that fails is logged (by class: the error text may name a file) and
     left for the next cycle, the others proceed. Returns (done, failed)."""
     done = failed = 0
@@ -34,12 +38,12 @@ def purge(store: Store, storage: Storage, settings: Settings) -> dict[str, int]:
     """Each expired video, assessment and partial upload is handled on its own: one that cannot be removed
     (a file the process may not delete, a database hiccup) does not stop the others, nor the orphan
     re-queueing that runs after this in the worker's housekeeping."""
-    def drop_video(row) -> None:
+    def drop_video(row: tuple[int, str]) -> None:
         item_id, key = row
         storage.delete(key)
         store.mark_video_deleted(item_id)
 
-    def drop_assessment(a) -> None:
+    def drop_assessment(a: Assessment) -> None:
         for prefix in assessment_prefixes(a.id):   # files first: a failure leaves the row for the retry
             storage.delete_prefix(prefix, strict=True)
         store.expire_assessment(a.id)

@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast, overload
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, Result, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -56,6 +57,12 @@ def hash_secret(salt: str, secret: str) -> str:
     return hashlib.sha256((salt + secret).encode()).hexdigest()
 
 
+@overload
+def aware(dt: datetime) -> datetime: ...
+@overload
+def aware(dt: None) -> None: ...
+
+
 def aware(dt: datetime | None) -> datetime | None:
     """SQLite hands datetimes back naive; they were written in UTC."""
     if dt is not None and dt.tzinfo is None:
@@ -66,6 +73,11 @@ def aware(dt: datetime | None) -> datetime | None:
 
 def assessment_status(items: list[Item]) -> JobStatus:
     return job_status([it.status for it in items])
+
+
+def changed(res: Result[Any]) -> int:
+    """The rows an UPDATE changed (Session.execute is typed for SELECTs)."""
+    return cast(CursorResult[Any], res).rowcount
 
 
 class Store:
@@ -111,7 +123,7 @@ class Store:
     def revoke_key(self, key_id: str) -> bool:
         with self.session() as s:
             res = s.execute(update(ApiKey).where(ApiKey.id == key_id).values(revoked_at=utcnow()))
-            return res.rowcount == 1
+            return changed(res) == 1
 
     # --- web sessions (the web form's cookie) ----------------------------------------------
     @staticmethod
@@ -143,7 +155,7 @@ class Store:
         with self.session() as s:
             res = s.execute(update(WebSession).where(WebSession.digest == self._session_digest(session_id),
                                                      WebSession.revoked_at.is_(None)).values(revoked_at=utcnow()))
-            return res.rowcount == 1
+            return changed(res) == 1
 
     # --- assessments --------------------------------------------------------------------
     @staticmethod
@@ -306,7 +318,7 @@ class Store:
                                                Item.attempts == it.attempts).values(
                 status=ItemStatus.RUNNING, stage="decoding", percent=0.0, attempts=it.attempts + 1, worker=worker,
                 started_at=utcnow()))
-            if res.rowcount != 1:
+            if changed(res) != 1:
                 return None
             s.refresh(it)
             return it
@@ -338,7 +350,7 @@ class Store:
                     Item.worker.is_(None) if w is None else Item.worker == w,
                     Item.queued_at == at).values(status=ItemStatus.QUEUED, stage="queued", percent=0.0,
                                                  queued_at=utcnow()))
-                if res.rowcount == 1:
+                if changed(res) == 1:
                     ids.append(i)
         return ids
 
@@ -354,7 +366,7 @@ class Store:
             res = s.execute(update(Item).where(Item.id == item_id, Item.status == ItemStatus.RUNNING).values(
                 status=ItemStatus.SUCCEEDED, stage="done", percent=100.0, result=result, artifacts=artifacts,
                 finished_at=utcnow(), error_code=None, error_message=None, error_details=None))
-            if res.rowcount != 1:
+            if changed(res) != 1:
                 return False
             s.add_all([StageDuration(item_id=item_id, stage=k, seconds=float(v)) for k, v in durations.items()])
             self._touch(s, item_id)
@@ -365,7 +377,7 @@ class Store:
         with self.session() as s:
             res = s.execute(update(Item).where(Item.id == item_id, Item.status == ItemStatus.SUCCEEDED)
                             .values(artifacts=artifacts))
-            if res.rowcount != 1:
+            if changed(res) != 1:
                 return False
             s.add_all([StageDuration(item_id=item_id, stage=k, seconds=float(v)) for k, v in durations.items()])
             return True
@@ -452,7 +464,7 @@ class Store:
             rows = s.execute(select(Item.id, Item.video_key).where(
                 Item.status == ItemStatus.SUCCEEDED, Item.video_key.is_not(None), Item.video_deleted_at.is_(None),
                 Item.finished_at <= since))
-            return [(i, k) for i, k in rows]
+            return [(i, k) for i, k in rows if k is not None]
 
     def expired_assessments(self, retention_days: float) -> list[Assessment]:
         since = utcnow() - timedelta(days=retention_days)

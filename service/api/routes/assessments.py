@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
@@ -20,9 +20,10 @@ from service.schemas import AssessmentCreated, AssessmentOut, RetryOut
 from service.served import served, unavailable_problem_text
 from service.uploads import ParsedUpload, parse_upload, storage_unavailable, too_large
 from service.views import ARTIFACTS, assessment_out, assessment_url, fhir_observation
+from worker.jobs.db import Assessment, Item
 from worker.jobs.keys import upload_key, uploads_prefix
 from worker.jobs.status import JobStatus
-from worker.jobs.storage import Storage
+from worker.jobs.storage import Storage, Writer
 from worker.jobs.store import NewItem, Principal, Store, assessment_status
 from worker.settings import Settings
 
@@ -42,7 +43,7 @@ UPLOAD_BODY = {
             "protocol": {"type": "string", "enum": list(PROTOCOLS)},
         }}}},
 }
-PROBLEM = {"content": {"application/problem+json": {}}}
+PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 
 
 def base_url(request: Request, settings: Settings) -> str:
@@ -122,7 +123,7 @@ def check_served(store: Store, settings: Settings, expressions: list[str]) -> No
                                    details={"index": i, "expression": e, "served": s.expressions})
 
 
-def check_video(w, settings: Settings, index: int) -> None:
+def check_video(w: Writer, settings: Settings, index: int) -> None:
     """Refuse empty files, non-videos and too-long videos before anything is queued."""
     if w.size == 0:
         raise VideoError(f"{video_label(index)} is empty", code="empty_file", details={"index": index})
@@ -251,7 +252,7 @@ async def _replay(request: Request, store: Store, settings: Settings, principal:
     return _accepted(request, settings, aid, status, 200)
 
 
-def _load(store: Store, principal: Principal, assessment_id: str):
+def _load(store: Store, principal: Principal, assessment_id: str) -> tuple[Assessment, list[Item]]:
     check_id(assessment_id)
     found = store.get_assessment(principal.tenant, assessment_id)
     if found is None:   # also for another tenant's id: never reveal that it exists

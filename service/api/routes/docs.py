@@ -55,7 +55,7 @@ def docs(request: Request) -> HTMLResponse:
         swagger_css_url=f"{root}{SWAGGER_PREFIX}/swagger-ui.css",
         swagger_favicon_url=f"{root}{SWAGGER_PREFIX}/favicon-32x32.png",
         swagger_ui_parameters={"validatorUrl": None})   # no badge fetched from validator.swagger.io
-    html = page.body.decode()
+    html = bytes(page.body).decode()
     return HTMLResponse(html, headers={"Content-Security-Policy": docs_csp(html),
                                        "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"})
 

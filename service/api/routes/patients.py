@@ -8,7 +8,7 @@ import base64
 import binascii
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -73,7 +73,8 @@ async def list_patient_assessments(patient_ref: PatientRef, request: Request, pr
 
 
 def _bundle(store: Store, principal: Principal, settings: Settings, ref: str, base: str) -> dict:
-    pages, before = [], None
+    pages: list[Any] = []
+    before = None
     while len(pages) < MAX_BUNDLE:
         page, before = store.patient_assessments(principal.tenant, ref, principal.key_id, limit=100,
                                                  before=before, since=_since(settings))

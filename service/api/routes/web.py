@@ -186,7 +186,7 @@ def read_session(request: Request, store: StoreDep, settings: SettingsDep) -> Se
     try:
         principal = authenticate(request, store, settings)
     except problems.Problem:
-        return SessionOut(authenticated=False, anonymous_allowed=settings.anonymous_allowed)
+        return SessionOut(authenticated=False, method=None, anonymous_allowed=settings.anonymous_allowed)
     cred = credential(request)
     if principal.key_id == "anonymous":
         method = "anonymous"
