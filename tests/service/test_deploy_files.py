@@ -42,17 +42,33 @@ def test_compose_file_matches_the_compose_spec_schema():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_compose_services_build_existing_dockerfiles_and_share_storage():
+def test_compose_services_build_existing_dockerfiles_and_store_objects_in_minio():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"redis", "postgres", "api", "worker-cpu", "worker-gpu"} <= set(services)
+    assert {"redis", "postgres", "minio", "minio-bucket", "api", "worker-cpu", "worker-gpu"} <= set(services)
+    bucket_env = services["minio-bucket"]["environment"]
+    assert services["minio-bucket"]["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert services["minio"]["healthcheck"]["test"]
     for name in ("api", "worker-cpu", "worker-gpu"):
         svc = services[name]
+        env = svc["environment"]
         assert (ROOT / svc["build"]["context"] / svc["build"]["dockerfile"]).is_file(), name
-        assert "uploads:/data" in svc["volumes"], name
         assert svc["depends_on"]["postgres"]["condition"] == "service_healthy", name
-        assert svc["environment"]["FEQA_SECRET_KEY"].startswith("${FEQA_SECRET_KEY:?"), name
+        assert svc["depends_on"]["minio-bucket"]["condition"] == "service_completed_successfully", name
+        assert env["FEQA_SECRET_KEY"].startswith("${FEQA_SECRET_KEY:?"), name
+        # Object storage, and no volume shared with another FEQA service: only the read-only models.
+        assert env["FEQA_STORAGE_BACKEND"] == "s3" and env["FEQA_S3_ENDPOINT_URL"] == "http://minio:9000", name
+        assert env["FEQA_S3_BUCKET"] == bucket_env["FEQA_S3_BUCKET"], name
+        assert env["FEQA_S3_SECRET_ACCESS_KEY"].startswith("${FEQA_S3_SECRET_ACCESS_KEY:?"), name
+        assert "FEQA_STORAGE_DIR" not in env, name
+        assert all(v.endswith(":ro") for v in svc.get("volumes", [])), (name, svc.get("volumes"))
+    assert "uploads" not in compose["volumes"]
     assert services["worker-gpu"]["profiles"] == ["gpu"]
+
+
+def test_images_that_may_use_object_storage_install_boto3():
+    for dockerfile in ("Dockerfile.api", *WORKER_IMAGES):
+        assert "boto3" in {_name(s) for s in _pip_specs(dockerfile)}, dockerfile
 
 
 @pytest.mark.parametrize("dockerfile", ["Dockerfile.api", *WORKER_IMAGES])
