@@ -118,3 +118,19 @@ def test_history_pages_on_postgresql_with_equal_times(tmp_path):
             if before is None:
                 break
         assert seen == sorted(ids, reverse=True)
+
+
+def test_fhir_uses_the_words_of_each_models_own_scale(client, app, keys):
+    from model.scales import TORONTO
+
+    store = app.state.store
+    aid = store.new_id()
+    store.create_assessment(aid, "clinic-a", [NewItem("brow", f"uploads/{aid}/0.video", "0" * 64, 1)],
+                            protocol="toronto", patient_ref="P-T")
+    (item,) = store.item_ids(aid)
+    store.claim_item(item, "w", 3)
+    store.finish_item(item, {"expression": "brow", **TORONTO.grade(2.2), "scale": TORONTO.to_dict(),
+                             "abstained": False}, {}, {})
+    fb = client.get("/v1/patients/P-T/fhir", headers=keys["clinic-a"]).json()
+    comp = fb["entry"][0]["resource"]["component"][0]
+    assert comp["interpretation"][0]["text"] == "mildly impaired"      # Toronto's 2, not MDS-UPDRS "mild"

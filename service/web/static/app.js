@@ -244,6 +244,8 @@
         if (!on) task.setAttribute("aria-disabled", "true");
         const note = $("#unserved-" + expr);
         const t = served && served[proto] && served[proto][expr];
+        // a task the server's protocol does not list at all is not offered
+        task.hidden = Boolean(served && served[proto] && !t);
         note.textContent = on ? "" : "Not available: " + (t ? t.reason : "this server does not serve this task") + ".";
         note.hidden = on;
         if (!on && chosen.has(expr)) { chosen.delete(expr); updateChosen(expr); }
