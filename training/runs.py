@@ -296,9 +296,12 @@ def _train_one(expression: str, tr: list[Sample], va: list[Sample], te: list[Sam
 def _val_split(dataset: Dataset, train: list[Sample], fraction: float, seed: int) -> tuple[list, list, dict]:
     if dataset.name == "manifest" and any(s.group for s in train):
         # generic manifests: `group` keeps pseudo-identities together (simulated patients), as before
+        from training.datasets import _counts
+
         tr, va = holdout_validation(train, fraction, seed)
         return tr, va, {"method": "held-out groups (manifest `group` column)",
-                        "subjects": sorted({s.subject for s in va})}
+                        "subjects": sorted({s.subject for s in va}),
+                        "counts": {"train": _counts(tr), "val": _counts(va)}}
     return stratified_validation(train, fraction, seed)
 
 
@@ -412,7 +415,10 @@ def run_training(dataset: Dataset, out: Path, *, expressions: Sequence[str] = ()
             sp = split_by_column(ss) if dataset.has_split else {"train": ss, "val": [], "test": []}
             if sp["val"]:
                 tr, va = sp["train"], sp["val"]
-                info = {"method": "the manifest's val split", "subjects": sorted({s.subject for s in va})}
+                from training.datasets import _counts
+
+                info = {"method": "the manifest's val split", "subjects": sorted({s.subject for s in va}),
+                        "counts": {"train": _counts(tr), "val": _counts(va)}}
             else:
                 tr, va, info = _val_split(dataset, sp["train"], val_fraction, seed)
             _log_val(e, info, log)

@@ -294,3 +294,22 @@ def test_init_files_and_their_sha256_are_recorded_in_checkpoint_and_manifest(lay
 
     assert feqa(*args, "--restart", "--init", FIXTURES / "fusion_head.safetensors") == 2
     assert "does not fit the compact config strictly" in capsys.readouterr().err
+
+
+def test_train_from_a_generic_manifest_calibrates_and_tests_its_split_too(layouts, work, tmp_path):
+    from dataclasses import replace
+
+    from training.datasets import write_manifest
+
+    pf = layouts[0]
+    tr, _ = read_pfed5(pf.root, pf.train_csv, "train")
+    te, _ = read_pfed5(pf.root, pf.test_csv, "test")
+    manifest = write_manifest([replace(s, group=s.subject) for s in tr + te if s.expression == "frown"],
+                              tmp_path / "m.csv")
+    out = tmp_path / "run"
+    assert feqa("train", "--manifest", manifest, "--val-fraction", "0.4", "--out", out, *tiny_args(work)) == 0
+    (rdir,) = (out / "reports").iterdir()
+    per = json.loads((rdir / "report.json").read_text())["expressions"]["frown"]
+    assert per["scale"] == "mds_updrs_3_2" and per["n_test"] == 2 and per["validation"]["counts"]["val"]["clips"]
+    ck = torch.load(per["checkpoints"][0], map_location="cpu", weights_only=False)
+    assert ck["calibration"] == per["calibration"] and ck["evaluation"]["test"]["n"] == 2
