@@ -2,6 +2,8 @@
 
 Sections (each may be chosen with --only):
   model       ms per sample, paper and compact, PyTorch eager and onnxruntime (model.bench)
+  paper_int8  the paper network at batch 1, 2 threads: fp32 beside int8 variants, score drift on the reference
+              fixture weights (bench.paper_int8)
   extract     extraction frames/s beside the decode-only floor, tracking speed (worker.bench)
   peers       FEQA's face tracker beside MediaPipe's FaceMesh on the shared videos (bench/peers/; builds a side
               virtualenv var/peers/mediapipe-venv on its first run)
@@ -30,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-SECTIONS = ("model", "extract", "peers", "api", "e2e", "throughput", "invariance")
+SECTIONS = ("model", "paper_int8", "extract", "peers", "api", "e2e", "throughput", "invariance")
 
 
 # --- the machine ---------------------------------------------------------------------------------
@@ -116,6 +118,12 @@ def run_extract(quick: bool) -> dict:
     return res
 
 
+def run_paper_int8(quick: bool) -> dict:
+    from bench import paper_int8
+
+    return paper_int8.main(["--reps", "1", "--parts", "rgb"] if quick else [])
+
+
 def run_peers(quick: bool) -> dict:
     from bench.peers import mediapipe_facemesh
 
@@ -148,8 +156,8 @@ def run_invariance(quick: bool) -> dict:
     return invariance.main(["--quick"] if quick else [])
 
 
-RUNNERS = {"model": run_model, "extract": run_extract, "peers": run_peers, "api": run_api, "e2e": run_e2e,
-           "throughput": run_throughput, "invariance": run_invariance}
+RUNNERS = {"model": run_model, "paper_int8": run_paper_int8, "extract": run_extract, "peers": run_peers,
+           "api": run_api, "e2e": run_e2e, "throughput": run_throughput, "invariance": run_invariance}
 
 
 # --- the table -------------------------------------------------------------------------------------
@@ -175,6 +183,9 @@ def rows(results: dict) -> list[tuple[str, str, str]]:
         out.append(("extraction / max(decode-only, tracking-only)", f"{ov['extract_over_floor_min']}x",
                     f"best of {ov['reps']}: extract {ov['extraction']['wall_min_s']} s, decode "
                     f"{ov['decode']['wall_min_s']} s, tracking {ov['tracking']['wall_min_s']} s; target <= 1.1"))
+    for name, v in results.get("paper_int8", {}).get("variants", {}).items():
+        out.append((f"paper {name}, batch 1, 2 threads", f"{v['wall_s_min']} s/sample",
+                    f"CPU {v['cpu_s_min']} s ({v['cpu_vs_fp32']}x fp32); drift vs fp32 {v['drift_fixture']:.1e}"))
     peer = results.get("peers", {}).get("overall")
     if peer:
         ms, err = peer["ms_per_frame"], peer["error_iod"]

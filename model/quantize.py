@@ -6,6 +6,12 @@ weights, uint8 activations calibrated on sample inputs) turns its Conv and MatMu
 kernels; the trajectory encoder, fusion and head stay fp32. Dynamic quantisation was measured too: its
 ConvInteger kernels are several times slower than fp32 convolutions on this CPU, so it is not used for Conv.
 The score drift against fp32 must be measured per model (`model.bench` reports it).
+
+`quantize_int8(..., parts=("rgb", "traj"))` also quantises the trajectory encoder (its convolutions and weight
+MatMuls; "traj_all" adds the attention products). Measured with `python -m bench.paper_int8` on the reference
+fixture weights (batch 1, 2 threads, process CPU seconds, one run under load): fp32 2.83, int8 RGB 1.93, int8
+RGB + trajectory 2.03, + attention 2.12: the trajectory encoder's small MatMuls gain less than its added
+quantise/dequantise steps cost, so only the RGB encoder is quantised by default (export precision "int8").
 """
 from __future__ import annotations
 
