@@ -52,6 +52,11 @@ MEASURES: tuple[Measure, ...] = (
             "left/right asymmetry of the range of motion of the mirrored point groups, |L - R| / (L + R): "
             "0 symmetric, 1 one side only "
             "(null when the region hardly moves)"),
+    Measure("rom_left_iod", "{IOD}", "region",
+            "range of motion of the region's points on the patient's left side (the L of the asymmetry); "
+            "null for a region without sides (nose)"),
+    Measure("rom_right_iod", "{IOD}", "region",
+            "range of motion of the region's points on the patient's right side (the R of the asymmetry)"),
     Measure("amplitude_iod", "{IOD}", "repetition",
             "the task's movement at its peak: the task points' displacement along the recording's own peak "
             "pattern, averaged over the repetition's top fifth of frames, from neutral"),
@@ -149,8 +154,11 @@ def repetition_measures(seg: sg.Segmentation, signals: dict | None = None) -> li
             left = float(np.sort(s["left"][sl])[-top:].mean())
             right = float(np.sort(s["right"][sl])[-top:].mean())
             asym = abs(left - right) / (left + right) if max(left, right) >= MIN_MOVING_IOD else None
+            sided = bool(np.isfinite(left) and np.isfinite(right)) and left + right > 0
             regions[name] = {"rom_iod": _r(rom), "peak_speed_iod_s": _r(speeds[name][sl].max()),
-                             "time_to_peak_s": _r(k / seg.fps, 3), "asymmetry": _r(asym)}
+                             "time_to_peak_s": _r(k / seg.fps, 3), "asymmetry": _r(asym),
+                             "rom_left_iod": _r(left) if sided else None,
+                             "rom_right_iod": _r(right) if sided else None}
         act = np.sort(along[sl])
         amp = float(act[-max(1, len(act) // 5):].mean())           # the top fifth: the held peak
         out.append({"amplitude_iod": _r(amp), "duration_s": _r((e.offset - e.onset + 1) / seg.fps, 3),
@@ -168,7 +176,8 @@ def task_measures(reps: list[dict], episodes: list) -> dict:
     variability of the amplitudes."""
     use = [r for r, e in zip(reps, episodes, strict=True) if not e.partial] or reps
     regions = {name: {m: _median([r["regions"][name][m] for r in use])
-                      for m in ("rom_iod", "peak_speed_iod_s", "time_to_peak_s", "asymmetry")}
+                      for m in ("rom_iod", "peak_speed_iod_s", "time_to_peak_s", "asymmetry", "rom_left_iod",
+                                "rom_right_iod")}
                for name in REGIONS} if use else {}
     amps = [r["amplitude_iod"] for r in use if r["amplitude_iod"] is not None]
     fatigue = (amps[-1] - amps[0]) / amps[0] if len(amps) >= 2 and amps[0] > 0 else None

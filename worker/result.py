@@ -71,6 +71,8 @@ class RegionMeasures(_Open):
     peak_speed_iod_s: float | None = None
     time_to_peak_s: float | None = None
     asymmetry: float | None = Field(None, description="|L - R| / (L + R); null when the region hardly moves")
+    rom_left_iod: float | None = Field(None, description="range of motion of the patient's left side (L)")
+    rom_right_iod: float | None = Field(None, description="range of motion of the patient's right side (R)")
 
 
 class RepetitionMeasures(_Open):
