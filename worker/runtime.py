@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 
 from worker.celery_app import make_celery, send_assess
@@ -37,6 +38,7 @@ class ProcessState:
     worker_id: str
     scorer: Any | None = None
     models: list[dict] = field(default_factory=list)
+    face_models: list[dict] = field(default_factory=list)
     warmed: bool = False
     problem: str | None = None
     stop: threading.Event = field(default_factory=threading.Event)
@@ -69,9 +71,24 @@ def install(st: ProcessState | None) -> ProcessState | None:
         return previous
 
 
+def warm_face_models() -> list[dict]:
+    """Load the face detector and landmarker this process tracks with (the ones extraction uses,
+    worker.face.default_mesh) and run each once, so the first video pays no load or first-call cost.
+    Returns their facts for the heartbeat."""
+    from model.manifest import sha256_file
+    from worker.face import ASSETS, DETECTOR_FILE, LANDMARK_FILE, Roi, default_mesh
+
+    mesh = default_mesh()
+    blank = np.zeros((256, 256, 3), np.uint8)
+    mesh.detector(blank)
+    mesh.landmarker(blank, Roi(128.0, 128.0, 192.0))
+    return [{"name": name, "sha256": sha256_file(ASSETS / name)} for name in (DETECTOR_FILE, LANDMARK_FILE)]
+
+
 def load_models(st: ProcessState) -> None:
-    """Load every model of the model directory once, then run each on zeros so the first real
-    request pays no first-call cost."""
+    """Load every model this worker needs once (the scoring models of the model directory and the face
+    models), then run each on zeros so the first real request pays no first-call cost. Only then is the
+    worker warmed (and /readyz ready)."""
     from model.scorer import Scorer
 
     settings = get_settings()
@@ -81,11 +98,12 @@ def load_models(st: ProcessState) -> None:
         if not expressions:
             raise FileNotFoundError(f"no models in {settings.model_dir}")
         scorer.warmup()
+        face_models = st.face_models or warm_face_models()
     except Exception as exc:   # stay up and say why in the heartbeat; /readyz stays 503
         st.problem = f"{type(exc).__name__}: {exc}"
         log.error("models not loaded from %s: %s", settings.model_dir, st.problem)
         return
-    st.scorer = scorer
+    st.scorer, st.face_models = scorer, face_models
     st.models = [{k: scorer.manifest(e).get(k) for k in ("name", "version", "expression", "sha256", "trained_on")}
                  for e in expressions]
     st.warmed = True
@@ -93,7 +111,7 @@ def load_models(st: ProcessState) -> None:
 
 
 def _beat(st: ProcessState) -> None:
-    detail = {"problem": st.problem, "pid": os.getpid(), "host": HOST}
+    detail = {"problem": st.problem, "pid": os.getpid(), "host": HOST, "face_models": st.face_models}
     st.store.heartbeat(st.worker_id, st.models, st.warmed, detail)
 
 

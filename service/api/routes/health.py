@@ -1,5 +1,5 @@
-"""Liveness (/healthz) and readiness (/readyz: the database answers and a worker has its
-models loaded and warmed, as its heartbeat in the job store says)."""
+"""Liveness (/healthz) and readiness (/readyz: the database answers and a worker has every model it
+needs, scoring and face models, loaded and warmed, as its heartbeat in the job store says)."""
 from __future__ import annotations
 
 from fastapi import APIRouter
@@ -27,7 +27,8 @@ def readyz(store: StoreDep, settings: SettingsDep) -> JSONResponse:
     except Exception as exc:  # any driver error means not ready
         checks["database"] = f"error: {type(exc).__name__}"
     workers = [] if checks["database"] != "ok" else store.ready_workers(settings.heartbeat_max_age_s)
-    checks["workers"] = [{"id": w.worker_id, "models": [m.get("expression") for m in (w.models or [])]}
+    checks["workers"] = [{"id": w.worker_id, "models": [m.get("expression") for m in (w.models or [])],
+                          "face_models": [m.get("name") for m in (w.detail or {}).get("face_models") or []]}
                          for w in workers]
     ok = checks["database"] == "ok" and bool(workers)
     if not workers:
