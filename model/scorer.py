@@ -3,14 +3,12 @@
     scorer = Scorer(model_dir)            # every <name>.onnx + <name>.json, loaded once, checksums verified
     scorer.score("smile", trajs, index_t, frames) -> np.ndarray (B,)
 
-Create one Scorer per process (after fork in a Celery worker), never per request: `get_scorer()` caches one
-per process and directory. Inputs must match the manifest's contract exactly (Tp, Tf, frame size, channel
+Create one Scorer per process (after fork in a Celery worker), never per request (worker.runtime loads
+it once per worker process). Inputs must match the manifest's contract exactly (Tp, Tf, frame size, channel
 count, dtype); trajectories may carry all five channels [x, y, R, G, B], of which the model's are selected.
 """
 from __future__ import annotations
 
-import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -162,16 +160,3 @@ def _validate(c: PreprocessContract, wanted: tuple[str, ...], trajs: Any, index_
             _fail("batch size", f"{frames.shape[0]} frame clips for {batch} trajectories", "the same batch size")
         feeds["frames"] = np.ascontiguousarray(frames)
     return {k: v for k, v in feeds.items() if k in wanted}
-
-
-_CACHE: dict[tuple, Scorer] = {}
-_LOCK = threading.Lock()
-
-
-def get_scorer(model_dir: str | Path, providers: list[str] | None = None, intra_op_threads: int = 1) -> Scorer:
-    """One Scorer per process and directory (a forked child builds its own)."""
-    key = (os.getpid(), str(Path(model_dir).resolve()), tuple(providers or ()), intra_op_threads)
-    with _LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = Scorer(model_dir, providers, intra_op_threads)
-        return _CACHE[key]

@@ -16,7 +16,7 @@ import hashlib
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -518,10 +518,6 @@ def _counts(samples: Sequence[Sample]) -> dict:
         scores[str(int(np.floor(s.score + 0.5)))] += 1
     return {"clips": len(samples), "subjects": len({s.subject for s in samples}),
             "per_group": dict(sorted(groups.items())), "per_score": dict(sorted(scores.items()))}
-
-
-def with_split(samples: Iterable[Sample], split: str) -> list[Sample]:
-    return [replace(s, split=split) for s in samples]
 
 
 # --------------------------------------------------------------------------------------------- features

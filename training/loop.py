@@ -19,7 +19,7 @@ import torch
 
 from model.config import ModelConfig
 from model.loss import BMCLoss
-from model.network import TrampFormer
+from model.network import TrampFormer, checkpoint, from_checkpoint
 
 FULL_CHANNELS = ("x", "y", "r", "g", "b")
 
@@ -285,9 +285,10 @@ def save_checkpoint(path: Path, model: TrampFormer, loss: BMCLoss, opt, sched, e
                     ema_state: dict | None = None, hashes: dict | None = None) -> None:
     ck = {"ema_state": ema_state} if ema_state is not None else {}
     ck = {**ck, "hashes": hashes} if hashes else ck
-    ck = {**ck, "model_args": model.model_args(), "state_dict": model.state_dict(), "loss_state": loss.state_dict(),
+    ck = {**ck, "loss_state": loss.state_dict(),
           "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch, "step": step,
           "rng": _rng_state(rng), "train_config": asdict(cfg), "history": history, "best": best, **meta}
+    ck = checkpoint(model, **ck)   # model_args + state_dict as model.network writes them, and the rest
     tmp = path.with_suffix(".tmp")
     torch.save(ck, tmp)
     tmp.replace(path)
@@ -463,6 +464,4 @@ def _better(vm: dict, best: dict, key: str) -> bool:
 
 def load_model(path: str | Path) -> tuple[TrampFormer, dict]:
     ck = torch.load(path, map_location="cpu", weights_only=False)
-    model = TrampFormer(ModelConfig.from_dict(ck["model_args"]))
-    model.load_state_dict(ck["state_dict"], strict=True)
-    return model.eval(), ck
+    return from_checkpoint(ck).eval(), ck
