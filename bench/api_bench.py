@@ -1,4 +1,4 @@
-"""API benchmarks against real processes (see tests/servers.py):
+"""API benchmarks against real processes (see bench/servers.py):
 
 - upload: POST of a ~5 MB video by `--clients` concurrent clients; p50/p95/p99 latency (target p99 <= 200 ms)
 - status: GET /v1/assessments/{id} from concurrent clients on one API process (target >= 500/s)
@@ -150,7 +150,7 @@ def bench_status(stack, key: str, video: bytes, clients: int, seconds: float) ->
 
 
 def bench_e2e(tmp: Path, model_dir: Path, runs: int, clip: Path = CLIP_720P) -> dict:
-    from tests.servers import feqa_serve
+    from bench.servers import feqa_serve
 
     video = clip.read_bytes()
     times = []
@@ -190,7 +190,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     sys.path.insert(0, str(ROOT))
-    from tests.servers import feqa_stack, untrained_models
+    from bench.servers import feqa_stack, untrained_models
 
     args = parse(argv)
     only = set(args.only.split(","))

@@ -32,7 +32,7 @@ def redis_up() -> bool:
 
 
 def one_run(tmp: Path, model_dir: Path, video: bytes, workers: int, jobs: int, broker: str) -> dict:
-    from tests.servers import feqa_stack
+    from bench.servers import feqa_stack
 
     with feqa_stack(tmp / f"w{workers}", model_dir=model_dir, broker=broker, workers=workers,
                     env={"FEQA_RATE_LIMIT_PER_MINUTE": "0"}) as stack:
@@ -55,7 +55,7 @@ def one_run(tmp: Path, model_dir: Path, video: bytes, workers: int, jobs: int, b
 
 def main(argv: list[str] | None = None) -> dict:
     sys.path.insert(0, str(ROOT))
-    from tests.servers import untrained_models
+    from bench.servers import untrained_models
 
     p = argparse.ArgumentParser(prog="bench.throughput", description=__doc__.splitlines()[0])
     p.add_argument("--workers", default="1,2,4")

@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.servers import feqa_stack  # noqa: E402
 from tests.conftest import VIDEOS  # noqa: E402
-from tests.servers import feqa_stack  # noqa: E402
 
 VISITS = [
     {"sit_at_rest": "tfjs-models_facemesh_input.mp4", "smile": "pyfeat_single_face.mp4",

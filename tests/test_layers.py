@@ -19,6 +19,7 @@ ALLOWED = {
     "worker": {"model"},
     "training": {"model", "worker"},
     "service": {"model", "worker"},
+    "bench": {"model", "worker", "service", "training"},   # everything but the tests
 }
 
 

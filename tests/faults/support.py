@@ -25,8 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.servers import free_port, untrained_models
 from tests.conftest import VIDEOS
-from tests.servers import free_port, untrained_models
 
 _MODELS: dict[str, Path] = {}
 

@@ -16,8 +16,8 @@ import uuid
 import httpx
 import pytest
 
+from bench.servers import api_cmd, feqa_stack, start, wait_listening
 from tests.faults.support import leftovers, upload, upload_files, wait_for
-from tests.servers import api_cmd, feqa_stack, start, wait_listening
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

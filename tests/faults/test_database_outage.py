@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from bench.servers import feqa_stack, postgres_url
 from tests.faults.support import TcpProxy, leftovers, upload, wait_for
-from tests.servers import feqa_stack, postgres_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

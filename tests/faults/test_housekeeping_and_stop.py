@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from bench.servers import ROOT, feqa_serve, postgres_url
 from tests.faults.support import upload, wait_for
-from tests.servers import ROOT, feqa_serve, postgres_url
 from worker.jobs.db import migrate
 from worker.jobs.housekeeping import purge
 from worker.jobs.status import ItemStatus

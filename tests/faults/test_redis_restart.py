@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import redis
 
+from bench.servers import feqa_stack
 from tests.faults.support import own_redis, upload, wait_for
-from tests.servers import feqa_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

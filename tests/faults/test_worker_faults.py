@@ -15,8 +15,8 @@ import time
 import pytest
 from sqlalchemy import func, select
 
+from bench.servers import feqa_stack
 from tests.faults.support import long_video, upload, wait_for
-from tests.servers import feqa_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -23,11 +23,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from bench.servers import PYTHON, Proc, service_env, start
 from tests.conftest import real_video
 from tests.faults.support import long_video, shared_models, wait_for
 from tests.multihost.netns import lan, namespaces_unavailable
 from tests.s3server import moto_server
-from tests.servers import PYTHON, Proc, service_env, start
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

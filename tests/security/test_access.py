@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from bench.servers import feqa_stack
 from tests.faults.support import upload, wait_for
-from tests.servers import feqa_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

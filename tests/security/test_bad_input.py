@@ -17,9 +17,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from bench.servers import feqa_stack
 from tests.faults.support import leftovers, upload, upload_files
 from tests.security.corpus import make_corpus
-from tests.servers import feqa_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

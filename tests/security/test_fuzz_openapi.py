@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from tests.servers import feqa_stack
+from bench.servers import feqa_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

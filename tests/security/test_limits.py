@@ -29,8 +29,8 @@ import httpx
 import pytest
 
 from bench.attacks import declared_huge, sample_table_bomb, size_switch_stream
+from bench.servers import feqa_stack
 from tests.faults.support import leftovers, upload, wait_for
-from tests.servers import feqa_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -21,8 +21,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from bench.servers import PYTHON, ROOT, feqa_stack, postgres_url
 from tests.faults.support import upload, wait_for
-from tests.servers import PYTHON, ROOT, feqa_stack, postgres_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PATIENT_A, PATIENT_B = "PAT-IDEM-A-5521", "PAT-IDEM-B-7730"

@@ -22,7 +22,7 @@ def video_bytes(video_path: Path) -> bytes:
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
     """Untrained compact models for smile (results say trained_on "untrained")."""
-    from tests.servers import untrained_models
+    from bench.servers import untrained_models
 
     return untrained_models(tmp_path_factory.mktemp("models"), ["smile"])
 

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import sqlalchemy as sa
 
-from tests.servers import PYTHON, ROOT, service_env
+from bench.servers import PYTHON, ROOT, service_env
 
 
 def feqa(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -65,7 +65,7 @@ def test_only_feqa_migrate_changes_the_schema(tmp_path):
 
 
 def test_serve_says_clearly_when_the_model_directory_is_empty(tmp_path):
-    from tests.servers import feqa_serve
+    from bench.servers import feqa_serve
 
     empty = tmp_path / "models-empty"
     empty.mkdir()
@@ -123,7 +123,7 @@ def _gone(pid: int, timeout: float) -> bool:
 def test_serve_leaves_no_worker_behind_when_stopped_or_killed(tmp_path, model_dir):
     import signal
 
-    from tests.servers import feqa_serve
+    from bench.servers import feqa_serve
 
     # Given `feqa serve` with its local worker
     for how in ("group-sigterm", "server-sigkill"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.servers import feqa_stack
+from bench.servers import feqa_stack
 
 pytestmark = pytest.mark.integration
 

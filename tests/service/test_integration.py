@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import feqa_serve, feqa_stack, postgres_url
+from bench.servers import feqa_serve, feqa_stack, postgres_url
 from tests.service.conftest import pg_url_or_skip
 
 pytestmark = pytest.mark.integration

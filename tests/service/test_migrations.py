@@ -5,7 +5,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from tests.servers import postgres_url
+from bench.servers import postgres_url
 from tests.service.conftest import pg_url_or_skip
 from worker.jobs.db import Base, get_engine, migrate
 

@@ -99,7 +99,7 @@ def test_history_is_tenant_scoped_paginated_audited_and_follows_deletion_and_ret
 
 def test_history_pages_on_postgresql_with_equal_times(tmp_path):
     """The cursor (created_at, id) pages through PostgreSQL's timestamptz too, also when visits share a time."""
-    from tests.servers import postgres_url
+    from bench.servers import postgres_url
     from tests.service.conftest import pg_url_or_skip
     from worker.jobs.db import migrate
     from worker.jobs.store import Store

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
+from bench.servers import feqa_stack, untrained_models
 from tests.conftest import real_video
 from tests.s3server import moto_server
-from tests.servers import feqa_stack, untrained_models
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

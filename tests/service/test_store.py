@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.servers import postgres_url
+from bench.servers import postgres_url
 from tests.service.conftest import pg_url_or_skip
 from worker.jobs.db import ApiKey, migrate
 from worker.jobs.store import NewItem, Store, hash_secret

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import feqa_stack, untrained_models
+from bench.servers import feqa_stack, untrained_models
 
 MAX_UPLOAD = 5_000_000      # small, so that the form's size check shows without a huge file
 EXPRESSIONS = ("smile", "frown")

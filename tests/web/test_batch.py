@@ -1,4 +1,4 @@
-"""`feqa batch` against a real running service (API + Celery worker from tests/servers.py).
+"""`feqa batch` against a real running service (API + Celery worker from bench/servers.py).
 
 Given a folder with two real face videos and one broken file, when `feqa batch` runs, then the output
 has one row per video (scores and model facts for the good ones, the error code for the bad one) and
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from bench.servers import PYTHON
 from tests.conftest import ROOT, real_video
-from tests.servers import PYTHON
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.servers import PYTHON
 from tests.conftest import ROOT, real_video
-from tests.servers import PYTHON
 from tests.web.test_batch import batch, n_assessments
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

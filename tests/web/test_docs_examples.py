@@ -17,8 +17,8 @@ import subprocess
 
 import pytest
 
+from bench.servers import PYTHON
 from tests.conftest import ROOT, real_video
-from tests.servers import PYTHON
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DOCS = [ROOT / "README.md", ROOT / "docs" / "api.md", ROOT / "docs" / "users.md"]

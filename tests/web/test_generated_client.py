@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.servers import PYTHON
 from tests.conftest import real_video
-from tests.servers import PYTHON
 from tests.web.conftest import MAX_UPLOAD
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -1,6 +1,6 @@
 """The web form end to end, in a real headless Chromium against a real API + Celery worker.
 
-Given the API and one worker (tests/servers.py) serving untrained models, when a clinician signs in
+Given the API and one worker (bench/servers.py) serving untrained models, when a clinician signs in
 with a key and uploads a real face video, then the page shows the score on the 0-4 scale with its
 meaning, the model facts with a "Not for clinical use" warning, and both pictures; a bad upload
 shows its error code next to that expression's input; the form works from the keyboard, including a
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.servers import feqa_serve, untrained_models
 from tests.conftest import real_video
-from tests.servers import feqa_serve, untrained_models
 from tests.web.conftest import MAX_UPLOAD
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]

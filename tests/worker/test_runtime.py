@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.servers import untrained_models
+from bench.servers import untrained_models
 from worker import runtime
 from worker import settings as worker_settings
 from worker.jobs.db import migrate
