@@ -401,6 +401,10 @@ class FaceTracker:
     redetect_every: int = 10
     presence_threshold: float = 0.5
     acquire_presence: float = 0.8
+    # no face for `idle_after` frames (1 s at 25 fps): look for one on every `idle_detect_every`-th frame only (a
+    # returning face is picked up at most one frame later; frames without a face cost half)
+    idle_after: int = 25
+    idle_detect_every: int = 2
     roi: Roi | None = None
     last_box: np.ndarray | None = None
     frames_since_detect: int = 0
@@ -431,6 +435,10 @@ class FaceTracker:
 
     def step(self, image_rgb: np.ndarray) -> TrackStep:
         st = TrackStep(pts=None)
+        if (self.roi is None and self._since_seen >= self.idle_after
+                and (self._since_seen - self.idle_after) % self.idle_detect_every):
+            self._since_seen += 1
+            return st
         dets: list[Detection] | None = None
         if self.roi is None or self.frames_since_detect >= self.redetect_every:
             dets = self.mesh.detector(image_rgb)

@@ -139,3 +139,16 @@ def test_channel_padding_as_convolution_gives_the_same_outputs():
         assert "Pad" not in {n.op_type for n in onnx.load_from_string(new).graph.node}
         for a, b in zip(run(raw, {inp: x}), run(new, {inp: x}), strict=True):
             np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-3)
+
+
+def test_after_a_second_without_a_face_the_detector_runs_every_other_frame(face_frames, mesh):
+    blank = np.full((360, 640, 3), 40, np.uint8)
+    frames = [blank] * 30 + list(face_frames[:6])
+    tracker = FaceTracker(mesh, idle_after=25, idle_detect_every=2)
+    steps = [tracker.step(np.ascontiguousarray(f)) for f in frames]
+    # every frame is searched for the first second, then every other one
+    assert all(s.detected for s in steps[:26]) and [s.detected for s in steps[25:30]] == [True, False, True,
+                                                                                          False, True]
+    # a face that comes back is picked up at most one frame late and then tracked on every frame
+    first = next(i for i, s in enumerate(steps) if s.pts is not None)
+    assert first in (30, 31) and all(s.pts is not None for s in steps[first:])
