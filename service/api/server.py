@@ -42,7 +42,7 @@ class _HeaderDeadline:
     def _header_timeout(self) -> None:
         self._header_timer = None
         if self._awaiting_headers() and not self.transport.is_closing():  # type: ignore[attr-defined]
-            self.transport.close()      # headers still incomplete: drop the connection  # type: ignore
+            self.transport.close()  # type: ignore[attr-defined]  # headers still incomplete: drop the connection
 
     def _awaiting_headers(self) -> bool:
         raise NotImplementedError
@@ -73,7 +73,7 @@ class GuardedH11Protocol(_HeaderDeadline, H11Protocol):
         super().connection_lost(exc)
 
 
-def _httptools_class():
+def _httptools_class() -> type:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class GuardedHttpToolsProtocol(_HeaderDeadline, HttpToolsProtocol):
@@ -126,6 +126,7 @@ def _httptools_class():
     return GuardedHttpToolsProtocol
 
 
+GuardedHttpToolsProtocol: type | None
 try:
     import httptools  # noqa: F401
 
