@@ -97,3 +97,23 @@ def test_turned_frames_block_or_warn_by_share(face_frame, mesh):
     # ... and a frontal clip says nothing
     q = report(0)
     assert q["turned_frames"] == 0 and "head_turned_at_times" not in q["warnings"]
+
+
+def test_head_motion_counts_out_of_plane_turns_not_in_plane_roll(face_frame, mesh):
+    # given the real mesh swept through +-35 degrees of roll (each frame within the 45-degree tilt limit),
+    # or through the same sweep of yaw
+    pts = detect_landmarks(face_frame, mesh).astype(np.float64)
+    centre = pts.mean(0)
+
+    def report(axis: str) -> dict:
+        acc = QualityAccumulator(fps=25.0)
+        for i, deg in enumerate(np.linspace(-35, 35, 50)):
+            p = ((pts - centre) @ _rot(axis, deg).T + centre).astype(np.float32)
+            acc.add_frame(i, face_frame.shape, TrackStep(pts=p), p, None)
+        return acc.report()
+
+    rolled = report("z")
+    assert rolled["pose"]["roll"]["range"] > 60
+    assert "head_moves_too_much" not in rolled["reasons"] and "head_tilted" not in rolled["reasons"]
+    turned = report("y")
+    assert turned["pose"]["yaw"]["range"] > 60 and "head_moves_too_much" in turned["reasons"]
