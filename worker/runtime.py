@@ -12,12 +12,19 @@ import logging
 import os
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
+from celery.signals import (
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
 
 from worker.celery_app import make_celery, send_assess
 from worker.jobs.storage import Storage, open_storage
@@ -42,6 +49,13 @@ class ProcessState:
     warmed: bool = False
     problem: str | None = None
     stop: threading.Event = field(default_factory=threading.Event)
+    # Busy share for the scaling signals (/metrics): seconds spent in tasks since the process started.
+    started: float = field(default_factory=time.monotonic)
+    busy_s: float = 0.0
+    busy_since: float | None = None
+
+    def busy_seconds(self) -> float:
+        return self.busy_s + (time.monotonic() - self.busy_since if self.busy_since is not None else 0.0)
 
 
 _state: ProcessState | None = None
@@ -111,7 +125,10 @@ def load_models(st: ProcessState) -> None:
 
 
 def _beat(st: ProcessState) -> None:
-    detail = {"problem": st.problem, "pid": os.getpid(), "host": HOST, "face_models": st.face_models}
+    settings = get_settings()
+    detail = {"problem": st.problem, "pid": os.getpid(), "host": HOST, "face_models": st.face_models,
+              "queue": settings.queue, "busy": st.busy_since is not None, "busy_s": round(st.busy_seconds(), 3),
+              "up_s": round(time.monotonic() - st.started, 3)}
     st.store.heartbeat(st.worker_id, st.models, st.warmed, detail)
 
 
@@ -174,6 +191,20 @@ def stop_process() -> None:
             _state.store.drop_heartbeat(_state.worker_id)
         except Exception:
             log.exception("could not remove the heartbeat")
+
+
+@task_prerun.connect
+def _on_task_start(**_kw: Any) -> None:
+    st = state()
+    st.busy_since = time.monotonic()
+
+
+@task_postrun.connect
+def _on_task_end(**_kw: Any) -> None:
+    st = state()
+    if st.busy_since is not None:
+        st.busy_s += time.monotonic() - st.busy_since
+        st.busy_since = None
 
 
 @worker_process_init.connect

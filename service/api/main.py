@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None, *, queue: Queue | None = None) 
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     app.state.sign_in_limiter = RateLimiter(settings.sign_in_per_minute)
     app.state.sign_in_throttled = {}   # client address -> when last audited as throttled
-    app.state.metrics = metrics.Metrics(app.state.store)
+    app.state.metrics = metrics.Metrics(app.state.store, settings)
     app.add_middleware(metrics.MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(Guard, settings=settings)   # outermost: limits, no-store, quiet failures
     problems.install(app)

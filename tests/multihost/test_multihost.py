@@ -197,6 +197,12 @@ def _scenario(net, db_url, s3, models: Path, tmp: Path, logs: Path, procs: list[
         png = http.get(link)
         assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
         assert any(k.startswith(f"feqa/artifacts/{short[0]}/") for k in s3.keys("feqa/"))
+        # The scaling signals the API serves, from the broker host and the worker hosts' heartbeats.
+        metrics = http.get("/metrics").text
+        assert f'feqa_broker_queue_length{{queue="{queue}"}} 0.0' in metrics
+        assert "feqa_workers_ready 2.0" in metrics
+        wait_for(lambda: sum((hb.detail or {}).get("busy_s", 0) for hb in store.ready_workers(60)) > 0, 10,
+                 "busy seconds in the heartbeats")
 
         # Given: a 10.9 s clip running on one worker host. When: that host's cable is pulled.
         aid = upload(http, long_video())

@@ -1,5 +1,7 @@
 """Liveness (/healthz) and readiness (/readyz: the database answers and a worker has every model it
-needs, scoring and face models, loaded and warmed, as its heartbeat in the job store says)."""
+needs, scoring and face models, loaded and warmed, as its heartbeat in the job store says). /readyz also
+lists per worker the model versions it serves and flags version skew (`version_skew`: expression -> the
+versions served, empty when every worker serves the same ones); skew does not make the service unready."""
 from __future__ import annotations
 
 from fastapi import APIRouter
@@ -7,6 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from service.api.deps import SettingsDep, StoreDep
+from service.api.fleet import fleet
 from service.schemas import Health
 
 router = APIRouter(tags=["operations"])
@@ -26,10 +29,11 @@ def readyz(store: StoreDep, settings: SettingsDep) -> JSONResponse:
         checks["database"] = "ok"
     except Exception as exc:  # any driver error means not ready
         checks["database"] = f"error: {type(exc).__name__}"
-    workers = [] if checks["database"] != "ok" else store.ready_workers(settings.heartbeat_max_age_s)
-    checks["workers"] = [{"id": w.worker_id, "models": [m.get("expression") for m in (w.models or [])],
-                          "face_models": [m.get("name") for m in (w.detail or {}).get("face_models") or []]}
-                         for w in workers]
+    f = fleet(store, settings) if checks["database"] == "ok" else None
+    workers = f.workers if f else []
+    checks["workers"] = [{"id": w.id, "models": list(w.models), "face_models": w.face_models, "busy": w.busy,
+                          "versions": {e: m.get("version") for e, m in w.models.items()}} for w in workers]
+    checks["version_skew"] = f.skew if f else {}
     ok = checks["database"] == "ok" and bool(workers)
     if not workers:
         checks["reason"] = "no worker has reported its models loaded and warmed"
