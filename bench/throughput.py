@@ -6,6 +6,13 @@ the wall time from the first upload to the last result. Broker: the shared Redis
 it answers (a private queue), else the single-machine SQLite broker.
 
     .venv/bin/python -m bench.throughput [--workers 1,2,4] [--jobs 8] [--video PATH]
+    feqa bench throughput --batching [--no-e2e] [--configs compact,paper] [--providers CPUExecutionProvider]
+
+--batching adds the scorer figures (untrained smile models of each configuration, onnxruntime on the
+given providers, one intra-op thread as a worker runs): ms per onnxruntime call at batch 1, 8 and 32 and
+windows/s; and dynamic batching across jobs (model/batcher.py): `--jobs` concurrent jobs of
+`--windows-per-video` windows each scored one call per job, then through one BatchingScorer, as videos
+per minute of the scoring stage alone. On a CUDA host pass --providers CUDAExecutionProvider,CPUExecutionProvider.
 """
 from __future__ import annotations
 
@@ -53,6 +60,75 @@ def one_run(tmp: Path, model_dir: Path, video: bytes, workers: int, jobs: int, b
             "videos_per_min": round(60 * jobs / wall, 2), "s_per_video": round(wall / jobs, 2)}
 
 
+def _time_calls(fn, repeats: int) -> float:
+    fn()                                          # first call allocates
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def batching_figures(work_dir: Path, configs: list[str], providers: list[str] | None, jobs: int,
+                     windows_per_video: int, repeats: int = 5) -> list[dict]:
+    return [_config_figures(work_dir, config, providers, jobs, windows_per_video, repeats) for config in configs]
+
+
+def _config_figures(work_dir: Path, config: str, providers: list[str] | None, jobs: int, windows_per_video: int,
+                    repeats: int) -> dict:
+    import threading
+
+    import numpy as np
+
+    from model.batcher import BatchingScorer
+    from model.scorer import Scorer
+
+    d = work_dir / f"models-untrained-{config}"
+    if not any(d.glob("smile-*.onnx")):
+        from model.export import export_untrained
+
+        export_untrained(d, expressions=["smile"], config=config)
+    scorer = Scorer(d, providers=providers, intra_op_threads=1)
+    c = scorer.contract("smile")
+    rng = np.random.default_rng(0)
+
+    def inputs(b: int):
+        return (rng.normal(0, 0.05, (b, 63, c.tp, 5)).astype(np.float32),
+                np.tile(2 * np.arange(c.tp, dtype=np.float32) / c.tp - 1, (b, 1)),
+                rng.integers(100, 156, (b, c.tf, c.frame_size, c.frame_size, 3), dtype=np.uint8))
+    row: dict = {"config": config, "providers": scorer.providers, "ms_per_batch": {}, "windows_per_s": {}}
+    for b in (1, 8, 32):
+        x = inputs(b)
+        s = _time_calls(lambda x=x: scorer.score("smile", *x), repeats if b < 32 else max(2, repeats // 2))
+        row["ms_per_batch"][b] = round(1000 * s, 2)
+        row["windows_per_s"][b] = round(b / s, 1)
+    video = [inputs(windows_per_video) for _ in range(jobs)]
+
+    def per_job(score) -> float:
+        start = threading.Barrier(jobs)
+
+        def one(i: int) -> None:
+            start.wait()
+            score("smile", *video[i])
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(jobs)]
+        t0 = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        return time.perf_counter() - t0
+    direct = per_job(scorer.score)
+    batcher = BatchingScorer(scorer, max_batch=32, max_wait_s=0.005)
+    batched = per_job(batcher.score)
+    batcher.close()
+    row["scoring_videos_per_min"] = {"one_call_per_job": round(60 * jobs / direct, 1),
+                                     "dynamic_batching": round(60 * jobs / batched, 1),
+                                     "jobs": jobs, "windows_per_video": windows_per_video,
+                                     "batch_sizes": sorted(set(batcher.batches))}
+    return row
+
+
 def main(argv: list[str] | None = None) -> dict:
     sys.path.insert(0, str(ROOT))
     from bench.servers import untrained_models
@@ -63,8 +139,23 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--video", type=Path, default=DEFAULT_VIDEO if DEFAULT_VIDEO.is_file() else FALLBACK_VIDEO)
     p.add_argument("--model-dir", type=Path, default=None)
     p.add_argument("--work-dir", type=Path, default=ROOT / "var" / "bench")
+    p.add_argument("--batching", action="store_true", help="add the scorer batching figures")
+    p.add_argument("--no-e2e", action="store_true", help="skip the API + worker runs")
+    p.add_argument("--configs", default="compact,paper")
+    p.add_argument("--providers", default=None, help="comma-separated onnxruntime providers")
+    p.add_argument("--windows-per-video", type=int, default=15, help="windows one video scores (n_windows)")
     args = p.parse_args(argv)
     args.work_dir.mkdir(parents=True, exist_ok=True)
+    report: dict = {}
+    if args.batching:
+        report["batching"] = batching_figures(args.work_dir, args.configs.split(","),
+                                              args.providers.split(",") if args.providers else None, args.jobs,
+                                              args.windows_per_video)
+        for row in report["batching"]:
+            print(f"{row['config']}: ms per batch {row['ms_per_batch']}, scoring videos/min "
+                  f"{row['scoring_videos_per_min']}", file=sys.stderr)
+    if args.no_e2e:
+        return report
     model_dir = args.model_dir or untrained_models(args.work_dir / "models-untrained", ["smile"])
     broker = "redis" if redis_up() else "sqlite"
     video = args.video.read_bytes()
@@ -72,7 +163,8 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:
         for n in (int(x) for x in args.workers.split(",")):
             runs.append(one_run(Path(tmp), model_dir, video, n, args.jobs, broker))
-    return {"video": args.video.name, "broker": broker, "pool": "solo, one process per worker", "runs": runs}
+    return {**report, "video": args.video.name, "broker": broker, "pool": "solo, one process per worker",
+            "runs": runs}
 
 
 if __name__ == "__main__":

@@ -52,7 +52,9 @@ class ProcessState:
     # Busy share for the scaling signals (/metrics): seconds spent in tasks since the process started.
     started: float = field(default_factory=time.monotonic)
     busy_s: float = 0.0
-    busy_since: float | None = None
+    busy_since: float | None = None           # when the first of the running tasks started
+    running: int = 0
+    busy_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def busy_seconds(self) -> float:
         return self.busy_s + (time.monotonic() - self.busy_since if self.busy_since is not None else 0.0)
@@ -107,12 +109,17 @@ def load_models(st: ProcessState) -> None:
 
     settings = get_settings()
     try:
-        scorer = Scorer(settings.model_dir, providers=settings.providers, intra_op_threads=settings.intra_op_threads)
+        from model.batcher import BatchingScorer, providers_for
+
+        scorer = Scorer(settings.model_dir, providers=providers_for(settings.providers, settings.cuda_device_id),
+                        intra_op_threads=settings.intra_op_threads)
         expressions = list(scorer.expressions())
         if not expressions:
             raise FileNotFoundError(f"no models in {settings.model_dir}")
         scorer.warmup()
         face_models = st.face_models or warm_face_models()
+        if settings.score_batch_wait_ms > 0:   # one scorer thread batching the windows of concurrent tasks
+            scorer = BatchingScorer(scorer, settings.score_max_batch, settings.score_batch_wait_ms / 1000)
     except Exception as exc:   # stay up and say why in the heartbeat; /readyz stays 503
         st.problem = f"{type(exc).__name__}: {exc}"
         log.error("models not loaded from %s: %s", settings.model_dir, st.problem)
@@ -196,15 +203,20 @@ def stop_process() -> None:
 @task_prerun.connect
 def _on_task_start(**_kw: Any) -> None:
     st = state()
-    st.busy_since = time.monotonic()
+    with st.busy_lock:
+        if st.running == 0:
+            st.busy_since = time.monotonic()
+        st.running += 1
 
 
 @task_postrun.connect
 def _on_task_end(**_kw: Any) -> None:
     st = state()
-    if st.busy_since is not None:
-        st.busy_s += time.monotonic() - st.busy_since
-        st.busy_since = None
+    with st.busy_lock:   # busy = at least one task running (a threads pool runs several at once)
+        st.running = max(0, st.running - 1)
+        if st.running == 0 and st.busy_since is not None:
+            st.busy_s += time.monotonic() - st.busy_since
+            st.busy_since = None
 
 
 @worker_process_init.connect

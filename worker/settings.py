@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = 10.0
     heartbeat_max_age_s: float = 60.0
     providers: list[str] | None = None        # onnxruntime providers; None = best available
+    cuda_device_id: int | None = None         # this worker process's GPU (CUDA provider device_id)
+    # Dynamic batching across the tasks of one worker process (`feqa worker --pool threads --concurrency N`):
+    # windows wait at most this long for others to share one onnxruntime call; 0 = off (one call per task).
+    score_batch_wait_ms: float = 0.0
+    score_max_batch: int = 32
     intra_op_threads: int = 1
 
     # Data protection.
