@@ -125,6 +125,33 @@ MESSAGES: dict[str, tuple[str, str]] = {
                                     "Nothing needed; every repetition is scored and the median is used."),
     "short_clip_padded": ("The video was short, so the model saw part of it more than once.",
                           "Nothing needed; a longer recording (3 s or more) gives a steadier score."),
+    # --- training data (training.datasets RowIssue reasons, training.runs; feqa train / evaluate) ----
+    "bad_row": ("A row of the dataset table has a value that cannot be read or lies outside its range.",
+                "Correct the row at the line named (numbers, scores and ids as the layout describes) and run "
+                "again."),
+    "duplicate_row": ("The same clip is listed twice in the dataset table.",
+                      "Remove the repeated row (the line named) and run again."),
+    "frame_count_mismatch": ("The table's frame count disagrees with the frames of the clip.",
+                             "Check the start, end and frame count of that row against the video and correct "
+                             "it."),
+    "bad_range": ("A repetition's start and end frames are not a valid range.",
+                  "Give whole frame numbers with the start not after the end (counted from 1)."),
+    "range_outside_video": ("A repetition's frames run past the end of its video.",
+                            "Check the row's end frame against the video, or the video against the table."),
+    "no_scores": ("A video has no rater scores in the scores table.",
+                  "Add the video's scores, or leave the video out of the repetitions table."),
+    "video_not_found": ("A video named in the dataset table is not under the data folder.",
+                        "Check the data folder given and the file name in the table."),
+    "missing_frames": ("A clip's frame folder is missing or holds no frames.",
+                       "Check the data folder given and that the clip's frames were unpacked."),
+    "extraction_error": ("The face could not be extracted from a clip for an unexpected reason.",
+                         "Check that the clip plays; the training log has the details."),
+    "too_few_clips": ("A task had too few usable training clips, so it was not trained.",
+                      "Add clips for that task (or fix those refused); the other tasks were trained."),
+    "nothing_usable": ("Nothing in the dataset could be used for training.",
+                       "Fix the rows and clips listed as refused, or check the data folder, then run again."),
+    "invalid_dataset": ("The dataset options or tables could not be used.",
+                        "Check the files and options named in the message and run again."),
     # --- the batch tool and the web form (client side) -------------------------------------------
     "expression_not_recognised": ("The task could not be told from the file or folder name.",
                                   "Name the file <patient>_<task>.mp4 or put it in a folder named after the "

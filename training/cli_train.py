@@ -165,6 +165,10 @@ def run(args: argparse.Namespace) -> int:
                               command="feqa " + " ".join(sys.argv[1:]))
     except (DatasetError, ResumeRefused, InitError, DeviceError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if isinstance(exc, DatasetError):
+            from model.messages import message
+
+            print(message(exc.code)["what_to_do"], file=sys.stderr)
         return 2
     print_summary(report)
     return 0

@@ -91,7 +91,14 @@ def write_manifest(samples: Iterable[Sample], path: str | Path, comment: str | N
 
 # --------------------------------------------------------------------------------------------- problems
 class DatasetError(ValueError):
-    """A dataset that cannot be used: one plain message (the CLI prints it and exits 2, no traceback)."""
+    """A dataset that cannot be used: one plain message (the CLI prints it and exits 2, no traceback).
+
+    `code` is the stable reason (model/messages.py words it): invalid_dataset (the options or tables cannot
+    be read at all) or nothing_usable (read, but no expression had enough usable clips)."""
+
+    def __init__(self, message: str, code: str = "invalid_dataset") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,7 @@ class RowIssue:
 
     Reason codes: bad_row (a value that does not parse or lies outside its range), duplicate_row,
     frame_count_mismatch (the table's frame count disagrees with the frames on disk or with end - start + 1),
-    bad_range (a repetition's start/end), no_scores (no rater scores for the file), missing_video /
+    bad_range (a repetition's start/end), no_scores (no rater scores for the file), video_not_found /
     missing_frames (not on disk), range_outside_video, extraction_error, and the extraction's own
     `model.errors.VideoError` codes (no_face, face_too_rare, video_too_short, ...)."""
     source: str        # the table (file name only) or "extraction"
@@ -328,7 +335,7 @@ def read_toronto(root: str | Path, repetition_table: str | Path, scores_csv: str
                 continue
             seen[(name, rep)] = n
             if name not in files:
-                issues.append(RowIssue(src, n, clip, "missing_video", f"no video {name}.* under the data root"))
+                issues.append(RowIssue(src, n, clip, "video_not_found", f"no video {name}.* under the data root"))
                 continue
             total = n_video_frames.get(name)
             if total is None:
@@ -607,7 +614,7 @@ def failure_reason(exc: BaseException) -> str:
     if isinstance(exc, RangeOutsideVideo):
         return "range_outside_video"
     if isinstance(exc, FileNotFoundError):
-        return "missing_video"
+        return "video_not_found"
     return "extraction_error"
 
 

@@ -44,6 +44,8 @@ from training.datasets import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+TOO_FEW_CLIPS = "too_few_clips"    # reason code of an expression (or fold) skipped for want of clips
+NOTHING_USABLE = "nothing_usable"  # reason code of a run in which no expression could train
 MIN_TRAIN_CLIPS = 4          # an expression (or fold) with fewer usable training clips is skipped, with a warning
 DATASET_SCALES = {"pfed5": "mds_updrs_3_2", "toronto": "toronto_neuroface"}
 DATASET_TITLES = {"pfed5": "PFED5", "toronto": "Toronto NeuroFace", "manifest": "manifest"}
@@ -331,7 +333,7 @@ def run_training(dataset: Dataset, out: Path, *, expressions: Sequence[str] = ()
     if unknown:
         raise DatasetError(f"unknown expressions {unknown}; expected some of {', '.join(EXPRESSIONS)}")
     if not dataset.samples:
-        raise DatasetError(_nothing_usable(dataset, issues))
+        raise DatasetError(_nothing_usable(dataset, issues), code=NOTHING_USABLE)
     cache_root = common["cache_root"]
     failed: set[str] = set()
     t0 = time.time()
@@ -349,8 +351,8 @@ def run_training(dataset: Dataset, out: Path, *, expressions: Sequence[str] = ()
                   "tables": dataset.files, "git_commit": git_commit(), "run_id": run_id, "command": command}
     report: dict = {"run_id": run_id, "command": command, "dataset": dataset.name, "tables": dataset.files,
                     "data_root": dataset.root, "git_commit": provenance["git_commit"],
-                    "issues": [i.to_dict() for i in issues], "skipped": {}, "expressions": {},
-                    "folds": folds, "timings_s": {"extract_s": extract_s},
+                    "issues": [i.to_dict() for i in issues], "skipped": {}, "skipped_codes": {},
+                    "expressions": {}, "folds": folds, "timings_s": {"extract_s": extract_s},
                     "recipe": {"config": common["config"], "model_overrides": common.get("model_overrides") or {},
                                "contract_overrides": common.get("contract_overrides") or {},
                                "train": asdict(common["train_cfg"]) if common.get("train_cfg") else None,
@@ -363,8 +365,9 @@ def run_training(dataset: Dataset, out: Path, *, expressions: Sequence[str] = ()
         scale = dataset.scale_for(e)
         why = _too_few(ss, folds, dataset)
         if why:
-            log(f"WARNING: {e} skipped: {why}")
+            log(f"WARNING: {e} skipped: {why} [{TOO_FEW_CLIPS}]")
             report["skipped"][e] = why
+            report["skipped_codes"][e] = TOO_FEW_CLIPS
             continue
         per = {"scale": scale.name, "checkpoints": [], "folds": []}
         kw = dict(dataset=dataset, log=log, provenance=provenance)
@@ -376,8 +379,9 @@ def run_training(dataset: Dataset, out: Path, *, expressions: Sequence[str] = ()
                 rest = [s for s in ss if s.subject not in set(test_subjects)]
                 tr, va, info = _val_split(dataset, rest, val_fraction, seed + k)
                 if len(tr) < MIN_TRAIN_CLIPS:
-                    log(f"WARNING: {e} fold {k} skipped: {len(tr)} training clips (need {MIN_TRAIN_CLIPS})")
-                    per["folds"].append({"fold": k, "skipped": f"{len(tr)} training clips"})
+                    log(f"WARNING: {e} fold {k} skipped: {len(tr)} training clips (need {MIN_TRAIN_CLIPS}) "
+                        f"[{TOO_FEW_CLIPS}]")
+                    per["folds"].append({"fold": k, "skipped": f"{len(tr)} training clips", "code": TOO_FEW_CLIPS})
                     continue
                 _log_val(e, info, log, k)
                 r = _train_one(e, tr, va, te, out / e / f"fold{k}", val_info=info, common=dict(common), fold=k,
@@ -393,6 +397,7 @@ def run_training(dataset: Dataset, out: Path, *, expressions: Sequence[str] = ()
                 preds += (r["test"] or {}).get("predictions", [])
             if not fold_rows:
                 report["skipped"][e] = "every fold had too few training clips"
+                report["skipped_codes"][e] = TOO_FEW_CLIPS
                 continue
             y = [p["true"] for p in preds]
             pooled = scale_metrics(y, [p["pred"] for p in preds], scale)
@@ -434,7 +439,7 @@ def run_training(dataset: Dataset, out: Path, *, expressions: Sequence[str] = ()
                                        "y_pred": [p["pred"] for p in r["test"]["predictions"]]}}
         report["expressions"][e] = per
     if not report["expressions"]:
-        raise DatasetError(_nothing_usable(dataset, issues, report["skipped"]))
+        raise DatasetError(_nothing_usable(dataset, issues, report["skipped"]), code=NOTHING_USABLE)
     _summarise(report, results, dataset, folds, PAPER_RHO_PCT)
     rdir = out / "reports" / run_id
     rdir.mkdir(parents=True, exist_ok=True)

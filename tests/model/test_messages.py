@@ -15,7 +15,7 @@ import pytest
 from model import errors, messages
 from tests.conftest import ROOT
 
-SOURCES = [p for d in ("model", "worker", "service") for p in (ROOT / d).rglob("*.py")] + \
+SOURCES = [p for d in ("model", "worker", "service", "training") for p in (ROOT / d).rglob("*.py")] + \
           list((ROOT / "service" / "web").rglob("*.js"))
 PATTERNS = [re.compile(p) for p in (
     # VideoError(..., code="no_face"), error_code="deleted", {"error_code": "file_not_found"}, {code: "..."} (JS)
@@ -23,6 +23,7 @@ PATTERNS = [re.compile(p) for p in (
     r"""\bfail(?:_item|ed)\([^,()]+,\s*["']([a-z][a-z_]+)["']""",          # fail_item(id, "timeout"), failed(row, ..)
     r"""\b_fail\([^,()]+,[^,()]+,\s*["']([a-z][a-z_]+)["']""",            # self._fail(s, it, "worker_lost", ...)
     r"""\(([a-z]+_[a-z_]+)\)["']""",                                       # web form: "... (unsupported_media_type)"
+    r"""\bRowIssue\((?:[^,()"']+,\s*){3}["']([a-z][a-z_]+)["']""",           # training: RowIssue(src, n, clip, "bad_row"
 )]
 NOT_ERROR_CODES = {"exam"}   # FHIR observation-category code in service/views.py
 
@@ -38,6 +39,7 @@ def _constants(module) -> set[str]:
 def emitted_codes() -> dict[str, str]:
     """code -> where it was found."""
     from service import cli_batch, problems
+    from training import datasets, runs
     from worker import quality, segment
 
     found: dict[str, str] = {}
@@ -49,9 +51,13 @@ def emitted_codes() -> dict[str, str]:
     for module in (quality, segment):   # quality reasons and warnings; whole-recording findings
         for code in _constants(module):
             found.setdefault(code, module.__name__)
-    for module in (problems, cli_batch):
+    for module in (problems, cli_batch, runs):
         for code in _constants(module):
             found.setdefault(code, module.__name__)
+    # training: the codes a failed clip is given, and DatasetError's own
+    for code in re.findall(r"""return ["']([a-z]+_[a-z_]+)["']""", inspect.getsource(datasets.failure_reason)):
+        found.setdefault(code, "training.datasets.failure_reason")
+    found.setdefault(datasets.DatasetError("x").code, "training.datasets.DatasetError")
     for path in SOURCES:
         text = path.read_text(encoding="utf-8", errors="replace")
         for pattern in PATTERNS:
@@ -65,7 +71,8 @@ def test_the_walk_finds_the_codes_of_every_layer():
     # one from each source, so that a broken walk cannot pass by finding nothing
     for code in ("model_checksum_mismatch", "several_faces", "head_turned", "nothing_to_retry", "worker_lost",
                  "no_face", "expression_not_recognised", "unsupported_file", "network_error",
-                 "fewer_repetitions_than_asked"):
+                 "fewer_repetitions_than_asked", "bad_row", "duplicate_row", "frame_count_mismatch",
+                 "video_not_found", "range_outside_video", "too_few_clips", "nothing_usable", "invalid_dataset"):
         assert code in codes, code
     assert len(codes) >= 40
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from model import messages
 from model.scales import scale_for_manifest
 from tests.conftest import ROOT
 from tests.training.conftest import feqa, tiny_args
@@ -162,6 +163,7 @@ def test_export_names_its_provenance_refuses_a_clash_and_serves(pfed5_run, tmp_p
 def test_train_toronto_folds_keep_checkpoints_apart_and_score_on_the_raters_scale(toronto_run, layouts):
     out, report = toronto_run
     assert report["skipped"] == {"kiss": "1 usable training clips (need at least 4)"}
+    assert report["skipped_codes"] == {"kiss": "too_few_clips"}
     per = report["expressions"]["blow"]
     assert per["scale"] == "toronto_neuroface"
     folds = [f for f in per["folds"] if "checkpoint" in f]
@@ -259,6 +261,7 @@ def test_nothing_usable_is_one_clear_message_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr + proc.stdout
     err = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "nothing usable" in err[0] and "missing_frames" in err[0] and "bad_row" in err[0]
+    assert messages.message("nothing_usable")["what_to_do"] in proc.stderr    # plain words under the error line
 
 
 # --------------------------------------------------------------------------------------------- --init
