@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from model.contract import FULL_CHANNELS
+
 STREAMS = ("both", "rgb", "trajectory")
 FUSION_MODES = ("pooled", "tokens")
-CHANNEL_SETS = {2: ("x", "y"), 3: ("r", "g", "b"), 5: ("x", "y", "r", "g", "b")}
+CHANNEL_SETS = {2: FULL_CHANNELS[:2], 3: FULL_CHANNELS[2:], 5: FULL_CHANNELS}   # x, y / r, g, b / all five
 
 
 @dataclass(frozen=True)

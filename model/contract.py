@@ -29,6 +29,9 @@ N_REGIONS = 7
 SLOTS_PER_REGION = 9
 N_SLOTS = N_REGIONS * SLOTS_PER_REGION  # 63
 
+# The five trajectory channels extraction writes, in this order; a model's contract selects some of them.
+FULL_CHANNELS: tuple[str, ...] = ("x", "y", "r", "g", "b")
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -51,7 +54,7 @@ def default_tp(expression: str) -> int:
 class PreprocessContract:
     tp: int = 128                     # trajectory steps
     tf: int = 80                      # RGB frames (multiple of 16)
-    channels: tuple[str, ...] = ("x", "y", "r", "g", "b")
+    channels: tuple[str, ...] = FULL_CHANNELS
     landmark_scheme: str = "mediapipe468_63"
     region_order: tuple[str, ...] = REGIONS
     coord_norm: str = "first_frame_nose_tip"   # crop pixels relative to frame 0's nose tip (the reference);

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from model.config import ModelConfig, get_config
-from model.contract import PFED5_EXPRESSIONS, PreprocessContract, check_expression
+from model.contract import FULL_CHANNELS, PFED5_EXPRESSIONS, PreprocessContract, check_expression
 from model.manifest import sha256_file  # noqa: F401  (re-exported: callers import it from here)
 from model.network import TrampFormer, count_params
 from model.scales import default_scale, get_scale
@@ -51,8 +51,7 @@ def random_inputs(cfg: ModelConfig, batch: int = 2, seed: int = 0) -> tuple[torc
 
 
 def _channel_index(channels: Iterable[str]) -> list[int]:
-    full = ("x", "y", "r", "g", "b")
-    return [full.index(c) for c in channels]
+    return [FULL_CHANNELS.index(c) for c in channels]
 
 
 def export_onnx(model: TrampFormer, path: str | Path, *, opset: int = OPSET) -> Path:

@@ -15,12 +15,9 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from model.contract import PreprocessContract, check_expression
+from model.contract import FULL_CHANNELS, N_SLOTS, PreprocessContract, check_expression
 from model.errors import ContractError, ModelIntegrityError, ModelUnavailable
 from model.manifest import model_pairs, read_manifest, sha256_file
-
-FULL_CHANNELS = ("x", "y", "r", "g", "b")
-N_SLOTS = 63
 
 
 @dataclass

@@ -16,11 +16,10 @@ import torch
 from torch import nn
 
 from model.config import ModelConfig
+from model.contract import N_REGIONS, N_SLOTS, SLOTS_PER_REGION
 from model.layers import DropPath, Mlp
 
-N_REGIONS = 7
-N_SLOTS = 9
-V = N_REGIONS * N_SLOTS
+V = N_SLOTS   # 63 = N_REGIONS x SLOTS_PER_REGION (model.contract)
 GCONV_GROUPS = 8
 
 
@@ -55,7 +54,7 @@ class PartitionAttention(nn.Module):
     def _gather_index(self) -> torch.Tensor:
         s = self.window
         if self.kind in (1, 3):            # tokens a = n * 9 + l; tiled bias (reference quirk)
-            a = torch.arange(s * N_SLOTS) % s
+            a = torch.arange(s * SLOTS_PER_REGION) % s
             return (a[:, None] - a[None, :] + s - 1).reshape(-1)
         n = torch.arange(s).repeat_interleave(N_REGIONS)                 # tokens a = n * 7 + k
         k = torch.arange(N_REGIONS).repeat(s)
@@ -72,26 +71,26 @@ class PartitionAttention(nn.Module):
         """(B, T, V, C) -> (windows, tokens, C)."""
         t, c, s = self.frames, x.shape[-1], self.window
         if self.kind == 1:
-            x = x.reshape(-1, t // s, s, N_REGIONS, N_SLOTS, c).permute(0, 1, 3, 2, 4, 5)
+            x = x.reshape(-1, t // s, s, N_REGIONS, SLOTS_PER_REGION, c).permute(0, 1, 3, 2, 4, 5)
         elif self.kind == 2:
-            x = x.reshape(-1, t // s, s, N_REGIONS, N_SLOTS, c).permute(0, 1, 4, 2, 3, 5)
+            x = x.reshape(-1, t // s, s, N_REGIONS, SLOTS_PER_REGION, c).permute(0, 1, 4, 2, 3, 5)
         elif self.kind == 3:
-            x = x.reshape(-1, s, t // s, N_REGIONS, N_SLOTS, c).permute(0, 2, 3, 1, 4, 5)
+            x = x.reshape(-1, s, t // s, N_REGIONS, SLOTS_PER_REGION, c).permute(0, 2, 3, 1, 4, 5)
         else:
-            x = x.reshape(-1, s, t // s, N_REGIONS, N_SLOTS, c).permute(0, 2, 4, 1, 3, 5)
+            x = x.reshape(-1, s, t // s, N_REGIONS, SLOTS_PER_REGION, c).permute(0, 2, 4, 1, 3, 5)
         return x.reshape(-1, x.shape[3] * x.shape[4], c)
 
     def reverse(self, y: torch.Tensor) -> torch.Tensor:
         """(windows, tokens, C) -> (B, T, V, C)."""
         t, c, s = self.frames, y.shape[-1], self.window
         if self.kind == 1:
-            y = y.reshape(-1, t // s, N_REGIONS, s, N_SLOTS, c).permute(0, 1, 3, 2, 4, 5)
+            y = y.reshape(-1, t // s, N_REGIONS, s, SLOTS_PER_REGION, c).permute(0, 1, 3, 2, 4, 5)
         elif self.kind == 2:
-            y = y.reshape(-1, t // s, N_SLOTS, s, N_REGIONS, c).permute(0, 1, 3, 4, 2, 5)
+            y = y.reshape(-1, t // s, SLOTS_PER_REGION, s, N_REGIONS, c).permute(0, 1, 3, 4, 2, 5)
         elif self.kind == 3:
-            y = y.reshape(-1, t // s, N_REGIONS, s, N_SLOTS, c).permute(0, 3, 1, 2, 4, 5)
+            y = y.reshape(-1, t // s, N_REGIONS, s, SLOTS_PER_REGION, c).permute(0, 3, 1, 2, 4, 5)
         else:
-            y = y.reshape(-1, t // s, N_SLOTS, s, N_REGIONS, c).permute(0, 3, 1, 4, 2, 5)
+            y = y.reshape(-1, t // s, SLOTS_PER_REGION, s, N_REGIONS, c).permute(0, 3, 1, 4, 2, 5)
         return y.reshape(-1, t, V, c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -233,5 +232,5 @@ class TrajectoryEncoder(nn.Module):
     def region_segment_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Tokens mode: the last stage pooled per region and time segment, (B, segments * 7, C)."""
         t, c, g = x.shape[1], x.shape[-1], self.cfg.traj_segments
-        x = x.reshape(-1, g, t // g, N_REGIONS, N_SLOTS, c).mean(dim=(2, 4))
+        x = x.reshape(-1, g, t // g, N_REGIONS, SLOTS_PER_REGION, c).mean(dim=(2, 4))
         return x.reshape(-1, g * N_REGIONS, c)

@@ -18,10 +18,9 @@ import numpy as np
 import torch
 
 from model.config import ModelConfig
+from model.contract import FULL_CHANNELS
 from model.loss import BMCLoss
 from model.network import TrampFormer, checkpoint, from_checkpoint
-
-FULL_CHANNELS = ("x", "y", "r", "g", "b")
 
 
 @dataclass
