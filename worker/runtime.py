@@ -111,8 +111,9 @@ def load_models(st: ProcessState) -> None:
     try:
         from model.batcher import BatchingScorer, providers_for
 
-        scorer = Scorer(settings.model_dir, providers=providers_for(settings.providers, settings.cuda_device_id),
-                        intra_op_threads=settings.intra_op_threads)
+        providers = providers_for(settings.providers, settings.cuda_device_id)
+        scorer: Scorer | BatchingScorer = Scorer(settings.model_dir, providers=providers,
+                                                 intra_op_threads=settings.intra_op_threads)
         expressions = list(scorer.expressions())
         if not expressions:
             raise FileNotFoundError(f"no models in {settings.model_dir}")
