@@ -32,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module_name in COMMANDS.items():
         try:
             mod = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:  # a command whose module is not built yet
-            if exc.name != module_name:
+        except ModuleNotFoundError as exc:  # a command whose package this install (an image) does not hold
+            if not exc.name or not (module_name == exc.name or module_name.startswith(exc.name + ".")):
                 raise
             continue
         p = sub.add_parser(name, help=getattr(mod, "HELP", ""), description=getattr(mod, "HELP", ""))

@@ -1,4 +1,5 @@
-"""`feqa worker`: a Celery worker that serves the scoring queue on this machine.
+"""`feqa worker` (also `feqa-worker`, the worker images' command): a Celery worker that serves the scoring
+queue on this machine.
 
 It needs to reach the broker (REDIS_URL), the job store (DATABASE_URL) and the shared storage
 (FEQA_STORAGE_DIR); add as many as you like, on any machine. Use one process per GPU.
@@ -57,3 +58,14 @@ def run(args: argparse.Namespace) -> int:
 
     app.worker_main(celery_argv(args, settings.queue))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`feqa-worker`: the same command without the `feqa` CLI (the worker images hold no service/)."""
+    parser = argparse.ArgumentParser(prog="feqa-worker", description=HELP)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -146,3 +146,28 @@ def test_compose_migrates_once_before_the_api_and_the_workers_start():
     assert services["migrate"]["command"] == ["feqa", "migrate"]
     for name in ("api", "worker-cpu", "worker-gpu"):
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully", name
+
+
+def _copied(dockerfile: str) -> list[str]:
+    return [ln.split()[1] for ln in (DOCKER / dockerfile).read_text().splitlines() if ln.startswith("COPY ")]
+
+
+def test_images_hold_only_the_packages_they_run():
+    # the API runs service on worker (settings, job store, probe) and model; a worker runs worker and model
+    assert _copied("Dockerfile.api") == ["pyproject.toml", "model", "worker", "service"]
+    for dockerfile in WORKER_IMAGES:
+        assert _copied(dockerfile) == ["pyproject.toml", "model", "worker"], dockerfile
+        text = (DOCKER / dockerfile).read_text()
+        assert 'CMD ["feqa-worker", "--concurrency"' in text and 'CMD ["feqa-worker", "--healthcheck"]' in text
+
+
+def test_the_commands_run_where_packages_are_missing():
+    # given an install without service/ or training/ (a worker image, the API image), then what is there runs
+    code = ("import sys\nsys.modules['training'] = None\nfrom service.cli import build_parser\n"
+            "cmds = build_parser()._subparsers._group_actions[0].choices\n"
+            "assert 'train' not in cmds and {'serve', 'worker', 'migrate'} <= set(cmds), sorted(cmds)\n"
+            "sys.modules['service'] = None\nfrom worker.cli_worker import main\n"
+            "raise SystemExit(main(['--help']))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert "feqa-worker" in r.stdout and "--healthcheck" in r.stdout
