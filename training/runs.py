@@ -275,11 +275,20 @@ def _train_one(expression: str, tr: list[Sample], va: list[Sample], te: list[Sam
                               if fold is not None else {})}}
     res = train_expression(expression, tr, va, out_dir, extra_meta=meta, log=log, **common)
     cache_root = common["cache_root"]
+    y_v: list[float] = []
+    raw_v = np.zeros(0)
     if va:
         raw_v, _, kept_v = predict_samples(res["best_path"], va, cache_root, calibration={})
-        cal = fit_calibration([s.score for s in kept_v], raw_v)
-    else:
-        cal = {"scale": 1.0, "bias": 0.0, "fitted_on": "none (no validation clips)"}
+        y_v = [s.score for s in kept_v]
+    cal = fit_calibration(y_v, raw_v)
+    if cal["guard"] == "too_few_clips" and tr:
+        # too few validation clips for a slope: fit on training + validation clips instead (the training
+        # clips' predictions are fitted, so this slope errs small, towards the mean score, never large)
+        raw_t, _, kept_t = predict_samples(res["best_path"], tr, cache_root, calibration={})
+        both = fit_calibration([s.score for s in kept_t] + y_v, np.concatenate([raw_t, raw_v]),
+                               source=f"training and validation identities (validation alone: {len(y_v)})")
+        if both["guard"] != "too_few_clips":
+            cal = {**both, "validation_clips": len(y_v), "fallback": "training_and_validation"}
     log(f"{expression}{'' if fold is None else f' fold {fold}'}: calibration {cal}")
     test = None
     if te:

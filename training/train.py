@@ -644,17 +644,46 @@ def _demo_task(t: dict) -> tuple[str, str, dict]:
                                       "train_seconds": round(sum(h["seconds"] for h in res["history"]), 1)}
 
 
-def fit_calibration(y_true: Sequence[float], y_pred: Sequence[float]) -> dict:
+# Calibration guards. A least-squares slope is only as good as the validation set it is fitted on: a handful
+# of clips, or raw outputs that hardly vary (a barely trained model), give slopes like 400 that blow noise up
+# into the whole score range. The raw output's own scale is free (the BMC loss fixes ranks, not units): the
+# demo models' fitted slopes are 0.047-0.124, so the range below leaves two decades on either side.
+MIN_CALIBRATION_CLIPS = 8            # fewer clips: no fit (identity); training._train_one adds training clips
+CALIBRATION_SLOPE_RANGE = (1e-3, 10.0)
+CALIBRATION_GUARDS = ("none", "too_few_clips", "no_spread", "slope_not_positive", "slope_clamped")
+
+
+def fit_calibration(y_true: Sequence[float], y_pred: Sequence[float], *, source: str = "validation identities",
+                    min_clips: int = MIN_CALIBRATION_CLIPS,
+                    slope_range: tuple[float, float] = CALIBRATION_SLOPE_RANGE) -> dict:
     """Least-squares `score = scale * raw + bias` on the validation identities. The BMC loss ranks well but
     leaves the raw output's offset and scale free; Spearman's rho is unchanged by this map, MAE and the
-    rounded-score accuracy are not. Identity when the fit is degenerate or would flip the ranking."""
+    rounded-score accuracy are not.
+
+    Guarded (`guard` records which, `n` the clips): identity when there are fewer than `min_clips` clips
+    (too_few_clips), when predictions or scores do not vary (no_spread) or when the fit would flip the ranking
+    (slope_not_positive); a slope outside `slope_range` is clamped to it, with the bias refitted at that slope
+    (slope_clamped; the fitted slope kept as `fitted_scale`)."""
     y, p = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
-    if len(y) < 3 or np.std(p) < 1e-9:
-        return {"scale": 1.0, "bias": 0.0, "fitted_on": "none (degenerate validation predictions)"}
+    n = int(len(y))
+
+    def identity(guard: str, why: str) -> dict:
+        return {"scale": 1.0, "bias": 0.0, "fitted_on": f"none ({why})", "guard": guard, "n": n}
+
+    if n < max(3, min_clips):
+        return identity("too_few_clips", f"{n} {source} clips, fewer than {max(3, min_clips)}")
+    if np.std(p) < 1e-9 or np.std(y) < 1e-9:
+        return identity("no_spread", f"{source}: {'predictions' if np.std(p) < 1e-9 else 'scores'} do not vary")
     a, b = np.polyfit(p, y, 1)
     if a <= 0:
-        return {"scale": 1.0, "bias": 0.0, "fitted_on": "none (validation slope not positive)"}
-    return {"scale": float(a), "bias": float(b), "fitted_on": f"validation identities ({len(y)} clips)"}
+        return identity("slope_not_positive", f"{source}: slope not positive")
+    lo, hi = slope_range
+    if not lo <= a <= hi:
+        c = float(np.clip(a, lo, hi))
+        return {"scale": c, "bias": float(y.mean() - c * p.mean()),
+                "fitted_on": f"{source} ({n} clips), slope {a:.4g} clamped to {c:.4g}", "guard": "slope_clamped",
+                "fitted_scale": float(a), "n": n}
+    return {"scale": float(a), "bias": float(b), "fitted_on": f"{source} ({n} clips)", "guard": "none", "n": n}
 
 
 def apply_calibration(model, cal: dict | None):

@@ -65,6 +65,10 @@ def test_train_pfed5_lists_failures_validates_stratified_and_calibrates(pfed5_ru
         ck = torch.load(per["checkpoints"][0], map_location="cpu", weights_only=False)
         cal = ck["calibration"]
         assert cal == per["calibration"] and "validation" in cal["fitted_on"]
+        # 3 validation clips are too few for a slope: fitted on training + validation clips, and recorded so
+        assert cal["fallback"] == "training_and_validation" and cal["validation_clips"] == 3
+        assert cal["n"] == 8 and cal["guard"] in ("none", "slope_clamped", "slope_not_positive", "no_spread")
+        assert 1e-3 <= cal["scale"] <= 10.0        # a 1-epoch tiny model fits slopes like 200: clamped to 10
         for p in per["predictions"]:
             assert p["pred"] == pytest.approx(cal["scale"] * p["raw"] + cal["bias"], abs=1e-3)
         assert ck["evaluation"]["test"]["n"] == 2 and ck["meta"]["scale"] == "mds_updrs_3_2"

@@ -3,6 +3,7 @@ falls; checkpoints resume where they stopped; augmentations keep shapes and mean
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from model.config import get_config
@@ -121,9 +122,12 @@ def test_calibration_is_fitted_on_validation_and_folded_into_the_head():
     from model.network import TrampFormer
     from training.train import apply_calibration, fit_calibration
 
-    cal = fit_calibration([0, 1, 2, 3, 4], [10.0, 10.5, 11.0, 11.5, 12.0])
+    y = [0, 1, 2, 3, 4, 0, 1, 2, 3, 4]
+    cal = fit_calibration(y, [10.0 + v / 2 for v in y])
     assert abs(cal["scale"] - 2.0) < 1e-9 and abs(cal["bias"] + 20.0) < 1e-9 and "validation" in cal["fitted_on"]
-    assert fit_calibration([0, 1, 2, 3, 4], [4.0, 3, 2, 1, 0])["scale"] == 1.0      # never flips the ranking
+    assert cal["guard"] == "none" and cal["n"] == 10
+    flipped = fit_calibration(y, [4.0 - v for v in y])                                   # never flips the ranking
+    assert (flipped["scale"], flipped["bias"], flipped["guard"]) == (1.0, 0.0, "slope_not_positive")
     torch.manual_seed(0)
     model = TrampFormer(tiny_cfg()).eval()
     item = synthetic_items(3)
@@ -208,3 +212,42 @@ def test_loader_workers_build_the_same_batches_whatever_their_number(tmp_path):
         states.append(load_model(res["last_path"])[0].state_dict())
     for k, v in states[0].items():
         torch.testing.assert_close(v, states[1][k], rtol=0, atol=0)
+
+
+def test_calibration_is_guarded_on_small_or_flat_validation_sets():
+    from training.train import CALIBRATION_SLOPE_RANGE, MIN_CALIBRATION_CLIPS, fit_calibration
+
+    lo, hi = CALIBRATION_SLOPE_RANGE
+    y = [0, 1, 2, 3, 4, 1, 2, 3]
+    # a barely trained model: raw outputs within 0.01 of each other; least squares wants a slope of 400
+    nearly_flat = [5.0 + v / 400 for v in y]
+    cal = fit_calibration(y, nearly_flat)
+    assert cal["guard"] == "slope_clamped" and cal["fitted_scale"] == pytest.approx(400.0)
+    assert cal["scale"] == hi
+    assert np.mean(cal["scale"] * np.array(nearly_flat) + cal["bias"]) == pytest.approx(np.mean(y))
+    tiny = [1e6 * v for v in y]                                                   # huge raw units: clamped up
+    assert fit_calibration(y, tiny)["scale"] == lo
+    # too few clips: identity, saying so
+    few = fit_calibration(y[:MIN_CALIBRATION_CLIPS - 1], [10.0 + v / 2 for v in y[:MIN_CALIBRATION_CLIPS - 1]])
+    assert (few["scale"], few["bias"], few["guard"], few["n"]) == (1.0, 0.0, "too_few_clips", 7)
+    assert "fewer than 8" in few["fitted_on"]
+    # no spread in the scores or the predictions: identity
+    assert fit_calibration([2] * 9, list(range(9)))["guard"] == "no_spread"
+    assert fit_calibration(list(range(9)), [3.0] * 9)["guard"] == "no_spread"
+
+
+def test_the_shipped_demo_calibrations_lie_inside_the_guard():
+    """The bounds do not touch the demo models: each manifest's fitted slope is inside the range, so refitting
+    it under the guard gives the same calibration."""
+    import json
+
+    from tests.conftest import ROOT
+    from training.train import CALIBRATION_SLOPE_RANGE, MIN_CALIBRATION_CLIPS
+
+    manifests = sorted((ROOT / "models" / "demo").glob("*-*.json"))
+    assert manifests
+    for path in manifests:
+        cal = json.loads(path.read_text())["metrics"]["calibration"]
+        assert CALIBRATION_SLOPE_RANGE[0] * 10 <= cal["scale"] <= CALIBRATION_SLOPE_RANGE[1] / 10, path.name
+        n = int(cal["fitted_on"].split("(")[1].split()[0])
+        assert n >= MIN_CALIBRATION_CLIPS, path.name
