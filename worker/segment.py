@@ -15,8 +15,8 @@ pass). Steps:
    frown, brow: brows; squeeze_eyes: eyes; clench_teeth, open: lips and jaw; blow, kiss: lips; spread: mouth
    corners and lips), smoothed with a Gaussian of 0.08 s.
 4. **Repetitions**, relative to the recording's own range (from the neutral frames' activation to the largest)
-   and a noise floor: every peak above baseline + 30% of the range (a weak, tired repetition still counts),
-   highest first, claims the span where the
+   and a noise floor: every peak above baseline + 30% of the range (a weak, tired repetition still counts) and
+   as prominent (a shelf on another peak's slope is not a repetition), highest first, claims the span where the
    activation stays above half the peak's height (so an incomplete return to neutral afterwards, common in
    trackers and patients, does not stretch the episode); onset and offset then follow the slope down until it
    flattens or reaches baseline + 10%. Episodes closer than 0.2 s merge; shorter than the task's minimum (0.3 s;
@@ -25,8 +25,8 @@ pass). Steps:
    the start or end of a face-presence run is `partial` (half a repetition).
 5. **Windows.** Each repetition gets the Tp-frame windows that cover it: one centred on it (clamped to its run)
    when it fits, else windows every Tp/2 across it; each placement is scored together with its shifts by
-   +-0.12 and +-0.24 s (`JITTER_S`), so a few frames of segmentation error hardly move the score. sit_at_rest is tiled with non-overlapping windows over every
-   run. A task recording with no movement found gets one window centred on its largest activation (its best
+   +-0.16 s (`JITTER_S`), so a few frames of segmentation error hardly move the score. sit_at_rest is tiled
+   with non-overlapping windows over every run. A task recording with no movement found gets one window centred on its largest activation (its best
    attempt; the score then does not depend on the still time around it). A run shorter than Tp gives one window
    padded by the contract's rule.
 
@@ -284,6 +284,26 @@ def _episodes(seg: Segmentation, raw: np.ndarray, p: SegmentParams) -> None:
         seg.findings.append(MORE_REPETITIONS)
 
 
+def _prominence(x: np.ndarray, pk: int) -> float:
+    """How far the peak at pk rises above the higher of its two bases: the lowest point between it and the
+    nearest higher activation on each side. A side that runs to the run's end without anything higher has no
+    base (a movement cut by the end of the recording is still a movement)."""
+    lo = pk
+    while lo > 0 and x[lo - 1] <= x[pk]:
+        lo -= 1
+    hi = pk
+    while hi < len(x) - 1 and x[hi + 1] <= x[pk]:
+        hi += 1
+    bases = []
+    if lo > 0:                                   # stopped at something higher on the left
+        bases.append(x[lo:pk + 1].min())
+    if hi < len(x) - 1:
+        bases.append(x[pk:hi + 1].min())
+    if not bases:
+        bases.append(x.min())
+    return float(x[pk] - max(bases))
+
+
 def _peaks(x: np.ndarray, base: float, hi_t: float, edge_t: float, gap: int) -> list[tuple[int, int, int, bool]]:
     """Movement episodes in one run's activation: every peak above `hi_t`, highest first, claims the span around
     it where the activation stays above half its height over the baseline (half-height edges do not depend on
@@ -298,6 +318,8 @@ def _peaks(x: np.ndarray, base: float, hi_t: float, edge_t: float, gap: int) -> 
             break
         if claimed[pk] or (pk > 0 and x[pk - 1] > x[pk]) or (pk < n - 1 and x[pk + 1] > x[pk]):
             continue                                   # inside another episode, or not a local maximum
+        if _prominence(x, int(pk)) < hi_t - base:       # a shelf on another peak's slope, not a movement
+            continue
         half = base + 0.5 * (x[pk] - base)
         lo, hi = pk, pk
         while lo > 0 and x[lo - 1] > half and not claimed[lo - 1]:
@@ -332,7 +354,7 @@ class WindowPlan:
     episode: int | None             # index into Segmentation.episodes, None for tiling windows
 
 
-JITTER_S = (-0.24, -0.12, 0.0, 0.12, 0.24)   # each placed window is also scored shifted by these offsets
+JITTER_S = (-0.16, 0.0, 0.16)   # each placed window is also scored shifted by these offsets (s)
 
 
 def _jittered(start: int, a: int, b: int, tp: int, fps: float) -> list[int]:

@@ -1,125 +1,40 @@
-"""Movement measures against simulated patients whose movement is known (issue 12, item 4).
-
-Eight smile recordings (three repetitions each) whose amplitude, left/right asymmetry, rise time (speed) and
-fatigue are set independently (each parameter a different permutation of its values), and eight recordings at
-rest whose blink count, tremor amplitude and time with the lips apart are set the same way, are rendered
-(small frames around the face), tracked and measured by the real pipeline. Each measure must rank its known
-value with Spearman's rho >= 0.9. The known value is the simulator's parameter, or what follows from the
-parameters for the quantity measured (e.g. the mean movement of both sides for the range of motion).
-"""
+"""Movement measures against simulated patients whose movement is known (issue 12, item 4): each measure ranks
+its known value with Spearman's rho >= 0.9. The recordings and their known values are built by bench/measures.py
+(also `python -m bench.measures`, which prints every rho)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from scipy.stats import spearmanr
 
-from model.contract import PreprocessContract
-from training.simulate import plan_recording, simulated_recording, write_video
+from bench import measures as bm
 from worker import measures as ms
-from worker import segment as sg
-from worker.extract import extract_recording
-
-N = 8
-IDENTITY, SIZE, CROP = "pyfeat_man", 224, 1.4
-CONTRACT = PreprocessContract(tp=64, tf=16, frame_size=64)
-
-
-def _perm(seed: int, values: np.ndarray) -> np.ndarray:
-    return values[np.random.default_rng(seed).permutation(len(values))]
-
-
-def _measure(path, expression):
-    rec = extract_recording(path, CONTRACT)
-    seg = sg.segment(rec.mesh, rec.runs(), expression, rec.fps)
-    return seg, *ms.compute(seg)
 
 
 @pytest.fixture(scope="module")
 def task_set(tmp_path_factory):
-    out = tmp_path_factory.mktemp("measures_task")
-    amp = _perm(1, np.linspace(0.45, 1.05, N))
-    asym = _perm(2, np.linspace(0.0, 0.5, N))
-    rise = _perm(3, np.linspace(0.25, 0.9, N))
-    fatigue = _perm(4, np.linspace(0.0, 0.5, N))
-    rows = []
-    for i in range(N):
-        plan = plan_recording("smile", None, np.random.default_rng(100 + i), repetitions=3, lead_s=0.8,
-                              pause_s=0.6, tail_s=0.6, hold_s=0.4, amplitude=float(amp[i]), asym=float(asym[i]),
-                              rise_s=float(rise[i]), fatigue=float(fatigue[i]), tremor_iod=0.0, blink_rate=0.0)
-        plan.weak_side = 1.0                      # the subject's left is the weak side in every recording
-        frames, truth = simulated_recording(IDENTITY, plan, seed=i, size=SIZE, face_crop=CROP)
-        write_video(out / f"t{i}.mp4", frames)
-        seg, m, reps = _measure(out / f"t{i}.mp4", "smile")
-        a = [e["amplitude"] for e in truth["episodes"]]
-        both_sides = float(np.median(a)) * (1 - plan.asym / 2)      # mean movement of the two sides
-        rows.append({"n_reps": len(seg.episodes), "rom_known": both_sides, "asym_known": truth["asymmetry_index"],
-                     "speed_known": both_sides * 1.5 / rise[i], "rise": rise[i],
-                     "fatigue_known": (a[-1] - a[0]) / a[0], "cv_known": float(np.std(a) / np.mean(a)),
-                     "rom": m["regions"]["mouth_corners"]["rom_iod"],
-                     "asym": m["regions"]["mouth_corners"]["asymmetry"],
-                     "speed": m["regions"]["mouth_corners"]["peak_speed_iod_s"],
-                     "ttp": m["regions"]["mouth_corners"]["time_to_peak_s"],
-                     "fatigue": m["fatigue"], "cv": m["variability"]})
-    return rows
+    return bm.task_set(tmp_path_factory.mktemp("measures_task"))
 
 
 @pytest.fixture(scope="module")
 def rest_set(tmp_path_factory):
-    out = tmp_path_factory.mktemp("measures_rest")
-    duration = 6.0
-    blinks = _perm(5, np.array([0, 1, 2, 3, 4, 5, 6, 7]))
-    tremor = _perm(6, np.linspace(0.004, 0.03, N))
-    share = _perm(7, np.linspace(0.0, 0.7, N))
-    rows = []
-    for i in range(N):
-        apart = share[i] * duration
-        plan = plan_recording("sit_at_rest", None, np.random.default_rng(200 + i), duration_s=duration,
-                              tremor_iod=float(tremor[i]), tremor_hz=5.0, twitch=0.0, blink_rate=0.0,
-                              lips_intervals=[(0.5, 0.5 + apart)] if apart > 0 else [])
-        plan.blinks = list(np.linspace(0.5, duration - 0.5, blinks[i])) if blinks[i] else []
-        frames, truth = simulated_recording(IDENTITY, plan, seed=50 + i, size=SIZE, face_crop=CROP)
-        write_video(out / f"r{i}.mp4", frames)
-        _, m, _ = _measure(out / f"r{i}.mp4", "sit_at_rest")
-        rest = m["rest"]
-        rows.append({"blinks_known": int(blinks[i]), "blinks": rest["n_blinks"],
-                     "rate_known": blinks[i] / duration * 60, "rate": rest["blink_rate_per_min"],
-                     "tremor_known": float(tremor[i]), "tremor": rest["tremor_power_iod2"],
-                     "tremor_hz": rest["tremor_peak_hz"],
-                     "share_known": truth["lips_apart_share"], "share": rest["lips_apart_share"]})
-    return rows
-
-
-def rho(rows, known, measured) -> float:
-    return float(spearmanr([r[known] for r in rows], [r[measured] for r in rows])[0])
+    return bm.rest_set(tmp_path_factory.mktemp("measures_rest"))
 
 
 def test_every_repetition_found(task_set):
-    assert [r["n_reps"] for r in task_set] == [3] * N
+    assert [r["n_reps"] for r in task_set] == [3] * bm.N
 
 
-@pytest.mark.parametrize("known, measured", [
-    ("rom_known", "rom"),              # range of motion (mouth corners, inter-ocular units)
-    ("asym_known", "asym"),            # left/right asymmetry index
-    ("speed_known", "speed"),          # peak speed
-    ("rise", "ttp"),                   # time to peak follows the rise time
-    ("fatigue_known", "fatigue"),      # amplitude change first -> last repetition
-    ("cv_known", "cv"),                # variability of the amplitudes
-])
-def test_task_measure_ranks_its_known_value(task_set, known, measured):
-    assert rho(task_set, known, measured) >= 0.9, [(r[known], r[measured]) for r in task_set]
+@pytest.mark.parametrize("known, measured, label", bm.TASK_PAIRS)
+def test_task_measure_ranks_its_known_value(task_set, known, measured, label):
+    assert bm.rho(task_set, known, measured) >= 0.9, [(r[known], r[measured]) for r in task_set]
 
 
-@pytest.mark.parametrize("known, measured", [
-    ("rate_known", "rate"),            # blink rate per minute
-    ("tremor_known", "tremor"),        # lip/jaw tremor power in 4-6 Hz
-    ("share_known", "share"),          # share of time with the lips apart
-])
-def test_rest_measure_ranks_its_known_value(rest_set, known, measured):
-    assert rho(rest_set, known, measured) >= 0.9, [(r[known], r[measured]) for r in rest_set]
+@pytest.mark.parametrize("known, measured, label", bm.REST_PAIRS)
+def test_rest_measure_ranks_its_known_value(rest_set, known, measured, label):
+    assert bm.rho(rest_set, known, measured) >= 0.9, [(r[known], r[measured]) for r in rest_set]
 
 
 def test_blink_counts_and_tremor_frequency_are_right(rest_set):
-    assert sum(abs(r["blinks"] - r["blinks_known"]) <= 1 for r in rest_set) == N
+    assert sum(abs(r["blinks"] - r["blinks_known"]) <= 1 for r in rest_set) == bm.N
     assert all(4.0 <= r["tremor_hz"] <= 6.0 for r in rest_set if r["tremor_known"] >= 0.012)
 
 
