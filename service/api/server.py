@@ -123,6 +123,9 @@ def _httptools_class() -> type:
             self._cancel_header_timer()
             super().connection_lost(exc)
 
+    # Bound below as this module's GuardedHttpToolsProtocol: uvicorn pickles its config (the class by name)
+    # for the processes of --workers N.
+    GuardedHttpToolsProtocol.__qualname__ = "GuardedHttpToolsProtocol"
     return GuardedHttpToolsProtocol
 
 
