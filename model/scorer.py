@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import numpy as np
 
@@ -33,6 +33,17 @@ def default_providers() -> list[str]:
     import onnxruntime as ort
     available = ort.get_available_providers()
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+class ScoringModels(Protocol):
+    """The seam between the worker and the models: what worker.pipeline needs from a Scorer (or a
+    model.batcher.BatchingScorer wrapping one)."""
+
+    def expressions(self) -> list[str]: ...
+    def manifest(self, expression: str) -> dict: ...
+    def contract(self, expression: str) -> PreprocessContract: ...
+    def score(self, expression: str, trajs: np.ndarray, index_t: np.ndarray,
+              frames: np.ndarray | None) -> np.ndarray: ...
 
 
 class Scorer:

@@ -9,9 +9,12 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from model.scorer import ScoringModels
 
 log = logging.getLogger("feqa.pipeline")
 
@@ -109,7 +112,7 @@ def aggregate(window_scores: np.ndarray, plans: list, episodes: list, scale: Any
     return float(np.median(used)), agg, reps
 
 
-def score_video(video_path: str | Path, expression: str, scorer: Any, *, progress: Progress | None = None,
+def score_video(video_path: str | Path, expression: str, scorer: ScoringModels, *, progress: Progress | None = None,
                 limits: Any = None) -> tuple[dict, Any]:
     """Track the whole recording once, find the task's repetitions, score every window that covers them in one
     batched call, aggregate, and measure the movement: (the per-expression result, an Extraction for the
@@ -182,7 +185,7 @@ def draw_pictures(extraction: Any, out_dir: Path) -> tuple[dict[str, Path], floa
     return written, round(time.perf_counter() - t0, 4)
 
 
-def assess(video_path: str | Path, expression: str, scorer: Any, *, progress: Progress | None = None,
+def assess(video_path: str | Path, expression: str, scorer: ScoringModels, *, progress: Progress | None = None,
            artifacts_dir: Path | None = None, limits: Any = None) -> dict:
     """The per-expression result: score (clipped 0..4) + grade, model facts, quality report, abstention;
     writes overlay.png and trajectories.png into `artifacts_dir` when given."""

@@ -15,7 +15,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from celery.signals import (
@@ -31,6 +31,9 @@ from worker.jobs.storage import Storage, open_storage
 from worker.jobs.store import Store
 from worker.settings import get_settings
 
+if TYPE_CHECKING:
+    from model.scorer import ScoringModels
+
 log = logging.getLogger("feqa.worker")
 HOST = socket.gethostname()
 
@@ -43,7 +46,7 @@ class ProcessState:
     store: Store
     storage: Storage
     worker_id: str
-    scorer: Any | None = None
+    scorer: ScoringModels | None = None
     models: list[dict] = field(default_factory=list)
     face_models: list[dict] = field(default_factory=list)
     warmed: bool = False
