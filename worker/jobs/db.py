@@ -20,6 +20,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -52,7 +53,9 @@ class ApiKey(Base):
 
 class Assessment(Base):
     __tablename__ = "assessments"
-    __table_args__ = (UniqueConstraint("tenant", "idempotency_key", name="uq_assessment_idempotency"),)
+    __table_args__ = (UniqueConstraint("tenant", "idempotency_key", name="uq_assessment_idempotency"),
+                      # a patient's history, newest first (Store.patient_assessments; migration 0004)
+                      Index("ix_assessments_tenant_patient_created", "tenant", "patient_ref", "created_at"))
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     tenant: Mapped[str] = mapped_column(String(128), index=True)
     protocol: Mapped[str | None] = mapped_column(String(32), nullable=True)

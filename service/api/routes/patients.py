@@ -1,7 +1,11 @@
 """/v1/patients/{patient_ref}: one patient's assessments over time (the web form's history view) and their
 FHIR Bundle. Tenant-scoped like every read (another clinic's patient with the same reference is not seen),
 audited (the ids read, never the reference), and only what is kept: deleting an assessment or its expiry
-(result retention) removes it from the history."""
+(result retention) removes it from the history.
+
+A reference may hold "/" (e.g. "ward-3/P-17"), sent as is or percent-encoded (%2F, which the server decodes
+before routing): the path converter takes everything up to the last "/assessments" or "/fhir", so the
+final segment always names the route."""
 from __future__ import annotations
 
 import base64
@@ -59,7 +63,7 @@ def _page(store: Store, principal: Principal, settings: Settings, ref: str, limi
             "next_cursor": _cursor_out(nxt), "limit": limit}
 
 
-@router.get("/{patient_ref}/assessments", response_model=PatientAssessmentsOut,
+@router.get("/{patient_ref:path}/assessments", response_model=PatientAssessmentsOut,
             responses={401: PROBLEM, 422: PROBLEM})
 async def list_patient_assessments(patient_ref: PatientRef, request: Request, principal: PrincipalDep,
                                    store: StoreDep, settings: SettingsDep,
@@ -84,7 +88,7 @@ def _bundle(store: Store, principal: Principal, settings: Settings, ref: str, ba
     return fhir_bundle(ref, pages[:MAX_BUNDLE], settings.fhir_code_system, base)
 
 
-@router.get("/{patient_ref}/fhir", responses={200: {"content": {"application/fhir+json": {}}}, 401: PROBLEM})
+@router.get("/{patient_ref:path}/fhir", responses={200: {"content": {"application/fhir+json": {}}}, 401: PROBLEM})
 async def get_patient_fhir(patient_ref: PatientRef, request: Request, principal: PrincipalDep, store: StoreDep,
                            settings: SettingsDep) -> JSONResponse:
     """The patient's Observations (one per assessment, oldest first) as a FHIR R4 Bundle of type collection."""

@@ -134,3 +134,22 @@ def test_fhir_uses_the_words_of_each_models_own_scale(client, app, keys):
     fb = client.get("/v1/patients/P-T/fhir", headers=keys["clinic-a"]).json()
     comp = fb["entry"][0]["resource"]["component"][0]
     assert comp["interpretation"][0]["text"] == "mildly impaired"      # Toronto's 2, not MDS-UPDRS "mild"
+
+
+@pytest.mark.parametrize("ref", ["ward-3/P-17", "a/b/assessments", "x/fhir", "/lead", "P 1/%"])
+def test_a_reference_with_slashes_works_raw_or_percent_encoded(client, app, keys, ref):
+    from urllib.parse import quote
+
+    store = app.state.store
+    mine = visit(store, "clinic-a", ref, 2, 2.0)
+    prefix = visit(store, "clinic-a", ref.split("/")[0] or "lead", 1, 1.0)    # a reference that is its prefix
+    for sent in (quote(ref, safe=""), quote(ref, safe="/")):                 # %2F, and "/" as is
+        r = client.get(f"/v1/patients/{sent}/assessments", headers=keys["clinic-a"])
+        assert r.status_code == 200, (sent, r.text)
+        assert r.json()["patient_ref"] == ref
+        assert [x["id"] for x in r.json()["assessments"]] == [mine] and prefix not in r.text
+        fb = client.get(f"/v1/patients/{sent}/fhir", headers=keys["clinic-a"])
+        assert fb.status_code == 200 and fb.json()["total"] == 1, (sent, fb.text)
+    # the plain route is unchanged, and another tenant still sees nothing
+    assert client.get(f"/v1/patients/{quote(ref, safe='')}/assessments",
+                      headers=keys["clinic-b"]).json()["assessments"] == []
