@@ -25,9 +25,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from worker.result import ItemResult
 
 from model.manifest import sha256_file as file_sha256  # one checksum for models and videos (stdlib only)
 
@@ -205,6 +208,15 @@ class FeqaClient:
 
     def delete(self, assessment_id: str) -> None:
         self.request("DELETE", f"/v1/assessments/{assessment_id}")
+
+    @staticmethod
+    def result(item: dict[str, Any]) -> ItemResult | None:
+        """An item's result as the typed model the worker stores and the API serves
+        (`worker.result.ItemResult`; needs pydantic, the rest of this client does not). None without one."""
+        from worker.result import ItemResult
+
+        res = item.get("result")
+        return None if res is None else ItemResult.model_validate(res)
 
     def download(self, url: str) -> bytes:
         """A picture from an item's `links` (relative or absolute URL)."""

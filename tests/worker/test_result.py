@@ -58,3 +58,12 @@ def test_the_api_documents_this_model(tmp_path):
     doc = create_app(Settings(var_dir=tmp_path)).openapi()["components"]["schemas"]
     assert set(doc["ItemResult"]["properties"]) == set(ItemResult.model_fields)
     assert doc["ItemOut"]["properties"]["result"]["anyOf"][0] == {"$ref": "#/components/schemas/ItemResult"}
+
+
+def test_the_client_reads_the_same_model():
+    from service.client import FeqaClient
+
+    typed = FeqaClient.result({"index": 0, "result": scored(scale=MDS_UPDRS.to_dict())})
+    assert isinstance(typed, ItemResult) and typed.score == 2.4 and typed.scale.max == 4
+    assert typed.model.trained_on == "untrained" and typed.quality.scorable is True
+    assert FeqaClient.result({"index": 0, "result": None}) is None
