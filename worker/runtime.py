@@ -113,13 +113,15 @@ def load_models(st: ProcessState) -> None:
     settings = get_settings()
     try:
         from model.batcher import BatchingScorer, providers_for
+        from worker.model_store import resolve_model_dir
 
+        model_dir = resolve_model_dir(settings)   # FEQA_MODEL_STORE (a folder or s3://...) or FEQA_MODEL_DIR
         providers = providers_for(settings.providers, settings.cuda_device_id)
-        scorer: Scorer | BatchingScorer = Scorer(settings.model_dir, providers=providers,
+        scorer: Scorer | BatchingScorer = Scorer(model_dir, providers=providers,
                                                  intra_op_threads=settings.intra_op_threads)
         expressions = list(scorer.expressions())
         if not expressions:
-            raise FileNotFoundError(f"no models in {settings.model_dir}")
+            raise FileNotFoundError(f"no models in {settings.model_store or model_dir}")
         scorer.warmup()
         face_models = st.face_models or warm_face_models()
         if settings.score_batch_wait_ms > 0:   # one scorer thread batching the windows of concurrent tasks

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     s3_sse_kms_key_id: str | None = None
     s3_part_size: int = 8 * 1024 * 1024       # multipart upload part (S3's minimum is 5 MiB)
     model_dir: Path = ROOT / "models" / "demo"
+    # Where workers on many hosts take their models from: a folder, or s3://bucket/prefix/ (worker/model_store.py);
+    # None = model_dir.
+    model_store: str | None = None
 
     # HTTP server (used by `feqa serve`; the app reads `host` to decide on anonymous use).
     host: str = "127.0.0.1"

@@ -126,6 +126,9 @@ def _scenario(net, db_url, s3, models: Path, tmp: Path, logs: Path, procs: list[
                                     capture_output=True).returncode == 0, 60, "PostgreSQL on the pg host")
     _wait_http(s3.endpoint, 60)
     s3.client().create_bucket(Bucket=s3.bucket)
+    for f in sorted(models.iterdir()):                # publish the models to the model store
+        if f.suffix in (".json", ".onnx"):
+            s3.client().upload_file(str(f), s3.bucket, f"models/{f.name}")
     migrate(db_url)                                   # `feqa migrate`, run once before the processes start
     store = Store(db_url)
     key = store.create_key("clinic")
@@ -144,7 +147,9 @@ def _scenario(net, db_url, s3, models: Path, tmp: Path, logs: Path, procs: list[
     worker_var = {}
     for w in ("w1", "w2"):
         worker_var[w] = tmp / f"{w}-var"
-        wenv = env(worker_var[w], FEQA_MODEL_DIR=str(models), FEQA_QUEUE=queue)
+        # No model folder on the worker hosts: each copies its models from the model store in the bucket.
+        wenv = env(worker_var[w], FEQA_MODEL_DIR=str(worker_var[w] / "no-models"), FEQA_QUEUE=queue,
+                   FEQA_MODEL_STORE=f"s3://{s3.bucket}/models/")
         procs.append(start(w, net[w].cmd([PYTHON, "-m", "service.cli", "worker", "--pool", "solo", "--concurrency",
                                           "1", "--name", f"{w}@%h", "--loglevel", "INFO"], hostname=f"feqa-{w}"),
                            wenv, logs))
