@@ -23,8 +23,10 @@ pass). Steps:
    0.4 s for squeeze_eyes, so that a blink is not a squeeze) are dropped. A range under the noise floor
    (max(0.008 IOD, 6 x the frame-to-frame noise)) means no movement. An episode whose half-height span is cut by
    the start or end of a face-presence run is `partial` (half a repetition).
-5. **Windows.** Each repetition gets the Tp-frame windows that cover it: one centred on it (clamped to its run)
-   when it fits, else windows every Tp/2 across it; each placement is scored together with its shifts by
+5. **Windows.** Each repetition gets the Tp-frame windows that cover it: one starting 0.3 s before its onset
+   (`LEAD_S`, clamped to its run) when it fits, else windows every Tp/2 across it from there. The window's
+   first frame is then always the face just before this movement (the model's coordinates and difference
+   frames are relative to it), wherever the movement sits in the recording; each placement is scored together with its shifts by
    +-0.16 s (`JITTER_S`), so a few frames of segmentation error hardly move the score. sit_at_rest is tiled
    with non-overlapping windows over every run. A task recording with no movement found gets one window centred on its largest activation (its best
    attempt; the score then does not depend on the still time around it). A run shorter than Tp gives one window
@@ -354,6 +356,7 @@ class WindowPlan:
     episode: int | None             # index into Segmentation.episodes, None for tiling windows
 
 
+LEAD_S = 0.3                     # a repetition's window starts this long before its onset
 JITTER_S = (-0.16, 0.0, 0.16)   # each placed window is also scored shifted by these offsets (s)
 
 
@@ -381,12 +384,12 @@ def plan_windows(seg: Segmentation, tp: int) -> list[WindowPlan]:
                 out.append(WindowPlan(a, b, k))
                 continue
             length = e.offset - e.onset + 1
-            if length <= tp:
-                centre = (e.onset + e.offset + 1) / 2
-                starts = [int(round(centre - tp / 2))]
+            lead = int(round(LEAD_S * fps))
+            if length + lead <= tp:
+                starts = [e.onset - lead]            # the window starts just before the movement
             else:
                 step = tp // 2
-                first = max(a, e.onset - step // 2)
+                first = max(a, e.onset - lead)
                 last = min(b - tp, e.offset + 1 + step // 2 - tp)
                 count = max(1, int(np.ceil((last - first) / step)) + 1)
                 starts = sorted({int(round(v)) for v in np.linspace(first, max(first, last), count)})
