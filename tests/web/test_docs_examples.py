@@ -4,8 +4,9 @@ Given the real service (web_stack: API + worker) and a scored assessment, when e
 calls curl and every ```python block of README.md, docs/api.md and docs/users.md runs (the server URL and
 key substituted into FEQA_API / FEQA_API_KEY, the placeholder id replaced by the real one), then every curl
 answer is a success and every Python example exits 0; the problem JSON example is exactly what the server
-answers for that upload, and the item example uses only declared fields. The docs name one API-key
-variable throughout.
+answers for that upload, and the item example uses only declared fields; docs/api.md's result example
+validates as worker.result.ItemResult, uses only declared fields, and has the keys (and kinds of values) of
+a result the service serves. The docs name one API-key variable throughout.
 (Kept beside the web tests to share their running service.)
 """
 from __future__ import annotations
@@ -121,3 +122,71 @@ def _parses(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# The parts of the result example that may show fewer keys than a served result (a data-keyed map), and the
+# one whose keys are the model manifest's own (free-form: the web stack serves untrained test models, the
+# example comes from a demo model). Everywhere else the example has exactly the served keys.
+EXAMPLE_SUBSETS = {"repetitions[].measures.regions"}
+MANIFEST_DEFINED = {"model.training_data"}
+
+
+def result_example() -> dict:
+    import json
+
+    text = (ROOT / "docs" / "api.md").read_text()
+    section = text[text.index("\n## A result\n"):]
+    kind, body = FENCE.findall(section)[0]
+    assert kind == "json"
+    return json.loads(body)
+
+
+def _kind(v) -> str:
+    return {bool: "bool", int: "number", float: "number", str: "str", dict: "object", list: "array"}.get(
+        type(v), "null")
+
+
+def differences(example, served, path: str = "") -> list[str]:
+    out: list[str] = []
+    if example is None or served is None or path in MANIFEST_DEFINED:
+        return out
+    if _kind(example) != _kind(served):
+        return [f"{path or '.'}: {_kind(example)} in the example, {_kind(served)} served"]
+    if isinstance(example, dict):
+        def child(k: str) -> str:
+            return f"{path}.{k}" if path else k
+
+        out += [f"{child(k)}: not served" for k in sorted(set(example) - set(served))]
+        if path not in EXAMPLE_SUBSETS:
+            out += [f"{child(k)}: served, not in the example" for k in sorted(set(served) - set(example))]
+        for k in sorted(set(example) & set(served)):
+            out += differences(example[k], served[k], child(k))
+    elif isinstance(example, list) and example and served:
+        out += differences(example[0], served[0], f"{path}[]")
+    return out
+
+
+def test_the_api_result_example_is_a_real_served_result(web_stack, scored):
+    from worker import result as rm
+
+    example = result_example()
+    assert "…" not in str(example) and "..." not in str(example)
+    typed = rm.ItemResult.model_validate(example)                 # the typed model accepts it
+    assert typed.score == example["score"] and typed.scale and typed.scale.name == "mds_updrs_3_2"
+    declared = [(example, rm.ItemResult), (example["model"], rm.ModelFacts), (example["video"], rm.VideoFacts),
+                (example["scale"], rm.ScaleInfo), (example["aggregation"], rm.Aggregation),
+                (example["windows"][0], rm.Window), (example["repetitions"][0], rm.Repetition),
+                (example["repetitions"][0]["measures"], rm.RepetitionMeasures),
+                (example["measures"], rm.Measures),
+                *[(r, rm.RegionMeasures) for r in example["measures"]["regions"].values()]]
+    for part, model in declared:
+        assert set(part) <= set(model.model_fields), (model.__name__, set(part) - set(model.model_fields))
+    key, aid, _ = scored
+    with web_stack.client(key) as http:
+        served = http.get(f"/v1/assessments/{aid}").json()["items"][0]["result"]
+    assert served["expression"] == example["expression"] == "smile"
+    diff = differences(example, served)
+    assert diff == [], diff
+    # and the checker finds a difference when there is one
+    assert differences({**example, "timings": {"total": 1.0}}, served)
+    assert differences({**example, "score": "0"}, served)
