@@ -13,6 +13,7 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
+from pydantic import ValidationError
 
 from model.errors import FeqaError, InputError
 from worker.celery_app import TASK_ASSESS, TASK_PURGE
@@ -125,6 +126,10 @@ def assess_item(self: Task, item_id: int) -> str:
     except SoftTimeLimitExceeded:
         st.store.fail_item(item_id, "timeout", f"scoring took longer than {settings.task_soft_time_limit_s} s")
         return "timeout"
+    except ValidationError:            # the pipeline built a result ItemResult refuses: a bug, a rerun repeats it
+        log.exception("item %s: the result did not validate", item_id)
+        st.store.fail_item(item_id, "internal_error", UNEXPECTED["internal_error"])
+        return "internal_error"
     except Exception as exc:           # transient (I/O, database, out of memory): bounded retries
         code = getattr(exc, "code", "internal_error")
         if self.request.retries < settings.task_max_retries and code != "model_unavailable":

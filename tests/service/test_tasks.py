@@ -91,3 +91,20 @@ def test_transient_errors_are_retried_twice_then_fail(task_env, video_path, monk
     # three runs in all (the first + 2 retries), each claiming the item again; then failed for good
     assert calls == [1, 2, 3]
     assert (it.status, it.error_code) == ("failed", "internal_error")
+
+
+def test_a_result_that_does_not_validate_fails_once_without_retries(task_env, video_path, monkeypatch):
+    # given a pipeline that builds a result off its scale (a bug), when the task runs, then the item fails
+    # with internal_error after one run (a retry would only repeat it) and nothing is stored as a result
+    tasks, st = task_env
+    item_id = add_item(st, video_path)
+    calls = []
+
+    def off_scale(video, expression, scorer, **kw):
+        calls.append(1)
+        return {"expression": expression, "score": 7.0, "score_rounded": 7}, None
+
+    monkeypatch.setattr("worker.pipeline.score_video", off_scale)
+    assert tasks.assess_item.apply(args=[item_id]).get() == "internal_error"
+    it = st.store.get_item(item_id)
+    assert calls == [1] and (it.status, it.error_code, it.result) == ("failed", "internal_error", None)
