@@ -25,3 +25,22 @@ def real_video() -> Path:
         if candidate.is_file():
             return candidate
     pytest.fail("no real face video: tests/data/pyfeat_single_face.mp4 and ../shared/videos are both missing")
+
+
+@pytest.fixture(scope="session")
+def video_path() -> Path:
+    """The real face clip (tests/data, else ../shared)."""
+    return real_video()
+
+
+@pytest.fixture(scope="session")
+def video_bytes(video_path: Path) -> bytes:
+    return video_path.read_bytes()
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """Untrained compact models for smile (results say trained_on "untrained")."""
+    from bench.servers import untrained_models
+
+    return untrained_models(tmp_path_factory.mktemp("models"), ["smile"])

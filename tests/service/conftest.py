@@ -1,30 +1,11 @@
-"""Fixtures for the service tests: untrained models, a real video, in-process apps for unit tests."""
+"""Fixtures for the service tests: in-process apps for unit tests (the real video and untrained models are
+tests/conftest.py's `video_path`, `video_bytes`, `model_dir`)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import real_video
-
-
-@pytest.fixture(scope="session")
-def video_path() -> Path:
-    return real_video()
-
-
-@pytest.fixture(scope="session")
-def video_bytes(video_path: Path) -> bytes:
-    return video_path.read_bytes()
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory) -> Path:
-    """Untrained compact models for smile (results say trained_on "untrained")."""
-    from bench.servers import untrained_models
-
-    return untrained_models(tmp_path_factory.mktemp("models"), ["smile"])
 
 
 def stand_in_models(model_dir: Path, expressions=("smile", "frown")) -> Path:
