@@ -107,6 +107,8 @@ class ModelOut(BaseModel):
 
 class TaskOut(BaseModel):
     expression: str
+    title: str = Field("", description="the task's name as the web form shows it (model.tasks)")
+    instructions: str = Field("", description="what the patient is asked to do, in plain words")
     served: bool
     model: dict[str, str] | None = Field(None, description="name and version of the model serving it")
     reason: str | None = Field(None, description="why the task is not served, in plain words")
@@ -115,6 +117,7 @@ class TaskOut(BaseModel):
 
 class ProtocolOut(BaseModel):
     title: str
+    description: str = ""
     served: bool = Field(description="at least one task of the protocol is served")
     tasks: list[TaskOut]
 

@@ -12,10 +12,9 @@ from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
 from model.contract import EXPRESSIONS, PROTOCOLS
+from model.tasks import PROTOCOL_INFO, task
 from service.manifests import read_manifests
 
-PROTOCOL_TITLES = {"pfed5": "PFED5: MDS-UPDRS 3.2 facial expression tasks",
-                   "toronto": "Toronto NeuroFace orofacial tasks"}
 NOT_INSTALLED = "no model is installed for this task"
 NOT_LOADED = "a model is installed but no worker has it loaded (it may be damaged or still loading)"
 _ABS_PATH = re.compile(r"^(?:/[^/\s]+(?:/[^/\s]*)+|[A-Za-z]:\\.+)$")
@@ -59,12 +58,15 @@ def protocols_out(s: Served) -> dict[str, dict[str, Any]]:
         rows = []
         for e in tasks:
             m = s.models.get(e)
-            rows.append({"expression": e, "served": m is not None,
+            rows.append({"expression": e, "title": task(e).title, "instructions": task(e).instructions,
+                         "served": m is not None,
                          "model": {"name": str(m.get("name", "")), "version": str(m.get("version", ""))}
                          if m else None,
                          "reason": None if m else s.reasons.get(e, NOT_INSTALLED),
                          "reason_code": None if m else "model_unavailable"})
-        out[name] = {"title": PROTOCOL_TITLES.get(name, name), "served": any(r["served"] for r in rows),
+        info = PROTOCOL_INFO.get(name)
+        out[name] = {"title": info.title if info else name, "description": info.description if info else "",
+                     "served": any(r["served"] for r in rows),
                      "tasks": rows}
     return out
 

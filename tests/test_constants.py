@@ -5,7 +5,7 @@ the network's token count, the channel sets, the scorer's checks, the web form's
 """
 from __future__ import annotations
 
-from model import config, contract, scorer, trajectory
+from model import config, contract, scorer, tasks, trajectory
 from model.scales import MDS_UPDRS
 from service.api.routes import web
 
@@ -21,8 +21,7 @@ def test_the_web_form_lists_the_contracts_protocols_in_their_order():
     shown = web._protocols_for_template()
     assert {k: [t["expression"] for t in p["tasks"]] for k, p in shown.items()} == \
         {k: list(v) for k, v in contract.PROTOCOLS.items()}
-    assert set(web.PROTOCOL_TEXTS) == set(contract.PROTOCOLS)
-    assert all(set(web.PROTOCOL_TEXTS[k]["tasks"]) == set(v) for k, v in contract.PROTOCOLS.items())
+    assert set(tasks.PROTOCOL_INFO) == set(contract.PROTOCOLS) and set(tasks.TASKS) == set(contract.EXPRESSIONS)
 
 
 def test_no_copy_of_the_severity_words_outside_model_scales():

@@ -326,13 +326,18 @@ def test_form_offers_only_the_served_tasks_with_the_reason(page, web_stack):
         assert pg.is_disabled(f"#file-{e}") is (not served), e
         assert pg.is_visible(f"#unserved-{e}") is (not served), e
     assert "Not available" in pg.inner_text("#unserved-sit_at_rest")
+    # the task words are model.tasks', as the page and /v1/models both give them (the script applies the latter)
+    from model.tasks import task
+
+    assert pg.inner_text("#instr-smile") == task("smile").instructions
+    assert pg.inner_text("#task-smile legend") == "2. " + task("smile").title
     # No Toronto task is served: the protocol cannot be chosen, and says why.
     assert pg.is_disabled("input[name=protocol][value=toronto]")
     assert "not available" in pg.inner_text("#served-toronto")
 
 
 def test_history_view_across_three_visits_marks_model_versions_and_follows_deletion(page, web_stack):
-    from tests.service.test_patients import visit
+    from tests.service.api.routes.test_patients import visit
 
     store = web_stack.store()
     ref = "P-HIST-3"

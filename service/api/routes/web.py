@@ -21,7 +21,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
-from model.contract import PROTOCOLS
+from model.tasks import protocols
 from service import problems
 from service.api.deps import (
     SESSION_COOKIE,
@@ -39,54 +39,9 @@ SESSION_MAX_AGE_S = 12 * 3600  # a working day; the key itself stays valid until
 router = APIRouter(tags=["web"])
 
 
-# What the patient is asked to do, per task. The protocols, their tasks and the order come from
-# model.contract.PROTOCOLS (one definition); these are only the words shown for them.
-PROTOCOL_TEXTS: dict[str, dict[str, Any]] = {
-    "pfed5": {
-        "title": "PFED5 (Parkinson's disease, MDS-UPDRS 3.2)",
-        "description": "five tasks: rest, smile, frown, squeeze eyes, clench teeth",
-        "tasks": {
-            "sit_at_rest": ("Sit at rest",
-             "Sit still and look at the camera with a relaxed face for about 10 seconds. Do not talk or move "
-             "your head."),
-            "smile": ("Smile",
-             "Smile as widely as you can, showing your teeth, hold it for a moment, then relax. Do this three "
-             "times."),
-            "frown": ("Frown",
-             "Frown hard, pulling your eyebrows down and together, then relax. Do this three times."),
-            "squeeze_eyes": ("Squeeze eyes",
-             "Close your eyes as tightly as you can, then open them. Do this three times."),
-            "clench_teeth": ("Clench teeth",
-             "Bite your teeth together and pull your lips apart to show them, then relax. Do this three times."),
-        },
-    },
-    "toronto": {
-        "title": "Toronto NeuroFace (non-speech tasks)",
-        "description": "five tasks: blow, kiss, brow, open, spread",
-        "tasks": {
-            "blow": ("Blow (puff cheeks)",
-             "Fill your cheeks with air and blow it out as if blowing out a candle. Do this five times."),
-            "kiss": ("Kiss (pucker lips)",
-             "Push your lips forward as if blowing a kiss, then relax. Do this five times."),
-            "brow": ("Raise eyebrows",
-             "Raise your eyebrows as high as you can, then relax. Do this five times."),
-            "open": ("Open mouth",
-             "Open your mouth as wide as you can, then close it. Do this five times."),
-            "spread": ("Spread lips",
-             "Spread your lips wide with your mouth closed, as if saying \"eee\", then relax. Do this five "
-             "times."),
-        },
-    },
-}
-
-
 def _protocols_for_template() -> dict[str, dict[str, Any]]:
-    out = {}
-    for key, expressions in PROTOCOLS.items():
-        texts = PROTOCOL_TEXTS[key]
-        out[key] = {**texts, "tasks": [{"expression": e, "title": texts["tasks"][e][0],
-                                        "instructions": texts["tasks"][e][1]} for e in expressions]}
-    return out
+    """The protocols, tasks, titles and instructions: model.tasks (one definition, also served by /v1/models)."""
+    return protocols()
 
 
 @lru_cache(maxsize=1)

@@ -191,7 +191,9 @@
         if (!expr) continue;
         const on = typeof t === "object" && typeof t.served === "boolean" ? t.served : servedSet.has(expr);
         const why = typeof t === "object" ? t.reason_text || t.message || t.reason || "" : "";
-        out[key][expr] = { served: on, reason: on ? "" : words(why) || general || "no model for this task is loaded on the server" };
+        out[key][expr] = { served: on, reason: on ? "" : words(why) || general || "no model for this task is loaded on the server",
+                           title: typeof t === "object" && t.title ? String(t.title) : "",
+                           instructions: typeof t === "object" && t.instructions ? String(t.instructions) : "" };
       }
     }
     return out;
@@ -230,6 +232,19 @@
     return t ? t.served : false;
   }
 
+  // The task's title and instructions as /v1/models gives them (model.tasks, the page's own source too).
+  function applyTaskWords(task, expr, t) {
+    const legend = $("legend", task);
+    if (t.title && legend) {
+      const n = legend.textContent.match(/^\d+\.\s*/);
+      legend.textContent = (n ? n[0] : "") + t.title;
+      const label = $(`label[for="file-${expr}"]`, task);
+      if (label) label.textContent = "Video file for \u201c" + t.title + "\u201d";
+    }
+    const instr = $("#instr-" + expr);
+    if (t.instructions && instr) instr.textContent = t.instructions;
+  }
+
   // Grey out what the server does not serve, with the reason; a protocol with nothing served is disabled.
   function applyServed() {
     for (const block of $$(".tasks")) {
@@ -246,6 +261,7 @@
         const t = served && served[proto] && served[proto][expr];
         // a task the server's protocol does not list at all is not offered
         task.hidden = Boolean(served && served[proto] && !t);
+        if (t) applyTaskWords(task, expr, t);
         note.textContent = on ? "" : "Not available: " + (t ? t.reason : "this server does not serve this task") + ".";
         note.hidden = on;
         if (!on && chosen.has(expr)) { chosen.delete(expr); updateChosen(expr); }
