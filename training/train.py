@@ -647,7 +647,8 @@ def _demo_task(t: dict) -> tuple[str, str, dict]:
 # Calibration guards. A least-squares slope is only as good as the validation set it is fitted on: a handful
 # of clips, or raw outputs that hardly vary (a barely trained model), give slopes like 400 that blow noise up
 # into the whole score range. The raw output's own scale is free (the BMC loss fixes ranks, not units): the
-# demo models' fitted slopes are 0.047-0.124, so the range below leaves two decades on either side.
+# demo models' fitted slopes are 0.047-0.124 (PFED5 tasks, 20 validation clips) and 0.38-1.16 (Toronto tasks,
+# 10 clips), so the range below leaves a factor of 8 or more on either side.
 MIN_CALIBRATION_CLIPS = 8            # fewer clips: no fit (identity); training._train_one adds training clips
 CALIBRATION_SLOPE_RANGE = (1e-3, 10.0)
 CALIBRATION_GUARDS = ("none", "too_few_clips", "no_spread", "slope_not_positive", "slope_clamped")

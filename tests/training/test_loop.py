@@ -248,6 +248,6 @@ def test_the_shipped_demo_calibrations_lie_inside_the_guard():
     assert manifests
     for path in manifests:
         cal = json.loads(path.read_text())["metrics"]["calibration"]
-        assert CALIBRATION_SLOPE_RANGE[0] * 10 <= cal["scale"] <= CALIBRATION_SLOPE_RANGE[1] / 10, path.name
+        assert CALIBRATION_SLOPE_RANGE[0] * 2 <= cal["scale"] <= CALIBRATION_SLOPE_RANGE[1] / 2, path.name
         n = int(cal["fitted_on"].split("(")[1].split()[0])
         assert n >= MIN_CALIBRATION_CLIPS, path.name
