@@ -71,7 +71,7 @@ def _code_for(expression: str) -> tuple[str, str]:
     if expression in PFED5_EXPRESSIONS:
         return f"mds-updrs-3.2.{expression}", f"MDS-UPDRS 3.2 facial expression, task: {expression}"
     if expression in TORONTO_EXPRESSIONS:
-        return f"toronto.{expression}", f"Toronto facial palsy task: {expression}"
+        return f"toronto.{expression}", f"Toronto NeuroFace orofacial task: {expression}"
     return expression, expression
 
 
@@ -83,7 +83,8 @@ def _component(system: str, it: Item) -> dict:
         comp["valueQuantity"] = {"value": round(float(res["score"]), 3), "unit": "score",
                                  "system": "http://unitsofmeasure.org", "code": "{score}"}
         rounded, meaning = res.get("score_rounded"), str(res.get("meaning") or "")   # on the model's own scale
-        comp["interpretation"] = [{"coding": [{"system": system, "code": f"severity-{rounded}",
+        scale = str((res.get("scale") or {}).get("name") or "severity")    # e.g. toronto_neuroface-2, not 0-4
+        comp["interpretation"] = [{"coding": [{"system": system, "code": f"{scale}-{rounded}",
                                                "display": meaning}],
                                    "text": meaning}]
     else:

@@ -134,6 +134,8 @@ def test_fhir_uses_the_words_of_each_models_own_scale(client, app, keys):
     fb = client.get("/v1/patients/P-T/fhir", headers=keys["clinic-a"]).json()
     comp = fb["entry"][0]["resource"]["component"][0]
     assert comp["interpretation"][0]["text"] == "mildly impaired"      # Toronto's 2, not MDS-UPDRS "mild"
+    assert comp["interpretation"][0]["coding"][0]["code"] == "toronto_neuroface-2"   # the scale in the code too
+    assert comp["code"]["text"] == "Toronto NeuroFace orofacial task: brow"
 
 
 @pytest.mark.parametrize("ref", ["ward-3/P-17", "a/b/assessments", "x/fhir", "/lead", "P 1/%"])
