@@ -567,15 +567,13 @@ def _summarise_recordings(report: dict, results: dict) -> None:
 
 
 def scale_metrics(expression: str, y_true: Sequence[float], y_pred: Sequence[float]) -> dict:
-    """regression_metrics on the expression's own scale: MAE and rho as they are; accuracy and the 5x5
-    confusion counted from the scale's lowest grade (Toronto 1-5, PFED5 0-4)."""
+    """training.evaluate.scale_metrics on the expression's own scale (Toronto 1-5, PFED5 0-4), with the
+    true and predicted scores kept for the report's plots."""
     from model.scales import default_scale
-    from training.evaluate import regression_metrics
+    from training.evaluate import scale_metrics as on_scale
 
-    low = default_scale(expression).low
     y, p = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
-    m = regression_metrics(y - low, p - low)
-    return {**m, "scale": default_scale(expression).name, "y_true": y.tolist(), "y_pred": p.tolist()}
+    return {**on_scale(y, p, default_scale(expression)), "y_true": y.tolist(), "y_pred": p.tolist()}
 
 
 def evaluate_recordings(path: str | Path, recordings: Sequence[Sample], cache_root: Path,
