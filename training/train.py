@@ -52,12 +52,13 @@ DEMO_EXPRESSIONS = PFED5_EXPRESSIONS + TORONTO_EXPRESSIONS
 # The Toronto tasks train on a cut recipe to fit the build budget (shape variants and epochs, below).
 DEMO_TRAIN_TORONTO = dict(DEMO_TRAIN)
 DEMO_SHAPES_TORONTO = 1
+DEMO_PER_SEVERITY_TORONTO = 1
 # Whole recordings (training.simulate.simulate_recordings) beside the single-movement clips: the training
 # recordings give `DEMO_WINDOWS_PER_EPISODE` random windows per repetition (training.windows.training_windows),
 # of which each epoch sees one per recording; the held-out recordings are scored window by window and aggregated
 # (training.windows.serving_windows / aggregate). No validation recordings: selection and calibration stay on the
 # validation identity's single clips.
-DEMO_RECORDINGS_PER_SEVERITY = {"train": 1, "val": 0, "test": 2}
+DEMO_RECORDINGS_PER_SEVERITY = {"train": 1, "val": 0, "test": 1}
 DEMO_RECORDING_IDENTITIES = 5        # the photographs as they are (no mirror images: the flip augments)
 DEMO_WINDOWS_PER_EPISODE = 1
 
@@ -351,10 +352,12 @@ def run_demo(out_root: str | Path = "models", *, work: str | Path = "var/demo", 
     work, out = Path(work), Path(out_root) / "demo"
     timings = {}
     samples: list[Sample] = []
-    for sub, exprs, n_shapes in (("sim", [e for e in expressions if e not in TORONTO_EXPRESSIONS], shapes),
-                                 ("sim_toronto", [e for e in expressions if e in TORONTO_EXPRESSIONS], toronto_shapes)):
+    for sub, exprs, n_shapes, per in (
+            ("sim", [e for e in expressions if e not in TORONTO_EXPRESSIONS], shapes, per_severity),
+            ("sim_toronto", [e for e in expressions if e in TORONTO_EXPRESSIONS], toronto_shapes,
+             min(per_severity, DEMO_PER_SEVERITY_TORONTO))):
         if exprs:
-            manifest = simulate(work / sub, identities=identities, per_severity=per_severity, shapes=n_shapes,
+            manifest = simulate(work / sub, identities=identities, per_severity=per, shapes=n_shapes,
                                 expressions=tuple(exprs), seed=seed, test_identities=DEMO_TEST,
                                 val_identities=DEMO_VAL, workers=workers, progress=progress)
             samples += read_manifest(manifest)

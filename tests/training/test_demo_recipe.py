@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from model.contract import PFED5_EXPRESSIONS, TORONTO_EXPRESSIONS
 from model.scales import MDS_UPDRS, TORONTO, scale_for_manifest
 from training.loop import TrainConfig, train
@@ -51,3 +53,22 @@ def test_exported_demo_manifests_name_their_scale_and_say_simulated(tmp_path):
         assert m["scale"] == scale.name and scale_for_manifest(m) == scale
         assert m["trained_on"] == "simulated" and m["clinical_use"] is False
         assert m["metrics"]["whole_recordings"]["spearman"] == 0.4
+
+
+def test_retraining_a_subset_keeps_the_other_rows_of_the_previous_report(tmp_path):
+    from training.train import carry_previous
+
+    prev = {"timings_s": {"total_s": 1620.0}, "variants": {"fused-pooled": {"per_expression": {
+        "smile": {"spearman": 0.9, "mae": 0.5, "accuracy": 0.6, "y_true": [0], "y_pred": [0]},
+        "kiss": {"spearman": 0.1, "mae": 2.0, "accuracy": 0.1}}}}}
+    (tmp_path / "REPORT.json").write_text(json.dumps(prev))
+    report = {"variants": {"fused-pooled": {"per_expression": {
+        "kiss": {"spearman": 0.7, "mae": 0.8, "accuracy": 0.4, "whole_recordings": {"spearman": 0.6}}}}}}
+    carry_previous(report, tmp_path / "REPORT.json", "fused-pooled", ["smile"])
+    v = report["variants"]["fused-pooled"]
+    assert list(v["per_expression"]) == ["smile", "kiss"] and v["carried_from_previous_build"] == ["smile"]
+    assert v["per_expression"]["smile"]["carried_from_previous_build"] is True
+    assert v["per_expression"]["kiss"]["spearman"] == 0.7                  # the new row wins
+    assert v["mean_spearman"] == pytest.approx(0.8) and v["mean_spearman_toronto"] == pytest.approx(0.7)
+    assert v["mean_spearman_toronto_whole_recordings"] == pytest.approx(0.6)
+    assert "mean_spearman_pfed5_whole_recordings" not in v                 # not measured for every PFED5 row
