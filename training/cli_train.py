@@ -141,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
                  ablation_expressions=[e for e in args.ablation_expressions.split(",") if e] or None,
                  fusion_mode=args.fusion_mode or "pooled", streams=args.streams or DEMO_STREAMS,
                  contract={**DEMO_CONTRACT, **_contract(args)},
+                 command="feqa " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else "feqa train --demo",
                  **({"expressions": [e for e in args.expressions.split(",") if e]} if args.expressions else {}))
         return 0
     from pathlib import Path

@@ -50,7 +50,7 @@ DEMO_VAL = ("pyfeat_man",)
 # The demo builds a model for every PFED5 expression and every Toronto NeuroFace task.
 DEMO_EXPRESSIONS = PFED5_EXPRESSIONS + TORONTO_EXPRESSIONS
 # The Toronto tasks train on a cut recipe to fit the build budget (shape variants and epochs, below).
-DEMO_TRAIN_TORONTO = dict(DEMO_TRAIN)
+DEMO_TRAIN_TORONTO = {**DEMO_TRAIN, "epochs": 6, "lr_step": 4}
 DEMO_SHAPES_TORONTO = 1
 DEMO_PER_SEVERITY_TORONTO = 1
 # Whole recordings (training.simulate.simulate_recordings) beside the single-movement clips: the training
@@ -336,7 +336,8 @@ def run_demo(out_root: str | Path = "models", *, work: str | Path = "var/demo", 
              export: bool = True, ablation_expressions: Sequence[str] | None = None,
              fusion_mode: str = "pooled", streams: str = DEMO_STREAMS, contract: dict | None = None,
              shapes: int = 3, jobs: int = 2, recordings: bool = True, toronto_shapes: int = DEMO_SHAPES_TORONTO,
-             report_expressions: Sequence[str] = DEMO_EXPRESSIONS, log: Callable = print) -> dict:
+             report_expressions: Sequence[str] = DEMO_EXPRESSIONS, command: str = "feqa train --demo --out models",
+             log: Callable = print) -> dict:
     """The whole demo pipeline in one call; returns the report written to <out_root>/demo/REPORT.json.
 
     PFED5 expressions and Toronto tasks are simulated apart (`sim/`, `sim_toronto/`: the Toronto tasks with
@@ -346,7 +347,7 @@ def run_demo(out_root: str | Path = "models", *, work: str | Path = "var/demo", 
     then scored on the held-out whole recordings by the serving rule (`evaluate_exported_on_recordings`)."""
     contract = dict(DEMO_CONTRACT if contract is None else contract)
     from training.evaluate import plot_report, summarise
-    from training.simulate import load_episodes, simulate, simulate_recordings
+    from training.simulate import simulate
 
     t0 = time.time()
     work, out = Path(work), Path(out_root) / "demo"
@@ -363,17 +364,9 @@ def run_demo(out_root: str | Path = "models", *, work: str | Path = "var/demo", 
             samples += read_manifest(manifest)
     rec_samples, known = [], {}
     carried = [e for e in report_expressions if e not in expressions]
-    if recordings:   # training and test recordings of the tasks trained now; test ones only for the carried
-        for sub, exprs, per in (("recordings", expressions, DEMO_RECORDINGS_PER_SEVERITY),
-                                ("recordings_eval", carried, {"train": 0, "val": 0, "test": DEMO_RECORDINGS_PER_SEVERITY["test"]})):
-            if not exprs:
-                continue
-            rec_manifest = simulate_recordings(work / sub, identities=min(identities, DEMO_RECORDING_IDENTITIES),
-                                               expressions=tuple(exprs), seed=seed, test_identities=DEMO_TEST,
-                                               val_identities=DEMO_VAL, per_severity=per, workers=workers,
-                                               progress=progress)
-            rec_samples += read_manifest(rec_manifest)
-            known.update(load_episodes(rec_manifest))
+    if recordings:   # training and test recordings of the tasks trained now (test ones of the carried: below)
+        rec_samples, known = _demo_recordings(work / "recordings", expressions, DEMO_RECORDINGS_PER_SEVERITY,
+                                              identities, seed, workers, progress)
     timings["simulate_s"] = round(time.time() - t0, 1)
     splits = split_by_column(samples)
     train_s, val_s = holdout_validation(splits["train"], 0.2, seed=seed) if not splits["val"] else \
@@ -446,14 +439,16 @@ def run_demo(out_root: str | Path = "models", *, work: str | Path = "var/demo", 
         "split": {k: sorted({s.subject for s in v}) for k, v in (("train", train_s), ("val", val_s),
                                                                  ("test", test_s))},
         "test_identities": sorted({s.group for s in test_s}),
-        "recipe": {"train": asdict(tcfgs[expressions[0]]),
-                   "train_toronto": asdict(next((tcfgs[e] for e in expressions if e in TORONTO_EXPRESSIONS),
-                                                tcfgs[expressions[0]])),
+        "recipe": {"train": asdict(TrainConfig(**{**DEMO_TRAIN, **({"epochs": epochs} if epochs else {})},
+                                               seed=seed)),
+                   "train_toronto": asdict(TrainConfig(**{**DEMO_TRAIN_TORONTO,
+                                                          **({"epochs": epochs} if epochs else {})}, seed=seed)),
+                   "per_severity": per_severity, "toronto_per_severity": min(per_severity, DEMO_PER_SEVERITY_TORONTO),
                    "shapes": shapes, "toronto_shapes": toronto_shapes,
                    "recordings_per_severity": DEMO_RECORDINGS_PER_SEVERITY if recordings else None,
                    "windows_per_episode": DEMO_WINDOWS_PER_EPISODE if recordings else None,
                    "model_overrides": {**DEMO_MODEL, **variants[main]}, "contract_overrides": contract},
-        "command": "feqa train --demo --out models", "timings_s": timings, "seed": seed})
+        "command": command, "trained_now": list(expressions), "timings_s": timings, "seed": seed})
     _summarise_recordings(report, results)
     out.mkdir(parents=True, exist_ok=True)
     report["shipped_variant"] = main
@@ -461,6 +456,13 @@ def run_demo(out_root: str | Path = "models", *, work: str | Path = "var/demo", 
         export_demo(results[main], out, data_desc, tcfgs, log)
         carry_previous(report, out / "REPORT.json", main, carried)
         t3 = time.time()
+        if recordings and carried:      # the models kept from the previous build, on their own test recordings
+            eval_rec, eval_known = _demo_recordings(work / "recordings_eval", carried,
+                                                    {"train": 0, "val": 0, "test": DEMO_RECORDINGS_PER_SEVERITY["test"]},
+                                                    identities, seed, workers, progress)
+            warm_recordings(eval_rec, eval_known, cache_root, contracts, seed=seed, workers=workers,
+                            progress=progress, log=log)
+            test_rec = test_rec + [s for s in eval_rec if s.split == "test"]
         rec = evaluate_exported_on_recordings(out, test_rec, cache_root, log)
         per = report["variants"][main]["per_expression"]
         for e, m in rec.items():
@@ -474,6 +476,17 @@ def run_demo(out_root: str | Path = "models", *, work: str | Path = "var/demo", 
     log(f"demo done in {report['timings_s']['total_s']} s: mean Spearman "
         f"{report['variants'][main]['mean_spearman']:.3f}")
     return report
+
+
+def _demo_recordings(folder: Path, expressions: Sequence[str], per_severity: dict, identities: int, seed: int,
+                     workers: int, progress: bool) -> tuple[list[Sample], dict]:
+    from training.simulate import load_episodes, simulate_recordings
+
+    manifest = simulate_recordings(folder, identities=min(identities, DEMO_RECORDING_IDENTITIES),
+                                   expressions=tuple(expressions), seed=seed, test_identities=DEMO_TEST,
+                                   val_identities=DEMO_VAL, per_severity=per_severity, workers=workers,
+                                   progress=progress)
+    return read_manifest(manifest), load_episodes(manifest)
 
 
 def carry_previous(report: dict, previous: Path, variant: str, carried: Sequence[str]) -> None:
@@ -492,6 +505,9 @@ def carry_previous(report: dict, previous: Path, variant: str, carried: Sequence
     v["per_expression"] = {e: v["per_expression"][e] for e in order}
     v["expressions"] = order
     v["carried_from_previous_build"] = [e for e in carried if e in old_rows]
+    report["previous_build"] = {"command": old.get("command"), "timings_s": old.get("timings_s"),
+                                "recipe": old.get("recipe"),
+                                "mean_spearman": {k: w.get("mean_spearman") for k, w in old.get("variants", {}).items()}}
     _protocol_means(v)
 
 
