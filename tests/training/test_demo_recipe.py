@@ -72,3 +72,12 @@ def test_retraining_a_subset_keeps_the_other_rows_of_the_previous_report(tmp_pat
     assert v["mean_spearman"] == pytest.approx(0.8) and v["mean_spearman_toronto"] == pytest.approx(0.7)
     assert v["mean_spearman_toronto_whole_recordings"] == pytest.approx(0.6)
     assert "mean_spearman_pfed5_whole_recordings" not in v                 # not measured for every PFED5 row
+
+
+@pytest.mark.parametrize("task", TORONTO_EXPRESSIONS)
+def test_the_shipped_toronto_demo_models_are_on_the_toronto_scale(task):
+    path = ROOT / "models" / "demo" / f"{task}-compact.json"
+    m = json.loads(path.read_text())
+    assert m["expression"] == task and m["scale"] == "toronto_neuroface"
+    assert m["trained_on"] == "simulated" and m["clinical_use"] is False
+    assert (ROOT / "models" / "demo" / f"{task}-compact.onnx").stat().st_size > 10_000
