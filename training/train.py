@@ -553,7 +553,7 @@ def evaluate_exported_on_recordings(model_dir: Path, recordings: Sequence[Sample
             except Exception as exc:
                 log(f"skipping recording {s.video}: {exc}")
                 continue
-            raw, agg = aggregate_recording(scorer.score(e, d["trajs"], d["index_t"], d["frames"]), d, scale)
+            raw, agg = aggregate_recording(scorer.score(e, d["trajs"], d["index_t"], d["frames"]), d, scale, e)
             ys.append(float(s.score))
             ps.append(scale.clip(raw))
             spreads.append(agg["spread"])
@@ -621,7 +621,7 @@ def evaluate_recordings(path: str | Path, recordings: Sequence[Sample], cache_ro
             log(f"skipping recording {s.video}: {exc}")
             continue
         items = [Item(d["trajs"][k], d["index_t"][k], d["frames"][k], float(s.score)) for k in range(len(d["start"]))]
-        raw, agg = aggregate_recording(predict(model, items), d, scale)
+        raw, agg = aggregate_recording(predict(model, items), d, scale, expression)
         ys.append(float(s.score))
         ps.append(scale.clip(raw))
         spreads.append(agg["spread"])

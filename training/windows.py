@@ -152,15 +152,16 @@ def recording_features(video: str, expression: str, contract, cache_dir: str | P
     (-1: tiling), the segmented episodes (onset, peak, offset, partial) and the known episodes, if given.
     split "train": the random-window rule (seeded per recording and `seed`); anything else: serving's windows."""
     from training.datasets import file_sha256
+    from worker import segment as sg
 
     folder = Path(cache_dir) / contract.sha256()[:16]
     folder.mkdir(parents=True, exist_ok=True)
     rule = f"train{per_episode}s{seed}" if split == "train" else "serve"
-    path = folder / f"rec_{file_sha256(video)[:24]}_{rule}.npz"
+    code = hashlib.sha256(Path(sg.__file__).read_bytes()).hexdigest()[:8]   # a changed segmentation re-cuts
+    path = folder / f"rec_{file_sha256(video)[:24]}_{rule}_{code}.npz"
     if path.exists():
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
-    from worker import segment as sg
     from worker.extract import extract_recording
 
     rec = extract_recording(video, contract)
@@ -188,7 +189,7 @@ def recording_features(video: str, expression: str, contract, cache_dir: str | P
     return d
 
 
-def aggregate_recording(window_scores: Sequence[float], d: dict, scale) -> tuple[float, dict]:
+def aggregate_recording(window_scores: Sequence[float], d: dict, scale, expression: str = "") -> tuple[float, dict]:
     """Serving's rule on one recording's window scores (`worker.pipeline.aggregate`): the mean of each
     repetition's windows, the median over complete repetitions; the mean of the tiling windows at rest."""
     from worker.pipeline import aggregate as serve_aggregate
@@ -198,7 +199,8 @@ def aggregate_recording(window_scores: Sequence[float], d: dict, scale) -> tuple
     plans = [WindowPlan(int(a), int(b), None if k < 0 else int(k))
              for a, b, k in zip(d["start"], d["stop"], d["episode"], strict=True)]
     eps = [SegEpisode(int(a), int(b), int(c), bool(p)) for a, b, c, p in d["episodes"]]
-    raw, agg, _ = serve_aggregate(np.asarray(window_scores, np.float64), plans, eps, scale)
+    raw, agg, _ = serve_aggregate(np.asarray(window_scores, np.float64), plans, eps, scale,
+                                  tiled=expression == "sit_at_rest")
     return raw, agg
 
 
