@@ -336,6 +336,27 @@ def test_form_offers_only_the_served_tasks_with_the_reason(page, web_stack):
     assert "not available" in pg.inner_text("#served-toronto")
 
 
+def test_the_form_shows_the_task_words_that_v1_models_serves(page, web_stack):
+    """The script applies /v1/models' task titles and instructions (here changed on the way, so the words on
+    screen can only have come from the API answer, not from the page's own rendering)."""
+    def models(route):
+        answer = route.fetch()
+        body = answer.json()
+        if answer.status != 200:                          # before signing in: the 401 as it is
+            return route.fulfill(response=answer)
+        for t in body["protocols"]["pfed5"]["tasks"]:
+            if t["expression"] == "frown":
+                t["title"], t["instructions"] = "Frown (from the API)", "Words the API sent."
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
+
+    pg = page
+    pg.route("**/v1/models", models)
+    sign_in(pg, web_stack.create_key("clinic-words"))
+    pg.wait_for_function("document.querySelector('#instr-frown').textContent === 'Words the API sent.'")
+    assert pg.inner_text("#task-frown legend") == "3. Frown (from the API)"
+    assert "Frown (from the API)" in pg.inner_text("label[for=file-frown]")
+
+
 def test_history_view_across_three_visits_marks_model_versions_and_follows_deletion(page, web_stack):
     from tests.service.api.routes.test_patients import visit
 
