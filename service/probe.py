@@ -102,7 +102,7 @@ def probe_isolated(path: Path, limits: dict, *, memory_bytes: int = PROBE_MEMORY
     raise VideoError(message, code=code, details=details or None)
 
 
-def probe(path: Path, *, max_duration_s: float, max_bytes: int, isolated: bool = True,
+def probe_upload(path: Path, *, max_duration_s: float, max_bytes: int, isolated: bool = True,
           memory_bytes: int = PROBE_MEMORY_BYTES, timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
     """Facts about the video (at least duration_s); raises VideoError with a stable code."""
     limits: dict[str, Any] = {"max_duration_s": max_duration_s, "max_file_bytes": max_bytes}

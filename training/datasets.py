@@ -51,7 +51,7 @@ def _opt_int(v: str | None) -> int | None:
     return None if v in (None, "") else int(float(v))
 
 
-def read_manifest(path: str | Path) -> list[Sample]:
+def read_dataset_manifest(path: str | Path) -> list[Sample]:
     """The samples of a generic manifest; ValueError naming the line of the first bad row."""
     path = Path(path)
     with open(path, newline="", encoding="utf-8-sig") as fh:

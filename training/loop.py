@@ -143,7 +143,7 @@ def check_resume(ck: dict, hashes: dict, path: Path) -> list[str]:
 
 # --------------------------------------------------------------------------------------------- data
 @dataclass
-class Item:
+class TrainItem:
     trajs: np.ndarray      # (63, Tp, 5) float32
     index_t: np.ndarray    # (Tp,) float32
     frames: np.ndarray     # (Tf, 224, 224, 3) uint8
@@ -152,7 +152,7 @@ class Item:
     pool: str = ""         # windows of one whole recording share a pool: each epoch draws one of them
 
 
-def augment(item: Item, cfg: TrainConfig, rng: np.random.Generator, uses_rgb: bool) -> tuple[np.ndarray, ...]:
+def augment(item: TrainItem, cfg: TrainConfig, rng: np.random.Generator, uses_rgb: bool) -> tuple[np.ndarray, ...]:
     from worker.landmarks import mirror_frames, mirror_trajs, reverse_time
 
     trajs, frames = item.trajs, item.frames
@@ -219,7 +219,7 @@ def make_optimizer(model: TrampFormer, loss: BMCLoss, cfg: TrainConfig) -> torch
 
 
 @torch.no_grad()
-def predict(model: TrampFormer, items: Sequence[Item], batch_size: int = 8) -> np.ndarray:
+def predict(model: TrampFormer, items: Sequence[TrainItem], batch_size: int = 8) -> np.ndarray:
     model.eval()
     dev = _model_device(model)
     out = []
@@ -257,7 +257,7 @@ def spearman(y_true: Sequence[float], y_pred: Sequence[float]) -> float:
     return float(spearmanr(y_true, y_pred).statistic)
 
 
-def val_metrics(model: TrampFormer, items: Sequence[Item]) -> dict:
+def val_metrics(model: TrampFormer, items: Sequence[TrainItem]) -> dict:
     pred = predict(model, items)
     y = np.array([it.score for it in items], np.float32)
     return {"spearman": spearman(y, pred), "mae": float(np.abs(pred - y).mean()) if len(y) else float("nan")}
@@ -322,7 +322,7 @@ class _Ema:
 
 
 # --------------------------------------------------------------------------------------------- train
-def train(model_cfg: ModelConfig, train_items: Sequence[Item], val_items: Sequence[Item], cfg: TrainConfig,
+def train(model_cfg: ModelConfig, train_items: Sequence[TrainItem], val_items: Sequence[TrainItem], cfg: TrainConfig,
           out_dir: str | Path, *, meta: dict | None = None, resume: bool = True, progress: bool = True,
           init_state: dict | None = None, log=print) -> dict:
     """Train one model; writes `last.pt` (every epoch, resumable) and `best.pt` (best validation metric)
@@ -438,7 +438,7 @@ def _batch_source(items, batches, cfg: TrainConfig, epoch: int, rng: np.random.G
     yield from loader
 
 
-def sampling_units(items: Sequence[Item]) -> list[list[int]]:
+def sampling_units(items: Sequence[TrainItem]) -> list[list[int]]:
     """What one epoch visits: every item without a pool on its own, and each pool (the candidate windows of
     one whole recording, drawn by the random-window rule) once, as one of its windows picked at random."""
     units: list[list[int]] = []

@@ -35,7 +35,7 @@ from training.datasets import (
     failure_reason,
     file_sha256,
     holdout_validation,
-    read_manifest,
+    read_dataset_manifest,
     read_pfed5,
     read_toronto,
     split_by_column,
@@ -111,7 +111,7 @@ def load_dataset(kind: str, *, data_root: str | None = None, split_csv: str | No
     if kind == "manifest":
         need(manifest=manifest)
         try:
-            samples = read_manifest(manifest)
+            samples = read_dataset_manifest(manifest)
         except (KeyError, ValueError) as exc:
             raise DatasetError(f"{manifest}: {exc}") from None
         samples = [replace(s, clip_id=s.clip_id or Path(s.video).name + (f"[{s.start}-{s.end}]"
@@ -207,7 +207,7 @@ def predict_samples(ck_path: str | Path, samples: Sequence[Sample], cache_root: 
                     calibration: dict | None = None) -> tuple[np.ndarray, np.ndarray, list[Sample]]:
     """(raw, calibrated) predictions of a checkpoint for the samples whose features are cached (others are
     left out: extract first); `calibration` defaults to the checkpoint's own."""
-    from training.loop import FULL_CHANNELS, Item, load_model, predict
+    from training.loop import FULL_CHANNELS, TrainItem, load_model, predict
     from training.train import checkpoint_contract
 
     model, ck = load_model(ck_path)
@@ -217,7 +217,7 @@ def predict_samples(ck_path: str | Path, samples: Sequence[Sample], cache_root: 
         if not cache.path(s).exists():
             continue
         d = cache.get(s)
-        items.append(Item(d["trajs"], d["index_t"], d["frames"], float(s.score), s.key))
+        items.append(TrainItem(d["trajs"], d["index_t"], d["frames"], float(s.score), s.key))
         kept.append(s)
     raw = predict(model, items) if items else np.zeros(0, np.float32)
     cal = calibration if calibration is not None else ck.get("calibration")

@@ -15,8 +15,8 @@ import numpy as np
 
 from model.config import ModelConfig, get_config
 from model.contract import PFED5_EXPRESSIONS, TORONTO_EXPRESSIONS, PreprocessContract
-from training.datasets import FeatureCache, Sample, holdout_validation, read_manifest, split_by_column
-from training.loop import FULL_CHANNELS, Item, TrainConfig, load_model, predict, train
+from training.datasets import FeatureCache, Sample, holdout_validation, read_dataset_manifest, split_by_column
+from training.loop import FULL_CHANNELS, TrainConfig, TrainItem, load_model, predict, train
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_VERSION = "1.0.0-demo"
@@ -83,7 +83,7 @@ def model_contract(cfg: ModelConfig, **overrides) -> PreprocessContract:
     return contract_for_config(cfg, **overrides)
 
 
-def load_items(samples: Sequence[Sample], cache: FeatureCache, log: Callable = print) -> list[Item]:
+def load_items(samples: Sequence[Sample], cache: FeatureCache, log: Callable = print) -> list[TrainItem]:
     items = []
     for s in samples:
         try:
@@ -91,7 +91,7 @@ def load_items(samples: Sequence[Sample], cache: FeatureCache, log: Callable = p
         except Exception as exc:  # a clip extraction refuses is left out, and said so
             log(f"skipping {s.video}: {exc}")
             continue
-        items.append(Item(d["trajs"], d["index_t"], d["frames"], float(s.score), s.key))
+        items.append(TrainItem(d["trajs"], d["index_t"], d["frames"], float(s.score), s.key))
     return items
 
 
@@ -133,7 +133,7 @@ def train_expression(expression: str, train_s: Sequence[Sample], val_s: Sequence
                      init: str | Sequence[str] | None = None, init_partial: bool = False,
                      progress: bool = True, log: Callable = print, resume: bool = True,
                      contract_overrides: dict | None = None, extra_meta: dict | None = None,
-                     extra_items: Sequence[Item] = ()) -> dict:
+                     extra_items: Sequence[TrainItem] = ()) -> dict:
     """Train one model for one expression; returns the loop's result plus the model config. `extra_items`:
     more training items, e.g. the windows of whole recordings pooled per recording (`recording_items`)."""
     cfg = model_config(config, expression, **(model_overrides or {}))
@@ -315,7 +315,7 @@ def warm_recordings(recordings: Sequence[Sample], known: dict[str, dict], cache_
 
 
 def recording_items(recordings: Sequence[Sample], contract: PreprocessContract, cache_root: Path, *, seed: int = 0,
-                    per_episode: int = DEMO_WINDOWS_PER_EPISODE, log: Callable = print) -> list[Item]:
+                    per_episode: int = DEMO_WINDOWS_PER_EPISODE, log: Callable = print) -> list[TrainItem]:
     """Training items from the cached windows of whole recordings, one pool per recording."""
     from training.windows import recording_features
 
@@ -327,7 +327,7 @@ def recording_items(recordings: Sequence[Sample], contract: PreprocessContract, 
         except Exception as exc:
             log(f"skipping recording {s.video}: {exc}")
             continue
-        items += [Item(d["trajs"][k], d["index_t"][k], d["frames"][k], float(s.score), f"{s.video}|{d['start'][k]}",
+        items += [TrainItem(d["trajs"][k], d["index_t"][k], d["frames"][k], float(s.score), f"{s.video}|{d['start'][k]}",
                        pool=s.video) for k in range(len(d["start"]))]
     return items
 
@@ -363,7 +363,7 @@ def run_demo(out_root: str | Path = "models", *, work: str | Path = "var/demo", 
             manifest = simulate(work / sub, identities=identities, per_severity=per, shapes=n_shapes,
                                 expressions=tuple(exprs), seed=seed, test_identities=DEMO_TEST,
                                 val_identities=DEMO_VAL, workers=workers, progress=progress)
-            samples += read_manifest(manifest)
+            samples += read_dataset_manifest(manifest)
     rec_samples, known = [], {}
     carried = [e for e in report_expressions if e not in expressions]
     if recordings:   # training and test recordings of the tasks trained now (test ones of the carried: below)
@@ -488,7 +488,7 @@ def _demo_recordings(folder: Path, expressions: Sequence[str], per_severity: dic
                                    expressions=tuple(expressions), seed=seed, test_identities=DEMO_TEST,
                                    val_identities=DEMO_VAL, per_severity=per_severity, workers=workers,
                                    progress=progress)
-    return read_manifest(manifest), load_episodes(manifest)
+    return read_dataset_manifest(manifest), load_episodes(manifest)
 
 
 def carry_previous(report: dict, previous: Path, variant: str, carried: Sequence[str]) -> None:
@@ -562,7 +562,7 @@ def evaluate_exported_on_recordings(model_dir: Path, recordings: Sequence[Sample
             found, known = found + f, known + k
             names.append(Path(s.video).name)
         if ys:
-            out[e] = {**scale_metrics(e, ys, ps), "n_recordings": len(ys), "n_windows": n_windows,
+            out[e] = {**expression_metrics(e, ys, ps), "n_recordings": len(ys), "n_windows": n_windows,
                       "median_spread": float(np.median(spreads)), "known_repetitions_found": [found, known],
                       "recordings": names, "scored_by": "exported ONNX model (model.scorer.Scorer)",
                       "rule": "serving's: worker.segment.plan_windows + worker.pipeline.aggregate (median over "
@@ -587,7 +587,7 @@ def _summarise_recordings(report: dict, results: dict) -> None:
                 v[f"mean_spearman_{proto}_whole_recordings"] = float(np.mean(rec))
 
 
-def scale_metrics(expression: str, y_true: Sequence[float], y_pred: Sequence[float]) -> dict:
+def expression_metrics(expression: str, y_true: Sequence[float], y_pred: Sequence[float]) -> dict:
     """training.evaluate.scale_metrics on the expression's own scale (Toronto 1-5, PFED5 0-4), with the
     true and predicted scores kept for the report's plots."""
     from model.scales import default_scale
@@ -620,7 +620,7 @@ def evaluate_recordings(path: str | Path, recordings: Sequence[Sample], cache_ro
         except Exception as exc:
             log(f"skipping recording {s.video}: {exc}")
             continue
-        items = [Item(d["trajs"][k], d["index_t"][k], d["frames"][k], float(s.score)) for k in range(len(d["start"]))]
+        items = [TrainItem(d["trajs"][k], d["index_t"][k], d["frames"][k], float(s.score)) for k in range(len(d["start"]))]
         raw, agg = aggregate_recording(predict(model, items), d, scale, expression)
         ys.append(float(s.score))
         ps.append(scale.clip(raw))
@@ -631,7 +631,7 @@ def evaluate_recordings(path: str | Path, recordings: Sequence[Sample], cache_ro
         names.append(Path(s.video).name)
     if not ys:
         return {}
-    m = scale_metrics(expression, ys, ps)
+    m = expression_metrics(expression, ys, ps)
     return {**m, "rule": "serving's: worker.segment.plan_windows + worker.pipeline.aggregate (median over "
                          "repetitions of the mean over each repetition's windows; tiling mean at rest)",
             "n_recordings": len(ys), "n_windows": n_windows, "median_spread": float(np.median(spreads)),
@@ -653,7 +653,7 @@ def _demo_task(t: dict) -> tuple[str, str, dict]:
     cal = fit_calibration(val["y_true"], val["y_pred"])
     m = evaluate_checkpoint(res["best_path"], [s for s in t["test_s"] if s.expression == expression],
                             t["cache_root"], quiet, calibration=cal)
-    m = scale_metrics(expression, m["y_true"], m["y_pred"])
+    m = expression_metrics(expression, m["y_true"], m["y_pred"])
     rec = evaluate_recordings(res["best_path"], t["test_rec"], t["cache_root"], cal, quiet)
     n_windows = res["n_train"] - len([s for s in t["train_s"] if s.expression == expression])
     return t["variant"], expression, {"test": m, "test_recordings": rec, "val_best": res["best"],

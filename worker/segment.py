@@ -147,7 +147,7 @@ def align(mesh: np.ndarray, ref: np.ndarray, anchors: tuple[int, ...] = RIGID) -
     return np.stack([out.real, out.imag], -1)
 
 
-def interocular(mesh: np.ndarray) -> np.ndarray:
+def mesh_interocular(mesh: np.ndarray) -> np.ndarray:
     le = mesh[..., list(EYE_CENTRES["left"]), :].mean(-2)
     re = mesh[..., list(EYE_CENTRES["right"]), :].mean(-2)
     return np.linalg.norm(le - re, axis=-1)
@@ -234,7 +234,7 @@ def segment(mesh: np.ndarray, runs: list, expression: str, fps: float,
     feat = _neutral_feature(expression, aligned, fps)
     rows = np.argsort(feat, kind="stable")[:k]
     neutral = aligned[rows].mean(0)
-    iod = max(float(interocular(neutral)), 1e-6)
+    iod = max(float(mesh_interocular(neutral)), 1e-6)
     disp = (aligned - neutral) / iod
     pts = list(TASK_POINTS[expression])
     raw = np.linalg.norm(disp[:, pts], axis=-1).mean(1)

@@ -151,7 +151,7 @@ def test_api_process_loads_no_onnxruntime_or_opencv(tmp_path, video_path):
     code = ("import sys\nfrom worker.settings import Settings\nfrom service.api.main import create_app\n"
             "from worker.jobs.db import migrate\n"
             f"s = Settings(var_dir={str(tmp_path)!r}); migrate(s.db_url); create_app(s)\n"
-            f"from service.probe import probe\nprint(probe({str(video_path)!r}, max_duration_s=60, max_bytes=10**9))\n"
+            f"from service.probe import probe_upload\nprint(probe_upload({str(video_path)!r}, max_duration_s=60, max_bytes=10**9))\n"
             "bad = [m for m in ('onnxruntime', 'cv2', 'torch', 'worker.tasks') if m in sys.modules]\n"
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -15,7 +15,7 @@ from training.datasets import (
     group_folds,
     holdout_validation,
     pfed5_samples,
-    read_manifest,
+    read_dataset_manifest,
     subject_folds,
     toronto_samples,
     write_manifest,
@@ -38,7 +38,7 @@ def test_manifest_round_trip_with_ranges_and_subscores(tmp_path):
     rows = [Sample(str(tmp_path / "a.mp4"), "s1", "smile", 2.0, 3, 40, "g1", "train", {"symmetry": 1.5}),
             Sample("rel/b.mp4", "s2", "frown", 0.0)]
     path = write_manifest(rows, tmp_path / "m.csv", comment="simulated\nnot for clinical use")
-    back = read_manifest(path)
+    back = read_dataset_manifest(path)
     assert back[0].start == 3 and back[0].end == 40 and back[0].subscores == {"symmetry": 1.5}
     assert back[0].group == "g1" and back[0].split == "train"
     assert back[1].video == str(tmp_path / "rel/b.mp4") and back[1].start is None

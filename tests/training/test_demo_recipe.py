@@ -16,8 +16,8 @@ from training.train import (
     DEMO_TRAIN,
     DEMO_TRAIN_TORONTO,
     export_demo,
+    expression_metrics,
     run_demo,
-    scale_metrics,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,9 +33,9 @@ def test_the_demo_recipe_builds_every_pfed5_and_toronto_task():
 
 
 def test_toronto_metrics_count_grades_from_one():
-    m = scale_metrics("kiss", [1, 2, 3, 4, 5], [1.1, 2.2, 2.9, 4.4, 4.8])
+    m = expression_metrics("kiss", [1, 2, 3, 4, 5], [1.1, 2.2, 2.9, 4.4, 4.8])
     assert m["accuracy"] == 1.0 and m["scale"] == TORONTO.name and m["confusion"][4][4] == 1
-    assert scale_metrics("smile", [0, 4], [0.2, 3.9])["scale"] == MDS_UPDRS.name
+    assert expression_metrics("smile", [0, 4], [0.2, 3.9])["scale"] == MDS_UPDRS.name
 
 
 def test_exported_demo_manifests_name_their_scale_and_say_simulated(tmp_path):

@@ -8,7 +8,7 @@ import torch
 
 from model.config import get_config
 from model.loss import BMCLoss
-from training.loop import Item, TrainConfig, augment, collate, load_model, train
+from training.loop import TrainConfig, TrainItem, augment, collate, load_model, train
 
 TINY = dict(streams="both", tp=32, tf=16, frame_size=32, rgb_size=32, traj_channels=(32, 32), traj_depths=(1, 1),
             dim=32, rgb_widths=(8, 8, 16, 32), temporal_layers=1, fusion_blocks=1, fusion_heads=2, fusion_mlp=64,
@@ -20,7 +20,7 @@ def tiny_cfg():
     return get_config("compact", **TINY)
 
 
-def synthetic_items(n: int, seed: int = 0) -> list[Item]:
+def synthetic_items(n: int, seed: int = 0) -> list[TrainItem]:
     """Score 0-4 drives the motion amplitude of the mouth slots and the frame brightness."""
     rng = np.random.default_rng(seed)
     items = []
@@ -31,7 +31,7 @@ def synthetic_items(n: int, seed: int = 0) -> list[Item]:
         trajs[45:, :, 1] += (1 + 2 * s) * np.sin(t)[None]
         trajs[..., 2:] = 100 + 20 * s
         frames = np.full((16, 32, 32, 3), 40 + 40 * s, np.uint8)
-        items.append(Item(trajs, np.linspace(-1, 1, 32, dtype=np.float32), frames, s, str(i)))
+        items.append(TrainItem(trajs, np.linspace(-1, 1, 32, dtype=np.float32), frames, s, str(i)))
     return items
 
 

@@ -8,7 +8,7 @@ import json
 import av
 import numpy as np
 
-from training.datasets import read_manifest
+from training.datasets import read_dataset_manifest
 from training.simulate import (
     IDENTITY_DIR,
     MOUTH_CORNERS,
@@ -60,7 +60,7 @@ def test_a_shape_variant_reshapes_the_face_and_changes_its_tone_but_keeps_the_ph
 def test_shape_variants_are_added_to_training_identities_only(tmp_path):
     manifest = simulate(tmp_path, identities=3, per_severity=1, expressions=("smile",), progress=False,
                         test_identities=("pyfeat_man",), val_identities=("tfjs_woman",), shapes=2, workers=2)
-    samples = read_manifest(manifest)
+    samples = read_dataset_manifest(manifest)
     by_split = {sp: sorted({s.subject for s in samples if s.split == sp}) for sp in ("train", "val", "test")}
     assert by_split == {"train": ["astronaut", "astronaut-shape1"], "val": ["tfjs_woman"],
                         "test": ["pyfeat_man"]}
@@ -96,7 +96,7 @@ def test_simulate_writes_videos_and_a_generic_manifest(tmp_path):
                         test_identities=("astronaut",))
     text = manifest.read_text()
     assert text.startswith("# SIMULATED DATA - NOT FOR CLINICAL USE")
-    samples = read_manifest(manifest)
+    samples = read_dataset_manifest(manifest)
     assert sorted(s.score for s in samples) == [0, 1, 2, 3, 4]
     assert {s.split for s in samples} == {"test"} and {s.group for s in samples} == {"astronaut"}
     with av.open(samples[0].video) as c:

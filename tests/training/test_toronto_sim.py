@@ -8,7 +8,7 @@ import pytest
 
 from model.contract import TORONTO_EXPRESSIONS
 from model.scales import TORONTO
-from training.datasets import read_manifest
+from training.datasets import read_dataset_manifest
 from training.simulate import (
     BROWS,
     LOWER_CHEEKS,
@@ -79,7 +79,7 @@ def test_the_toronto_tasks_move_different_things():
 def test_simulated_toronto_clips_are_labelled_on_the_toronto_scale(tmp_path):
     manifest = simulate(tmp_path, identities=1, per_severity=1, expressions=("kiss",), progress=False,
                         test_identities=("astronaut",))
-    samples = read_manifest(manifest)
+    samples = read_dataset_manifest(manifest)
     assert sorted(s.score for s in samples) == [1, 2, 3, 4, 5]
     assert all(f"_s{int(s.score)}_" in s.video for s in samples)
 
@@ -103,7 +103,7 @@ def test_simulated_recordings_write_their_known_episodes(tmp_path):
     manifest = simulate_recordings(tmp_path, identities=1, expressions=("brow",), progress=False,
                                    test_identities=("astronaut",), per_severity={"test": 1}, seconds=6.0,
                                    severities=(0, 4))
-    samples = read_manifest(manifest)
+    samples = read_dataset_manifest(manifest)
     known = load_known(manifest)
     assert sorted(s.score for s in samples) == [1, 5]
     import av

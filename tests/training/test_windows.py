@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from model.scales import TORONTO
-from training.loop import Item, sampling_units
+from training.loop import TrainItem, sampling_units
 from training.train import DEMO_EXPRESSIONS
 from training.windows import (
     Episode,
@@ -73,9 +73,9 @@ def test_serving_windows_are_centred_and_inside_the_training_rule():
 
 
 def test_an_epoch_draws_one_window_per_recording():
-    items = [Item(None, None, None, 0.0, f"c{i}") for i in range(3)]
-    items += [Item(None, None, None, 1.0, f"r{i}", pool="rec_a") for i in range(4)]
-    items += [Item(None, None, None, 2.0, f"s{i}", pool="rec_b") for i in range(2)]
+    items = [TrainItem(None, None, None, 0.0, f"c{i}") for i in range(3)]
+    items += [TrainItem(None, None, None, 1.0, f"r{i}", pool="rec_a") for i in range(4)]
+    items += [TrainItem(None, None, None, 2.0, f"s{i}", pool="rec_b") for i in range(2)]
     units = sampling_units(items)
     assert [len(u) for u in units] == [1, 1, 1, 4, 2]
     assert sorted(i for u in units for i in u) == list(range(9))
@@ -100,14 +100,14 @@ def test_run_windows_stay_inside_their_episode_and_run():
 def test_windows_of_a_simulated_recording_hold_the_repetitions_serving_finds(tmp_path):
     """The real path: render a recording, track it once, segment it as serving does, cut training windows."""
     from model.contract import PreprocessContract
-    from training.datasets import read_manifest
+    from training.datasets import read_dataset_manifest
     from training.simulate import load_episodes, simulate_recordings
     from training.train import DEMO_CONTRACT
 
     manifest = simulate_recordings(tmp_path / "rec", identities=1, expressions=("open",), progress=False,
                                    test_identities=("astronaut",), per_severity={"test": 1}, seconds=6.0,
                                    severities=(0,))
-    (s,) = read_manifest(manifest)
+    (s,) = read_dataset_manifest(manifest)
     known = load_episodes(manifest)[s.video]["episode_frames"]
     contract = PreprocessContract(tp=TP, tf=16, frame_size=64, **DEMO_CONTRACT)
     d = recording_features(s.video, "open", contract, tmp_path / "cache", split="train", per_episode=2,

@@ -15,7 +15,7 @@ from model.errors import ModelUnavailable, UnknownExpression, VideoError
 from model.messages import video_label
 from service import problems
 from service.api.deps import PrincipalDep, SettingsDep, StorageDep, StoreDep
-from service.probe import probe
+from service.probe import probe_upload
 from service.schemas import AssessmentCreated, AssessmentOut, RetryOut
 from service.served import served, unavailable_problem_text
 from service.uploads import ParsedUpload, parse_upload, storage_unavailable, too_large
@@ -128,7 +128,7 @@ def check_video(w: Writer, settings: Settings, index: int) -> None:
     if w.size == 0:
         raise VideoError(f"{video_label(index)} is empty", code="empty_file", details={"index": index})
     try:
-        facts = probe(w.local_file, max_duration_s=settings.max_duration_s, max_bytes=settings.max_upload_bytes,
+        facts = probe_upload(w.local_file, max_duration_s=settings.max_duration_s, max_bytes=settings.max_upload_bytes,
                       memory_bytes=settings.probe_memory_mb * 1024 * 1024, timeout_s=settings.probe_timeout_s)
     except VideoError as exc:
         exc.details = {**exc.details, "index": index}
