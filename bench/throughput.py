@@ -72,7 +72,11 @@ def _time_calls(fn, repeats: int) -> float:
 
 def batching_figures(work_dir: Path, configs: list[str], providers: list[str] | None, jobs: int,
                      windows_per_video: int, repeats: int = 5) -> list[dict]:
-    return [_config_figures(work_dir, config, providers, jobs, windows_per_video, repeats) for config in configs]
+    rows = []
+    for config in configs:
+        rows.append(_config_figures(work_dir, config, providers, jobs, windows_per_video, repeats))
+        print(f"{config}: {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
+    return rows
 
 
 def _config_figures(work_dir: Path, config: str, providers: list[str] | None, jobs: int, windows_per_video: int,
@@ -144,16 +148,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--configs", default="compact,paper")
     p.add_argument("--providers", default=None, help="comma-separated onnxruntime providers")
     p.add_argument("--windows-per-video", type=int, default=15, help="windows one video scores (n_windows)")
+    p.add_argument("--repeats", type=int, default=5, help="timed calls per batch size (median reported)")
     args = p.parse_args(argv)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     report: dict = {}
     if args.batching:
         report["batching"] = batching_figures(args.work_dir, args.configs.split(","),
                                               args.providers.split(",") if args.providers else None, args.jobs,
-                                              args.windows_per_video)
-        for row in report["batching"]:
-            print(f"{row['config']}: ms per batch {row['ms_per_batch']}, scoring videos/min "
-                  f"{row['scoring_videos_per_min']}", file=sys.stderr)
+                                              args.windows_per_video, args.repeats)
     if args.no_e2e:
         return report
     model_dir = args.model_dir or untrained_models(args.work_dir / "models-untrained", ["smile"])
