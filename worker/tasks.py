@@ -66,7 +66,7 @@ def run_item(st: ProcessState, item: Item) -> bool:
         result, extraction = score_video(video, item.expression, st.scorer, progress=Throttled(st.store, item.id),
                                          limits=ExtractLimits(decode=DecodeLimits(max_duration_s=settings.max_duration_s)))
     result = validated(result)   # the stored (and served) result is always a valid ItemResult
-    if not st.store.finish_item(item.id, result, {}, dict(result.get("timings", {}))):
+    if not st.store.finish_item(item.id, result, {}, dict(result.get("timings", {})), worker=st.worker_id):
         return False
     picture_pool().submit(pictures_job, st, item.id, artifacts_prefix(item.assessment_id, item.idx), extraction)
     return True

@@ -360,10 +360,14 @@ class Store:
                 stage=stage, percent=round(float(percent), 1)))
 
     def finish_item(self, item_id: int, result: dict, artifacts: dict[str, str],
-                    durations: dict[str, float]) -> bool:
-        """Write the result once: a second call for the same item changes nothing and returns False."""
+                    durations: dict[str, float], worker: str | None = None) -> bool:
+        """Write the result once: a second call for the same item changes nothing and returns False. With
+        `worker`, only while that worker holds the item (a worker cut off from the network that comes back after
+        its item was taken over never overwrites the one now scoring it)."""
+        held = [Item.worker == worker] if worker is not None else []
         with self.session() as s:
-            res = s.execute(update(Item).where(Item.id == item_id, Item.status == ItemStatus.RUNNING).values(
+            mine = update(Item).where(Item.id == item_id, Item.status == ItemStatus.RUNNING, *held)
+            res = s.execute(mine.values(
                 status=ItemStatus.SUCCEEDED, stage="done", percent=100.0, result=result, artifacts=artifacts,
                 finished_at=utcnow(), error_code=None, error_message=None, error_details=None))
             if changed(res) != 1:

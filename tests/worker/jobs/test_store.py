@@ -68,6 +68,18 @@ def test_idempotency_key_returns_the_existing_assessment_per_tenant(store):
     assert created and other != first
 
 
+def test_a_worker_whose_item_was_taken_over_cannot_write_its_result(store):
+    _, item = one_item(store)
+    assert store.claim_item(item, "w1", 3) is not None
+    # w1's host is cut off: its heartbeat goes stale, the item is re-queued and w2 takes it over
+    assert store.requeue_orphans(lambda w: False, older_than_s=3600) == [item]
+    assert store.claim_item(item, "w2", 3) is not None
+    assert not store.finish_item(item, {"score": 1.0}, {}, {"decoding": 0.5}, worker="w1")   # w1 back: refused
+    assert store.finish_item(item, {"score": 2.0}, {}, {"decoding": 0.6}, worker="w2")
+    it = store.get_item(item)
+    assert (it.status, it.worker, it.result) == ("succeeded", "w2", {"score": 2.0})
+
+
 def test_a_redelivered_task_cannot_write_a_second_result(store):
     _, item = one_item(store)
     assert store.claim_item(item, "w1", 3) is not None
