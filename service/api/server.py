@@ -113,11 +113,17 @@ def _httptools_class() -> type:
             self._cancel_header_timer()
             super().on_headers_complete()
 
+        def on_message_complete(self) -> None:
+            # The request's body has been read to its end: what comes next is the next request's line and
+            # headers. (Not at response_complete: an early answer, a 403 or 413 sent before the body is read,
+            # leaves body bytes still to come, and they are no headers.)
+            super().on_message_complete()
+            self._in_headers, self._header_bytes = True, 0
+
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            if not self.transport.is_closing():
-                self._in_headers, self._header_bytes = True, 0
-                self._arm_header_timer()
+            if self._in_headers and not self.transport.is_closing():
+                self._arm_header_timer()   # idle until the next request's headers
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel_header_timer()
