@@ -107,6 +107,7 @@ def _config_figures(work_dir: Path, config: str, providers: list[str] | None, jo
         s = _time_calls(lambda x=x: scorer.score("smile", *x), repeats if b < 32 else max(2, repeats // 2))
         row["ms_per_batch"][b] = round(1000 * s, 2)
         row["windows_per_s"][b] = round(b / s, 1)
+        print(f"{config}: batch {b}: {1000 * s:.1f} ms per call", file=sys.stderr, flush=True)
     video = [inputs(windows_per_video) for _ in range(jobs)]
 
     def per_job(score) -> float:
