@@ -71,16 +71,16 @@ def _time_calls(fn, repeats: int) -> float:
 
 
 def batching_figures(work_dir: Path, configs: list[str], providers: list[str] | None, jobs: int,
-                     windows_per_video: int, repeats: int = 5) -> list[dict]:
+                     windows_per_video: int, repeats: int = 5, batches: tuple[int, ...] = (1, 8, 32)) -> list[dict]:
     rows = []
     for config in configs:
-        rows.append(_config_figures(work_dir, config, providers, jobs, windows_per_video, repeats))
+        rows.append(_config_figures(work_dir, config, providers, jobs, windows_per_video, repeats, batches))
         print(f"{config}: {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
     return rows
 
 
 def _config_figures(work_dir: Path, config: str, providers: list[str] | None, jobs: int, windows_per_video: int,
-                    repeats: int) -> dict:
+                    repeats: int, batches: tuple[int, ...] = (1, 8, 32)) -> dict:
     import threading
 
     import numpy as np
@@ -102,7 +102,7 @@ def _config_figures(work_dir: Path, config: str, providers: list[str] | None, jo
                 np.tile(2 * np.arange(c.tp, dtype=np.float32) / c.tp - 1, (b, 1)),
                 rng.integers(100, 156, (b, c.tf, c.frame_size, c.frame_size, 3), dtype=np.uint8))
     row: dict = {"config": config, "providers": scorer.providers, "ms_per_batch": {}, "windows_per_s": {}}
-    for b in (1, 8, 32):
+    for b in batches:
         x = inputs(b)
         s = _time_calls(lambda x=x: scorer.score("smile", *x), repeats if b < 32 else max(2, repeats // 2))
         row["ms_per_batch"][b] = round(1000 * s, 2)
@@ -150,13 +150,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--providers", default=None, help="comma-separated onnxruntime providers")
     p.add_argument("--windows-per-video", type=int, default=15, help="windows one video scores (n_windows)")
     p.add_argument("--repeats", type=int, default=5, help="timed calls per batch size (median reported)")
+    p.add_argument("--batches", default="1,8,32", help="batch sizes timed (paper at 32 needs ~20 GB on CPU)")
     args = p.parse_args(argv)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     report: dict = {}
     if args.batching:
         report["batching"] = batching_figures(args.work_dir, args.configs.split(","),
                                               args.providers.split(",") if args.providers else None, args.jobs,
-                                              args.windows_per_video, args.repeats)
+                                              args.windows_per_video, args.repeats,
+                                              tuple(int(b) for b in args.batches.split(",")))
     if args.no_e2e:
         return report
     model_dir = args.model_dir or untrained_models(args.work_dir / "models-untrained", ["smile"])
