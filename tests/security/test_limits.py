@@ -77,11 +77,21 @@ def head(stack, extra: str = "", *, boundary: str, length: int | None = None) ->
 
 
 def recv_some(sock: socket.socket, timeout: float) -> bytes:
+    """The server's answer: the first read, then whatever follows within a moment (the head and the body of
+    an answer can arrive in separate reads), until the server closes or `timeout` passes."""
     sock.settimeout(timeout)
+    deadline, out = time.monotonic() + timeout, b""
     try:
-        return sock.recv(65536)
-    except (TimeoutError, ConnectionResetError):
-        return b""
+        out = sock.recv(65536)
+        while out and time.monotonic() < deadline:
+            sock.settimeout(max(0.05, min(0.5, deadline - time.monotonic())))
+            more = sock.recv(65536)
+            if not more:
+                break
+            out += more
+    except (TimeoutError, ConnectionResetError, OSError):
+        pass
+    return out
 
 
 def send_until_answer(sock: socket.socket, chunks, budget: int, deadline_s: float = 30) -> tuple[int, bytes]:
