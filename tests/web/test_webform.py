@@ -256,6 +256,48 @@ def test_keyboard_only_sign_in_protocol_switch_and_webcam_recording(page, stack,
     assert pg.evaluate("document.activeElement.className") == "record"  # focus returns to its button
 
 
+def test_a_models_refresh_landing_after_the_camera_opened_leaves_the_recorder_open(page, stack):
+    """The list of served models comes back after sign-in; on a busy server it can land after the
+    clinician has already opened the camera. It must not close the camera nor touch its buttons."""
+    pg = page
+    key = stack.create_key("clinic-late-models")
+    held: list = []
+    signed_in = {"done": False}
+
+    def hold_after_sign_in(route):
+        if signed_in["done"]:
+            held.append(route)   # answered below, once the camera is open
+        else:
+            route.continue_()
+
+    pg.route("**/v1/models", hold_after_sign_in)
+    pg.goto("/")
+    signed_in["done"] = True
+    pg.fill("#api-key", key)
+    pg.press("#api-key", "Enter")
+    pg.wait_for_selector("#signed-in:not([hidden])")
+    for _ in range(100):
+        if held:
+            break
+        pg.wait_for_timeout(50)
+    assert held, "the page asks for the served models after sign-in"
+
+    pg.click("#task-smile button.record")
+    pg.wait_for_selector("#rec-start:not([disabled])")
+    assert pg.is_disabled("#rec-stop")
+    held[0].continue_()
+    # this stack serves no Toronto task: once the answer is applied, the Toronto choice says so
+    pg.wait_for_selector("#served-toronto:not([hidden])")
+    assert pg.is_visible("#recorder"), "a late models answer closed the open camera"
+    assert pg.is_enabled("#rec-start") and pg.is_disabled("#rec-stop")
+    assert pg.evaluate("document.getElementById('preview').srcObject !== null")
+
+    # switching to a protocol whose tasks hide the recorder's task still closes the camera
+    pg.evaluate("""() => { const r = document.querySelector('input[name=protocol][value=toronto]');
+        r.disabled = false; r.checked = true; r.dispatchEvent(new Event('change')); }""")
+    assert pg.is_hidden("#recorder")
+
+
 def test_anonymous_use_on_loopback_when_the_server_allows_it(browser, stack, tmp_path):
     # Given the key-only stack, the page asks for a key and the API refuses the keyless browser.
     ctx = browser.new_context(base_url=stack.base_url)

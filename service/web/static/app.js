@@ -365,14 +365,24 @@
       block.hidden = !on;
       for (const task of $$(".task", block)) {
         const usable = on && isServed(block.dataset.protocol, task.dataset.expression);
-        for (const ctl of $$("input, button", task)) ctl.disabled = !usable;
+        // the recorder panel lives inside the task it records; its buttons follow the camera, not the task
+        for (const ctl of $$("input, button", task)) if (!ctl.closest("#recorder")) ctl.disabled = !usable;
       }
     }
-    closeRecorder();
+    // The open camera stays open while its task is still shown and served (a models refresh that lands
+    // after the camera opened must not close it); otherwise it closes.
+    if (!recorderTaskUsable()) closeRecorder();
+  }
+
+  function recorderTaskUsable() {
+    if (!rec.expression) return false;
+    const task = $("#task-" + rec.expression);
+    const block = task && task.closest(".tasks");
+    return Boolean(block && !block.hidden && !task.hidden && isServed(block.dataset.protocol, rec.expression));
   }
 
   // ---------------------------------------------------------------- webcam recording
-  const rec = { expression: null, stream: null, recorder: null, chunks: [], started: 0, tick: null, type: "" };
+  const rec = { expression: null, stream: null, recorder: null, chunks: [], started: 0, tick: null, type: "", ticket: 0 };
 
   function pickRecorderType() {
     if (!window.MediaRecorder) return null;
@@ -386,6 +396,7 @@
     const panel = $("#recorder");
     const status = $("#rec-status");
     closeRecorder();
+    const ticket = rec.ticket;   // closeRecorder moves the ticket on: a stale camera request sees it moved
     rec.expression = expression;
     $("#task-" + expression).append(panel);
     panel.hidden = false;
@@ -405,14 +416,21 @@
       return;
     }
     status.textContent = "Starting the camera…";
+    let stream;
     try {
-      rec.stream = await navigator.mediaDevices.getUserMedia({
+      stream = await navigator.mediaDevices.getUserMedia({
         video: { width: { ideal: 1280 }, height: { ideal: 720 }, facingMode: "user" }, audio: false,
       });
     } catch (e) {
+      if (rec.ticket !== ticket) return;   // closed (or opened again) while asking
       status.textContent = "The camera could not be opened (" + (e.name || "error") + "). Allow camera access, or upload a file.";
       return;
     }
+    if (rec.ticket !== ticket) {   // closed while the camera was starting: let the camera go
+      stream.getTracks().forEach((t) => t.stop());
+      return;
+    }
+    rec.stream = stream;
     $("#preview").srcObject = rec.stream;
     status.textContent = "Camera ready. Ask the patient to face the camera, then start recording.";
     $("#rec-start").disabled = false;
@@ -485,6 +503,7 @@
   }
 
   function closeRecorder() {
+    rec.ticket += 1;
     clearTimeout(rec.countdownTimer);
     clearInterval(rec.tick);
     if (rec.recorder && rec.recorder.state !== "inactive") {
