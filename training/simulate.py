@@ -408,29 +408,24 @@ def _paint_mouth(frame: np.ndarray, mouth: np.ndarray, colour: tuple[int, int, i
     frame[:] = (frame * (1 - mask) + np.asarray(colour, np.float32) * mask).astype(np.uint8)
 
 
-def render_clip(img: np.ndarray, mesh: np.ndarray, warp: MeshWarp, plan: ClipPlan,
-                rng: np.random.Generator, static: np.ndarray | None = None) -> np.ndarray:
-    """(T, H, W, 3) uint8 RGB frames of one simulated clip; `static` is a shape variant's fixed displacement
-    (the expression then moves the reshaped face)."""
+def _compose_frames(img: np.ndarray, warp: MeshWarp, geo: FaceGeometry, disp: np.ndarray,
+                    static: np.ndarray | None, expression: str, lips_part: float,
+                    head: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+                    light: tuple[np.ndarray, np.ndarray, float, np.ndarray],
+                    rng: np.random.Generator) -> np.ndarray:
+    """The frames of a clip or recording: per frame the mesh warp (plus `static`), the mouth's inside
+    (teeth for clench/spread, dark for an open mouth), the head's similarity motion `head` = (rotation in
+    degrees, tx, ty, scale) and the lighting `light` = (gain, colour, noise level, noise bank). Draws from
+    `rng` only for the noise field's offset, in frame order (the callers' random streams depend on it)."""
     import cv2
 
-    if static is not None:
-        mesh = mesh.copy()
-        mesh[:, :2] += static
-    geo = FaceGeometry(mesh)
-    disp = mesh_motion(geo, plan, rng)                 # motion of the (reshaped) face; the warp adds `static`
-    n = plan.n_frames
+    rot, tx, ty, sc = head
+    gain, colour, noise, bank = light
+    n = disp.shape[0]
     h, w = img.shape[:2]
-    rot = _smooth_walk(rng, n, 2.0)                    # degrees
-    tx, ty = _smooth_walk(rng, n, 3.0), _smooth_walk(rng, n, 2.0)
-    sc = 1 + _smooth_walk(rng, n, 0.02)
-    gain = rng.uniform(0.8, 1.15) * (1 + _smooth_walk(rng, n, 0.05))
-    colour = rng.uniform(0.9, 1.1, 3).astype(np.float32)
-    noise = rng.uniform(0.0, 4.0)
-    bank = rng.normal(0, noise, (4, h, w, 3)).astype(np.float32)  # sensor noise, a few fields reused
     centre = tuple(float(v) for v in geo.xy[1])
-    teeth = plan.expression in ("clench_teeth", "spread")
-    dark = plan.expression == "open" or plan.lips_part > 0      # the open mouth's inside
+    teeth = expression in ("clench_teeth", "spread")
+    dark = expression == "open" or lips_part > 0      # the open mouth's inside
     mouth_open = (disp[:, 14, 1] - disp[:, 13, 1]) / (0.1 * geo.iod)
     frames = np.empty((n, h, w, 3), np.uint8)
     for i in range(n):
@@ -446,6 +441,30 @@ def render_clip(img: np.ndarray, mesh: np.ndarray, warp: MeshWarp, plan: ClipPla
         if noise > 0.3:
             g += np.roll(bank[i % 4], int(rng.integers(0, h)), axis=0)
         frames[i] = np.clip(g, 0, 255).astype(np.uint8)
+    return frames
+
+
+def render_clip(img: np.ndarray, mesh: np.ndarray, warp: MeshWarp, plan: ClipPlan,
+                rng: np.random.Generator, static: np.ndarray | None = None) -> np.ndarray:
+    """(T, H, W, 3) uint8 RGB frames of one simulated clip; `static` is a shape variant's fixed displacement
+    (the expression then moves the reshaped face)."""
+
+    if static is not None:
+        mesh = mesh.copy()
+        mesh[:, :2] += static
+    geo = FaceGeometry(mesh)
+    disp = mesh_motion(geo, plan, rng)                 # motion of the (reshaped) face; the warp adds `static`
+    n = plan.n_frames
+    h, w = img.shape[:2]
+    rot = _smooth_walk(rng, n, 2.0)                    # degrees
+    tx, ty = _smooth_walk(rng, n, 3.0), _smooth_walk(rng, n, 2.0)
+    sc = 1 + _smooth_walk(rng, n, 0.02)
+    gain = rng.uniform(0.8, 1.15) * (1 + _smooth_walk(rng, n, 0.05))
+    colour = rng.uniform(0.9, 1.1, 3).astype(np.float32)
+    noise = rng.uniform(0.0, 4.0)
+    bank = rng.normal(0, noise, (4, h, w, 3)).astype(np.float32)  # sensor noise, a few fields reused
+    frames = _compose_frames(img, warp, geo, disp, static, plan.expression, plan.lips_part, (rot, tx, ty, sc),
+                             (gain, colour, noise, bank), rng)
     return frames
 
 
@@ -794,7 +813,6 @@ def render_recording(img: np.ndarray, mesh: np.ndarray, warp: MeshWarp, plan: Re
                      rng: np.random.Generator, static: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """(frames (T, H, W, 3) uint8 RGB, ground truth `plan.truth()`) of one simulated whole recording: the same
     warp, mouth shading, head motion, lighting and noise as `render_clip`, over several repetitions."""
-    import cv2
 
     if static is not None:
         mesh = mesh.copy()
@@ -812,24 +830,8 @@ def render_recording(img: np.ndarray, mesh: np.ndarray, warp: MeshWarp, plan: Re
     colour = rng.uniform(0.9, 1.1, 3).astype(np.float32)
     noise = rng.uniform(0.0, 3.0)
     bank = rng.normal(0, noise, (4, h, w, 3)).astype(np.float32)
-    centre = tuple(float(v) for v in geo.xy[1])
-    teeth = plan.expression in ("clench_teeth", "spread")
-    dark = plan.expression == "open" or plan.lips_part > 0      # as render_clip
-    mouth_open = (disp[:, 14, 1] - disp[:, 13, 1]) / (0.1 * geo.iod)
-    frames = np.empty((n, h, w, 3), np.uint8)
-    for i in range(n):
-        f = warp(img, disp[i] if static is None else disp[i] + static)
-        if teeth or dark:
-            shade = (235, 232, 220) if teeth else (70, 40, 40)
-            _paint_mouth(f, geo.xy[INNER_MOUTH] + disp[i, INNER_MOUTH], shade,
-                         float(np.clip(mouth_open[i], 0, 1)) * (0.85 if teeth else 0.6))
-        m = cv2.getRotationMatrix2D(centre, float(rot[i]), float(sc[i]))
-        m[:, 2] += (tx[i], ty[i])
-        f = cv2.warpAffine(f, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        g = f.astype(np.float32) * (gain[i] * colour)
-        if noise > 0.3:
-            g += np.roll(bank[i % 4], int(rng.integers(0, h)), axis=0)
-        frames[i] = np.clip(g, 0, 255).astype(np.uint8)
+    frames = _compose_frames(img, warp, geo, disp, static, plan.expression, plan.lips_part, (rot, tx, ty, sc),
+                             (gain, colour, noise, bank), rng)
     return frames, plan.truth()
 
 

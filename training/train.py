@@ -536,7 +536,6 @@ def evaluate_exported_on_recordings(model_dir: Path, recordings: Sequence[Sample
     model's scale, clipped) against the known score."""
     from model.scales import scale_for_manifest
     from model.scorer import Scorer
-    from training.windows import aggregate_recording, episode_agreement, recording_features
 
     scorer = Scorer(model_dir)
     out = {}
@@ -546,27 +545,10 @@ def evaluate_exported_on_recordings(model_dir: Path, recordings: Sequence[Sample
             continue
         scale = scale_for_manifest(scorer.manifest(e))
         contract = scorer.contract(e).with_(channels=FULL_CHANNELS)
-        ys, ps, spreads, n_windows, found, known, names = [], [], [], 0, 0, 0, []
-        for s in recs:
-            try:
-                d = recording_features(s.video, e, contract, cache_root, split="test")
-            except Exception as exc:
-                log(f"skipping recording {s.video}: {exc}")
-                continue
-            raw, agg = aggregate_recording(scorer.score(e, d["trajs"], d["index_t"], d["frames"]), d, scale, e)
-            ys.append(float(s.score))
-            ps.append(scale.clip(raw))
-            spreads.append(agg["spread"])
-            n_windows += len(d["start"])
-            f, k = episode_agreement(d)
-            found, known = found + f, known + k
-            names.append(Path(s.video).name)
-        if ys:
-            out[e] = {**expression_metrics(e, ys, ps), "n_recordings": len(ys), "n_windows": n_windows,
-                      "median_spread": float(np.median(spreads)), "known_repetitions_found": [found, known],
-                      "recordings": names, "scored_by": "exported ONNX model (model.scorer.Scorer)",
-                      "rule": "serving's: worker.segment.plan_windows + worker.pipeline.aggregate (median over "
-                              "repetitions of the mean over each repetition's windows; tiling mean at rest)"}
+        r = _score_recordings(recs, e, contract, scale, cache_root, log,
+                              lambda d, e=e: scorer.score(e, d["trajs"], d["index_t"], d["frames"]))
+        if r:
+            out[e] = {**r, "scored_by": "exported ONNX model (model.scorer.Scorer)"}
     return out
 
 
@@ -604,7 +586,6 @@ def evaluate_recordings(path: str | Path, recordings: Sequence[Sample], cache_ro
     served (clipped) score against the recording's known score. Also how many known repetitions the
     segmentation found."""
     from model.scales import default_scale
-    from training.windows import aggregate_recording, episode_agreement, recording_features
 
     if not recordings:
         return {}
@@ -613,6 +594,21 @@ def evaluate_recordings(path: str | Path, recordings: Sequence[Sample], cache_ro
     contract = checkpoint_contract(ck, model.cfg).with_(channels=FULL_CHANNELS)
     expression = recordings[0].expression
     scale = default_scale(expression)
+    return _score_recordings(recordings, expression, contract, scale, cache_root, log, lambda d: predict(
+        model, [TrainItem(d["trajs"][k], d["index_t"][k], d["frames"][k], 0.0) for k in range(len(d["start"]))]))
+
+
+RECORDING_RULE = ("serving's: worker.segment.plan_windows + worker.pipeline.aggregate (median over repetitions of "
+                  "the mean over each repetition's windows; tiling mean at rest)")
+
+
+def _score_recordings(recordings: Sequence[Sample], expression: str, contract, scale, cache_root: Path,
+                      log: Callable, score_windows: Callable[[dict], Sequence[float]]) -> dict:
+    """Each recording tracked once and cut into serving's windows (training.windows.recording_features), its
+    windows scored by `score_windows` and aggregated by serving's rule; the served (clipped) score against the
+    known one, with the spread, window count and how many known repetitions the segmentation found."""
+    from training.windows import aggregate_recording, episode_agreement, recording_features
+
     ys, ps, spreads, n_windows, found, known, names = [], [], [], 0, 0, 0, []
     for s in recordings:
         try:
@@ -620,21 +616,18 @@ def evaluate_recordings(path: str | Path, recordings: Sequence[Sample], cache_ro
         except Exception as exc:
             log(f"skipping recording {s.video}: {exc}")
             continue
-        items = [TrainItem(d["trajs"][k], d["index_t"][k], d["frames"][k], float(s.score)) for k in range(len(d["start"]))]
-        raw, agg = aggregate_recording(predict(model, items), d, scale, expression)
+        raw, agg = aggregate_recording(score_windows(d), d, scale, expression)
         ys.append(float(s.score))
         ps.append(scale.clip(raw))
         spreads.append(agg["spread"])
-        n_windows += len(items)
+        n_windows += len(d["start"])
         f, k = episode_agreement(d)
         found, known = found + f, known + k
         names.append(Path(s.video).name)
     if not ys:
         return {}
-    m = expression_metrics(expression, ys, ps)
-    return {**m, "rule": "serving's: worker.segment.plan_windows + worker.pipeline.aggregate (median over "
-                         "repetitions of the mean over each repetition's windows; tiling mean at rest)",
-            "n_recordings": len(ys), "n_windows": n_windows, "median_spread": float(np.median(spreads)),
+    return {**expression_metrics(expression, ys, ps), "rule": RECORDING_RULE, "n_recordings": len(ys),
+            "n_windows": n_windows, "median_spread": float(np.median(spreads)),
             "known_repetitions_found": [found, known], "recordings": names}
 
 

@@ -4,6 +4,8 @@ pauses allow, and an epoch sees one window per recording; the serving placement 
 training rule can draw."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from model.scales import TORONTO
@@ -122,3 +124,43 @@ def test_windows_of_a_simulated_recording_hold_the_repetitions_serving_finds(tmp
     raw, agg = aggregate_recording(np.zeros(len(served["start"])), served, TORONTO)
     assert agg["n_repetitions"] == len(served["episodes"]) and raw == 0.0
     assert set(DEMO_EXPRESSIONS) >= {"blow", "kiss", "brow", "open", "spread", "smile"}
+
+
+def test_both_recording_evaluations_score_serving_windows_the_same_way(tmp_path):
+    """training.train's two whole-recording evaluations (a checkpoint in torch, an exported model in
+    onnxruntime) score the same serving windows of a rendered recording by one rule: the same untrained
+    network gives the same window count, repetitions found and (within export tolerance) the same score."""
+    import torch
+
+    from model.config import get_config
+    from model.export import export_model
+    from model.network import TrampFormer, checkpoint
+    from training.datasets import read_dataset_manifest
+    from training.simulate import simulate_recordings
+    from training.train import evaluate_exported_on_recordings, evaluate_recordings
+
+    manifest = simulate_recordings(tmp_path / "rec", identities=1, expressions=("smile",), progress=False,
+                                   test_identities=("astronaut",), per_severity={"test": 1}, seconds=6.0,
+                                   severities=(2,))
+    samples = read_dataset_manifest(manifest)
+    cfg = get_config("compact", expression="smile")
+    torch.manual_seed(0)
+    net = TrampFormer(cfg).eval()
+    with torch.no_grad():
+        net.head.layers[2].bias += 2.0   # an untrained output, moved inside the 0-4 scale (else both clip to 0)
+    torch.save(checkpoint(net, meta={"expression": "smile"}), tmp_path / "smile.pt")
+    export_model(net, cfg, tmp_path / "models", "smile-compact-untrained", "smile", "0.0.0+untrained",
+                 training={"description": "none"}, metrics={}, trained_on="untrained", clinical_use=False)
+    logged: list[str] = []
+    by_torch = evaluate_recordings(tmp_path / "smile.pt", samples, tmp_path / "cache", log=logged.append)
+    by_onnx = evaluate_exported_on_recordings(tmp_path / "models", samples, tmp_path / "cache",
+                                              log=logged.append)["smile"]
+    assert not logged, logged
+    for r in (by_torch, by_onnx):
+        assert r["n_recordings"] == 1 and r["y_true"] == [float(samples[0].score)]
+        assert r["n_windows"] >= 1 and r["recordings"] == [Path(samples[0].video).name]
+        assert 0.0 < r["y_pred"][0] < 4.0 and r["rule"].startswith("serving's")
+    assert by_onnx["scored_by"].startswith("exported ONNX")
+    assert by_torch["n_windows"] == by_onnx["n_windows"]
+    assert by_torch["known_repetitions_found"] == by_onnx["known_repetitions_found"]
+    assert abs(by_torch["y_pred"][0] - by_onnx["y_pred"][0]) < 1e-3

@@ -40,3 +40,27 @@ def web_stack(tmp_path_factory) -> Iterator:
                     # tested on its own stack (tests/security/test_misuse.py).
                     env={"FEQA_MAX_UPLOAD_BYTES": str(MAX_UPLOAD), "FEQA_SIGN_IN_PER_MINUTE": "1000"}) as stack:
         yield stack
+
+
+def open_page(browser, base_url: str, viewport: tuple[int, int]) -> Iterator:
+    """A fresh browser context and page; a JavaScript error on the page fails the test that used it."""
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, base_url=base_url)
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    yield pg
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture()
+def page(request, browser, web_stack) -> Iterator:
+    """A page on the session's web stack, 1100 px wide; a test module may set VIEWPORT = (width, height)."""
+    yield from open_page(browser, web_stack.base_url, getattr(request.module, "VIEWPORT", (1100, 1000)))
+
+
+def sign_in(pg, key: str) -> None:
+    pg.goto("/")
+    pg.fill("#api-key", key)
+    pg.press("#api-key", "Enter")
+    pg.wait_for_selector("#signed-in:not([hidden])")

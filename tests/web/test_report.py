@@ -10,13 +10,12 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 from model.scales import MDS_UPDRS, TORONTO
-from tests.web.conftest import EXPRESSIONS
+from tests.web.conftest import EXPRESSIONS, sign_in
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]
 
@@ -89,24 +88,6 @@ def route_job(pg, job: dict, pngs: dict[str, bytes]) -> None:
     pg.route(f"**/v1/assessments/{job['id']}", lambda r: r.fulfill(status=200, content_type="application/json",
                                                                     body=json.dumps(job)))
     route_pictures(pg, pngs)
-
-
-@pytest.fixture()
-def page(browser, web_stack) -> Iterator:
-    context = browser.new_context(viewport={"width": 1100, "height": 1000}, base_url=web_stack.base_url)
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    yield pg
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
-
-
-def sign_in(pg, key: str) -> None:
-    pg.goto("/")
-    pg.fill("#api-key", key)
-    pg.press("#api-key", "Enter")
-    pg.wait_for_selector("#signed-in:not([hidden])")
 
 
 def open_report(pg, job: dict, pngs) -> None:

@@ -10,17 +10,17 @@ scripts/screenshots.py, with the demo models).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bench.servers import feqa_serve, untrained_models
 from tests.conftest import real_video
-from tests.web.conftest import MAX_UPLOAD
+from tests.web.conftest import MAX_UPLOAD, sign_in
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]
 
+VIEWPORT = (1100, 1300)   # the whole form in one screenshot
 MEANINGS = ("normal", "slight", "mild", "moderate", "severe")   # the untrained models' MDS-UPDRS scale
 
 
@@ -44,24 +44,6 @@ def faceless_video(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def stack(web_stack):
     return web_stack
-
-
-@pytest.fixture()
-def page(browser, stack) -> Iterator:
-    context = browser.new_context(viewport={"width": 1100, "height": 1300}, base_url=stack.base_url)
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    yield pg
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
-
-
-def sign_in(pg, key: str) -> None:
-    pg.goto("/")
-    pg.fill("#api-key", key)
-    pg.press("#api-key", "Enter")
-    pg.wait_for_selector("#signed-in:not([hidden])")
 
 
 def test_sign_in_upload_and_read_the_report(page, stack, artifacts_dir, tmp_path):
