@@ -86,6 +86,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "worker_lost": ("The scoring process stopped several times on this video.",
                     "Check that the file plays, record it again if it does not, and tell your IT team."),
     "timeout": ("Scoring took longer than allowed.", _LATER),
+    "model_version_gone": ("The model version this assessment was started with is no longer running, so "
+                           "this video was not scored (one assessment is never scored by two versions).",
+                           "Upload the videos again as a new assessment: it is scored by the version now "
+                           "installed. If every video of this assessment failed, Retry does the same."),
     # --- quality report: why a video was not scored (worker.quality reasons) ---------------------
     "face_often_missing": ("The face was out of view for much of the video.", _REFILM),
     "long_gap": ("The face was out of view for more than a second in the middle of the video.",

@@ -70,6 +70,12 @@ class ItemOut(BaseModel):
     links: ItemLinks = ItemLinks()
 
 
+class PinnedModel(BaseModel):
+    name: str | None = None
+    version: str | None = None
+    sha256: str | None = None
+
+
 class AssessmentOut(BaseModel):
     id: str
     status: AssessmentStatus
@@ -77,6 +83,10 @@ class AssessmentOut(BaseModel):
     patient_ref: str | None = None
     created_at: datetime
     updated_at: datetime
+    models: dict[str, PinnedModel] | None = Field(None, description=(
+        "the model set this assessment is scored with, per expression (pinned when the first worker takes one "
+        "of its items; null until then): every item of that expression is scored by this version or fails "
+        "with model_version_gone, never by another version"))
     items: list[ItemOut]
     links: dict[str, str] = {}
 

@@ -61,6 +61,7 @@ def assessment_out(base: str, a: Assessment, items: list[Item]) -> dict:
     url = assessment_url(base, a.id)
     return {"id": a.id, "status": assessment_status(items), "protocol": a.protocol, "patient_ref": a.patient_ref,
             "created_at": aware(a.created_at).isoformat(), "updated_at": aware(a.updated_at).isoformat(),
+            "models": a.models or None,   # the pinned model set (worker.jobs.store: claim_item)
             "items": [item_out(base, a, it) for it in items],
             "links": {"self": url, "fhir": f"{url}/fhir", "retry": f"{url}/retry"}}
 

@@ -90,7 +90,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
     return app
 
 
-def send_assess(app: Celery, item_ids: list[int], queue: str) -> None:
-    """Queue one scoring task per item, by task name."""
+def send_assess(app: Celery, item_ids: list[int], queue: str, countdown: float | None = None) -> None:
+    """Queue one scoring task per item, by task name (`countdown`: not before that many seconds)."""
     for item_id in item_ids:
-        app.send_task(TASK_ASSESS, args=[item_id], queue=queue)
+        app.send_task(TASK_ASSESS, args=[item_id], queue=queue, countdown=countdown)

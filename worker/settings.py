@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     worker_max_tasks_per_child: int = 200
     heartbeat_interval_s: float = 10.0
     heartbeat_max_age_s: float = 60.0
+    # One model version per assessment: an item pinned to a model no live worker serves waits this long for
+    # one (a worker restarting, a rollout in progress), then fails with model_version_gone.
+    model_pin_wait_s: float = 300.0
     providers: list[str] | None = None        # onnxruntime providers; None = best available
     cuda_device_id: int | None = None         # this worker process's GPU (CUDA provider device_id)
     # Dynamic batching across the tasks of one worker process (`feqa worker --pool threads --concurrency N`):

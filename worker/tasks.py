@@ -16,11 +16,11 @@ from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
 
 from model.errors import FeqaError, InputError
-from worker.celery_app import TASK_ASSESS, TASK_PURGE
+from worker.celery_app import TASK_ASSESS, TASK_PURGE, send_assess
 from worker.jobs.db import Item
 from worker.jobs.keys import artifacts_prefix
 from worker.jobs.status import NO_PICTURES
-from worker.jobs.store import Store
+from worker.jobs.store import PinMismatch, Store
 from worker.result import validated
 from worker.runtime import ProcessState, app, load_models, picture_pool, state, worker_alive
 from worker.settings import get_settings
@@ -34,15 +34,15 @@ UNEXPECTED = {"model_unavailable": "no model is loaded for this expression on th
 
 # --- tasks ------------------------------------------------------------------------------------
 class Throttled:
-    """Progress writes at most every 5 percent or on a stage change."""
+    """Progress writes at most every 5 percent or on a stage change, only while `worker` holds the item."""
 
-    def __init__(self, store: Store, item_id: int) -> None:
-        self.store, self.item_id, self.last = store, item_id, ("", -100.0)
+    def __init__(self, store: Store, item_id: int, worker: str | None = None) -> None:
+        self.store, self.item_id, self.worker, self.last = store, item_id, worker, ("", -100.0)
 
     def __call__(self, stage: str, fraction: float) -> None:
         pct = 100.0 * fraction
         if stage != self.last[0] or pct - self.last[1] >= 5.0:
-            self.store.set_progress(self.item_id, stage, pct)
+            self.store.set_progress(self.item_id, stage, pct, worker=self.worker)
             self.last = (stage, pct)
 
 
@@ -63,7 +63,7 @@ def run_item(st: ProcessState, item: Item) -> bool:
     # A local path for the length of the scoring: the file itself on a local directory, a private
     # temporary copy (removed afterwards) from object storage.
     with st.storage.fetch(item.video_key) as video:
-        result, extraction = score_video(video, item.expression, st.scorer, progress=Throttled(st.store, item.id),
+        result, extraction = score_video(video, item.expression, st.scorer, progress=Throttled(st.store, item.id, st.worker_id),
                                          limits=ExtractLimits(decode=DecodeLimits(max_duration_s=settings.max_duration_s)))
     result = validated(result)   # the stored (and served) result is always a valid ItemResult
     if not st.store.finish_item(item.id, result, {}, dict(result.get("timings", {})), worker=st.worker_id):
@@ -113,8 +113,13 @@ def assess_item(self: Task, item_id: int) -> str:
     """Score one item. Idempotent: a redelivered task finds the item finished and does nothing."""
     settings = get_settings()
     st = state()
-    item = st.store.claim_item(item_id, st.worker_id, settings.task_max_retries + 1,
-                               alive=lambda w: worker_alive(st, w))
+    if st.scorer is None:
+        load_models(st)   # the claim pins the assessment to the models loaded here: load them first
+    try:
+        item = st.store.claim_item(item_id, st.worker_id, settings.task_max_retries + 1,
+                                   alive=lambda w: worker_alive(st, w), models=st.models)
+    except PinMismatch as pin:
+        return leave_pinned(st, pin)
     if item is None:
         return "skipped"
     try:
@@ -144,6 +149,31 @@ def assess_item(self: Task, item_id: int) -> str:
     if wrote:
         drop_video(st, item)
     return "succeeded" if wrote else "duplicate"
+
+
+# How soon a worker without an item's pinned model sends its task again: quickly while a worker that has the
+# model is live (it takes the task from the queue), else at most every 5 s until FEQA_MODEL_PIN_WAIT_S is over.
+PIN_RESEND_S = 1.0
+PIN_RESEND_IDLE_S = 5.0
+
+
+def leave_pinned(st: ProcessState, pin: PinMismatch) -> str:
+    """This worker's model for the item's expression is not the one its assessment is pinned to: leave the
+    item queued for a worker that has it (sending the task again, to any worker of the queue), or, when none
+    has served it for FEQA_MODEL_PIN_WAIT_S, the item has failed with model_version_gone. Never scored here."""
+    settings = get_settings()
+    outcome = st.store.wait_for_pinned(pin.item_id, pin.expression, pin.pinned, settings.heartbeat_max_age_s,
+                                       settings.model_pin_wait_s)
+    if outcome in ("served", "waiting"):
+        wait = PIN_RESEND_S if outcome == "served" else min(PIN_RESEND_IDLE_S, max(0.5, settings.model_pin_wait_s / 5))
+        log.debug("item %s: its assessment is pinned to %s version %s; left for a worker that has it",
+                 pin.item_id, pin.expression, pin.pinned.get("version"))
+        send_assess(app, [pin.item_id], settings.queue, countdown=wait)
+        return "pinned_elsewhere"
+    if outcome == "failed":
+        log.warning("item %s: no worker serves the pinned %s version %s any more; failed", pin.item_id,
+                    pin.expression, pin.pinned.get("version"))
+    return "model_version_gone" if outcome == "failed" else "skipped"
 
 
 @app.task(name=TASK_PURGE)

@@ -64,6 +64,10 @@ class Assessment(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The model set the assessment is scored with, pinned by the first worker that claims one of its items
+    # (Store.claim_item): expression -> {name, version, sha256}; models_rev counts its changes (migration 0005).
+    models: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    models_rev: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Item(Base):
@@ -90,6 +94,8 @@ class Item(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     video_deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # since when no live worker serves the item's pinned model (None while one does; migration 0005)
+    pin_wait_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class StageDuration(Base):

@@ -3,6 +3,12 @@
 The API and the workers share it; it imports no web framework. Item state changes are
 conditional UPDATEs, so a task that Celery delivers twice (worker crash, acks_late) cannot
 write a second result: `claim_item` and `finish_item` only act on an item still in flight.
+
+One model version per assessment: the first worker that claims an item of an assessment pins the
+assessment's model set (per expression: name, version, sha256) to the models it has loaded; `claim_item`
+then refuses (PinMismatch) a worker whose model for the item's expression is another one, and
+`wait_for_pinned` keeps the item queued for a worker that has it, or fails it (`model_version_gone`) once
+no live worker has served the pinned model for a bounded time.
 """
 from __future__ import annotations
 
@@ -73,6 +79,24 @@ def aware(dt: datetime | None) -> datetime | None:
 
 def assessment_status(items: list[Item]) -> JobStatus:
     return job_status([it.status for it in items])
+
+
+PIN_FIELDS = ("name", "version", "sha256")
+VERSION_GONE = "model_version_gone"
+
+
+class PinMismatch(Exception):
+    """claim_item refused the item: its assessment is pinned to another model for the item's expression
+    (or the worker has no model for it). Nothing was written; the worker leaves the item (wait_for_pinned)."""
+
+    def __init__(self, item_id: int, expression: str, pinned: dict) -> None:
+        super().__init__(f"item {item_id}: {expression} is pinned to version {pinned.get('version')}")
+        self.item_id, self.expression, self.pinned = item_id, expression, pinned
+
+
+def model_facts(m: dict) -> dict:
+    """What a pin keeps of a model (a heartbeat's or a result's `model`): name, version, sha256."""
+    return {k: m.get(k) for k in PIN_FIELDS}
 
 
 def changed(res: Result[Any]) -> int:
@@ -262,7 +286,12 @@ class Store:
             if ids:
                 s.execute(update(Item).where(Item.id.in_(ids)).values(
                     status=ItemStatus.QUEUED, stage="queued", percent=0.0, attempts=0, error_code=None,
-                    error_message=None, error_details=None, result=None, queued_at=utcnow(), finished_at=None))
+                    error_message=None, error_details=None, result=None, queued_at=utcnow(), finished_at=None,
+                    pin_wait_since=None))
+                statuses = set(s.scalars(select(Item.status).where(Item.assessment_id == assessment_id)))
+                if a.models and not statuses & {ItemStatus.SUCCEEDED, ItemStatus.RUNNING}:
+                    # nothing of it was scored or is being scored: the retry may take the versions served now
+                    a.models, a.models_rev = None, a.models_rev + 1
                 a.updated_at = utcnow()
             return ids
 
@@ -300,28 +329,106 @@ class Store:
 
     # --- worker side ---------------------------------------------------------------------
     def claim_item(self, item_id: int, worker: str, max_attempts: int,
-                   alive: Callable[[str], bool] = lambda _w: False) -> Item | None:
+                   alive: Callable[[str], bool] = lambda _w: False, models: list[dict] | None = None) -> Item | None:
         """Mark the item running for `worker`. None when it is finished (a redelivered task) or when
         another live worker holds it. An item found running under a dead worker is taken over;
         after `max_attempts` starts it is failed instead, so a video that always kills its worker
-        cannot loop forever."""
+        cannot loop forever.
+
+        `models` (the worker's loaded models, as in its heartbeat: expression, name, version, sha256): the
+        assessment's model set is pinned to them if it is not yet (`pin_models`), and the claim is refused with
+        PinMismatch when the item's expression is pinned to a model whose sha256 is not the worker's. Without
+        `models` no pin is read or written (tests, tools)."""
+        refused: PinMismatch | None = None
         with self.session() as s:
             it = s.get(Item, item_id, with_for_update=True)
             if it is None or it.status not in IN_FLIGHT or it.video_key is None:
                 return None
             if it.status == ItemStatus.RUNNING and it.worker and it.worker != worker and alive(it.worker):
                 return None
-            if it.attempts >= max_attempts:
-                self._fail(s, it, "worker_lost", f"the worker stopped {it.attempts} times on this video")
-                return None
-            res = s.execute(update(Item).where(Item.id == item_id, Item.status.in_(IN_FLIGHT),
-                                               Item.attempts == it.attempts).values(
-                status=ItemStatus.RUNNING, stage="decoding", percent=0.0, attempts=it.attempts + 1, worker=worker,
-                started_at=utcnow()))
-            if changed(res) != 1:
-                return None
-            s.refresh(it)
-            return it
+            if models is not None:
+                pinned = self._pin(s, it.assessment_id, models).get(it.expression)
+                mine = {m.get("expression"): m for m in models}.get(it.expression)
+                if pinned is not None and (mine is None or mine.get("sha256") != pinned.get("sha256")):
+                    refused = PinMismatch(item_id, it.expression, pinned)
+            if refused is None:
+                if it.attempts >= max_attempts:
+                    self._fail(s, it, "worker_lost", f"the worker stopped {it.attempts} times on this video")
+                    return None
+                res = s.execute(update(Item).where(Item.id == item_id, Item.status.in_(IN_FLIGHT),
+                                                   Item.attempts == it.attempts).values(
+                    status=ItemStatus.RUNNING, stage="decoding", percent=0.0, attempts=it.attempts + 1,
+                    worker=worker, started_at=utcnow(), pin_wait_since=None))
+                if changed(res) != 1:
+                    return None
+                s.refresh(it)
+                return it
+        assert refused is not None
+        raise refused
+
+    def pin_models(self, assessment_id: str, models: list[dict]) -> dict:
+        """Pin the assessment's model set (expressions not pinned yet) to `models`; returns the pin."""
+        with self.session() as s:
+            return self._pin(s, assessment_id, models)
+
+    @staticmethod
+    def _pin(s: Session, assessment_id: str, models: list[dict]) -> dict:
+        """The assessment's pinned models, completed first for every expression of its items not pinned yet:
+        from a result already written for that expression (an assessment started before pinning existed), else
+        from `models`. A conditional UPDATE on models_rev: of two workers pinning at once one wins, and the
+        other reads the winner's pin (PostgreSQL also locks the row; SQLite's reads run outside the write lock)."""
+        offered = {m.get("expression"): model_facts(m) for m in models if m.get("expression")}
+        for _ in range(5):
+            # the committed row (populate_existing: not the copy this session may hold), locked on PostgreSQL
+            a = s.scalar(select(Assessment).where(Assessment.id == assessment_id).with_for_update()
+                         .execution_options(populate_existing=True))
+            if a is None:
+                return {}
+            pin = dict(a.models or {})
+            want = dict(pin)
+            rows = s.execute(select(Item.expression, Item.result).where(Item.assessment_id == assessment_id)).all()
+            for expression, result in rows:   # results first: the version that already scored an item
+                made_by = result.get("model") if isinstance(result, dict) else None
+                if expression not in want and isinstance(made_by, dict) and made_by.get("sha256"):
+                    want[expression] = model_facts(made_by)
+            for expression, _ in rows:
+                if expression not in want and expression in offered:
+                    want[expression] = offered[expression]
+            if want == pin:
+                return pin
+            res = s.execute(update(Assessment).where(Assessment.id == assessment_id,
+                                                     Assessment.models_rev == a.models_rev)
+                            .values(models=want, models_rev=a.models_rev + 1))
+            if changed(res) == 1:
+                return want
+        raise RuntimeError(f"assessment {assessment_id}: the model pin kept changing")
+
+    def wait_for_pinned(self, item_id: int, expression: str, pinned: dict, max_age_s: float,
+                        max_wait_s: float) -> str:
+        """A worker without the item's pinned model leaves it; returns what became of the item:
+        "served": it stays queued, and a live worker (heartbeat younger than `max_age_s`) has the pinned model;
+        "waiting": it stays queued, no live worker has the model, but not yet for `max_wait_s` (a worker restarting);
+        (for both the caller sends the task again) "failed": no live worker has served the model for `max_wait_s`:
+        failed with `model_version_gone`; "done": no longer queued (finished, or claimed meanwhile)."""
+        sha = pinned.get("sha256")
+        served = any(m.get("expression") == expression and m.get("sha256") == sha
+                     for hb in self.ready_workers(max_age_s) for m in hb.models or [])
+        with self.session() as s:
+            it = s.get(Item, item_id, with_for_update=True)
+            if it is None or it.status != ItemStatus.QUEUED:
+                # running: claimed meanwhile, or under a dead worker (requeue_orphans puts that one back)
+                return "done"
+            now = utcnow()
+            if served or it.pin_wait_since is None or (now - aware(it.pin_wait_since)).total_seconds() < max_wait_s:
+                it.pin_wait_since = None if served else (it.pin_wait_since or now)
+                it.queued_at = now   # waiting on purpose, not a lost message (requeue_orphans)
+                return "served" if served else "waiting"
+            waited = (now - aware(it.pin_wait_since)).total_seconds()
+            self._fail(s, it, VERSION_GONE,
+                       f"this assessment is scored with {expression} model {pinned.get('name')} version "
+                       f"{pinned.get('version')}, and no worker has served that version for {waited:.0f} s",
+                       {"expression": expression, "pinned": model_facts(pinned)})
+            return "failed"
 
     def release_item(self, item_id: int, worker: str) -> None:
         """Back to the queue before a retry, so whichever worker process gets it may claim it."""
@@ -354,10 +461,14 @@ class Store:
                     ids.append(i)
         return ids
 
-    def set_progress(self, item_id: int, stage: str, percent: float) -> None:
+    def set_progress(self, item_id: int, stage: str, percent: float, worker: str | None = None) -> bool:
+        """Move the item's progress; with `worker`, only while that worker holds it (like finish_item: a worker
+        cut off from the network that comes back cannot move the bar of the one now scoring it)."""
+        held = [Item.worker == worker] if worker is not None else []
         with self.session() as s:
-            s.execute(update(Item).where(Item.id == item_id, Item.status == ItemStatus.RUNNING).values(
+            res = s.execute(update(Item).where(Item.id == item_id, Item.status == ItemStatus.RUNNING, *held).values(
                 stage=stage, percent=round(float(percent), 1)))
+            return changed(res) == 1
 
     def finish_item(self, item_id: int, result: dict, artifacts: dict[str, str],
                     durations: dict[str, float], worker: str | None = None) -> bool:
