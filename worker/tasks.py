@@ -163,7 +163,7 @@ def leave_pinned(st: ProcessState, pin: PinMismatch) -> str:
     has served it for FEQA_MODEL_PIN_WAIT_S, the item has failed with model_version_gone. Never scored here."""
     settings = get_settings()
     outcome = st.store.wait_for_pinned(pin.item_id, pin.expression, pin.pinned, settings.heartbeat_max_age_s,
-                                       settings.model_pin_wait_s)
+                                       settings.model_pin_wait_s, queue=settings.queue)
     if outcome in ("served", "waiting"):
         wait = PIN_RESEND_S if outcome == "served" else min(PIN_RESEND_IDLE_S, max(0.5, settings.model_pin_wait_s / 5))
         log.debug("item %s: its assessment is pinned to %s version %s; left for a worker that has it",

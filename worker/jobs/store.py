@@ -404,15 +404,18 @@ class Store:
         raise RuntimeError(f"assessment {assessment_id}: the model pin kept changing")
 
     def wait_for_pinned(self, item_id: int, expression: str, pinned: dict, max_age_s: float,
-                        max_wait_s: float) -> str:
+                        max_wait_s: float, queue: str | None = None) -> str:
         """A worker without the item's pinned model leaves it; returns what became of the item:
         "served": it stays queued, and a live worker (heartbeat younger than `max_age_s`) has the pinned model;
         "waiting": it stays queued, no live worker has the model, but not yet for `max_wait_s` (a worker restarting);
         (for both the caller sends the task again) "failed": no live worker has served the model for `max_wait_s`:
-        failed with `model_version_gone`; "done": no longer queued (finished, or claimed meanwhile)."""
+        failed with `model_version_gone`; "done": no longer queued (finished, or claimed meanwhile).
+        With `queue`, only workers that take tasks from that queue count (their heartbeat's `queue`)."""
         sha = pinned.get("sha256")
         served = any(m.get("expression") == expression and m.get("sha256") == sha
-                     for hb in self.ready_workers(max_age_s) for m in hb.models or [])
+                     for hb in self.ready_workers(max_age_s)
+                     if queue is None or (hb.detail or {}).get("queue", queue) == queue
+                     for m in hb.models or [])
         with self.session() as s:
             it = s.get(Item, item_id, with_for_update=True)
             if it is None or it.status != ItemStatus.QUEUED:

@@ -129,6 +129,15 @@ def test_a_left_item_waits_while_the_version_is_served_and_fails_once_it_is_gone
     # host-a still serves version 1: the item stays queued for it, no waiting clock runs
     assert store.wait_for_pinned(s1, "smile", pin, max_age_s=60, max_wait_s=0) == "served"
     assert store.get_item(s1).pin_wait_since is None
+    # a worker of version 1 that takes tasks from another queue never gets this one: it does not count
+    store.heartbeat("host-c:1", models("1"), True, {"queue": "feqa.other"})
+    store.heartbeat("host-a:1", models("1"), True, {"queue": "feqa.gpu"})
+    assert store.wait_for_pinned(s1, "smile", pin, 60, 300, queue="feqa.gpu") == "served"
+    store.drop_heartbeat("host-a:1")
+    assert store.wait_for_pinned(s1, "smile", pin, 60, 300, queue="feqa.gpu") == "waiting"
+    store.drop_heartbeat("host-c:1")
+    store.heartbeat("host-a:1", models("1"), True)
+    assert store.wait_for_pinned(s1, "smile", pin, 60, 300, queue="feqa.gpu") == "served"
     # host-a is gone (rolled over to version 2): the item waits, up to max_wait_s
     store.drop_heartbeat("host-a:1")
     assert store.wait_for_pinned(s1, "smile", pin, max_age_s=60, max_wait_s=300) == "waiting"
