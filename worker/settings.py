@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     allow_anonymous: bool = True              # only honoured when `host` is a loopback address
     anonymous_tenant: str = "local"
     rate_limit_per_minute: int = 600          # per API key; 0 disables
+    # Where the limits' buckets live: "auto" = in Redis when REDIS_URL is set (shared by every API process),
+    # else in each API process; "local" = always per process; "redis" = shared, REDIS_URL required.
+    rate_limit_backend: Literal["auto", "local", "redis"] = "auto"
     # HTTP server limits (docs/security.md, "Limits"): enforced by service.api.server and service.api.guard.
     max_header_bytes: int = 64 * 1024         # request line + headers; larger -> 400 before it is buffered
     max_headers: int = 100                    # more -> 431
@@ -108,6 +111,8 @@ class Settings(BaseSettings):
             raise ValueError("FEQA_SECRET_KEY must be set outside development (FEQA_ENVIRONMENT="
                              f"{self.environment!r}); generate one with: python -c 'import secrets; "
                              "print(secrets.token_urlsafe(32))'")
+        if self.rate_limit_backend == "redis" and not self.redis_url:
+            raise ValueError("FEQA_RATE_LIMIT_BACKEND=redis needs REDIS_URL (the shared limits live in Redis)")
         if self.storage_backend == "s3" and not self.s3_bucket:
             raise ValueError("FEQA_STORAGE_BACKEND=s3 needs FEQA_S3_BUCKET")
         if self.s3_part_size < 5 * 1024 * 1024:

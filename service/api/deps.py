@@ -112,30 +112,6 @@ class KeyCache:
             self._entries.pop(key, None)
 
 
-class RateLimiter:
-    """A token bucket per API key (per API process): `per_minute` requests, bursts up to that."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.rate = per_minute / 60.0
-        self.capacity = float(per_minute)
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def check(self, who: str) -> float:
-        """0 when allowed, else the seconds to wait."""
-        if self.capacity <= 0:
-            return 0.0
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._buckets.get(who, (self.capacity, now))
-            tokens = min(self.capacity, tokens + (now - last) * self.rate)
-            if tokens < 1.0:
-                self._buckets[who] = (tokens, now)
-                return (1.0 - tokens) / self.rate
-            self._buckets[who] = (tokens - 1.0, now)
-            return 0.0
-
-
 def authenticate(request: Request, store: Store, settings: Settings) -> Principal:
     """Blocking (may query the store); `current_principal` is the async form with the key cache."""
     cred = credential(request)

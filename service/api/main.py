@@ -8,8 +8,9 @@ from fastapi import FastAPI
 
 from service import problems
 from service.api import metrics, openapi
-from service.api.deps import KeyCache, RateLimiter
+from service.api.deps import KeyCache
 from service.api.guard import Guard
+from service.api.ratelimit import make_limiter
 from service.api.routes import assessments, docs, health, models, patients, web
 from service.queue import Queue
 from worker.jobs.db import schema_revision
@@ -42,8 +43,12 @@ def create_app(settings: Settings | None = None, *, queue: Queue | None = None) 
     if queue is None:
         _ = app.state.queue.celery   # import Celery now rather than in the first upload
     app.state.key_cache = KeyCache()
-    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
-    app.state.sign_in_limiter = RateLimiter(settings.sign_in_per_minute)
+    app.state.rate_limiter = make_limiter(settings.rate_limit_per_minute, "api-key",
+                                          backend=settings.rate_limit_backend, redis_url=settings.redis_url,
+                                          scope=settings.queue)
+    app.state.sign_in_limiter = make_limiter(settings.sign_in_per_minute, "sign-in",
+                                             backend=settings.rate_limit_backend, redis_url=settings.redis_url,
+                                             scope=settings.queue)
     app.state.sign_in_throttled = {}   # client address -> when last audited as throttled
     app.state.metrics = metrics.Metrics(app.state.store, settings)
     app.add_middleware(metrics.MetricsMiddleware, metrics=app.state.metrics)
