@@ -6,7 +6,8 @@ must share them, or each replica would allow the whole limit again: with Redis c
 by one atomic script that reads the time from the Redis server, so API hosts need not agree on their clocks.
 The Redis keys hold a hash of who is limited (an API key id or a client address), never the value itself.
 When Redis cannot be reached the process falls back to its own buckets for that request (the limit then holds
-per process, as without Redis) and logs that once a minute, without the caller.
+per process, as without Redis) and logs that once a minute, without the caller; it tries Redis again after
+`RETRY_REDIS_S`, so a dead Redis costs one timeout every few seconds, not one per request.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import time
 from typing import Any, Protocol
 
 log = logging.getLogger("feqa.api.ratelimit")
+RETRY_REDIS_S = 5.0     # after a failed call, requests use the local buckets this long (no wait on a dead Redis)
 
 # KEYS[1] the bucket; ARGV: rate per second, capacity, key expiry (s). Returns the seconds to wait (0: allowed).
 _BUCKET_SCRIPT = """
@@ -87,6 +89,7 @@ class SharedBuckets:
         self._script = client.register_script(_BUCKET_SCRIPT)
         self._expiry_s = int(self.capacity / self.rate) + 60 if self.rate > 0 else 60
         self._warned = 0.0
+        self._down_until = 0.0
 
     def key(self, who: str) -> str:
         digest = hashlib.sha256(who.encode()).hexdigest()[:32]
@@ -95,10 +98,13 @@ class SharedBuckets:
     def check(self, who: str) -> float:
         if self.capacity <= 0:
             return 0.0
+        if time.monotonic() < self._down_until:      # Redis failed a moment ago: do not wait on it again yet
+            return self._local.check(who)
         try:
             return float(self._script(keys=[self.key(who)], args=[self.rate, self.capacity, self._expiry_s]))
         except Exception as exc:   # Redis down or slow: this process's own buckets keep a limit in force
             now = time.monotonic()
+            self._down_until = now + RETRY_REDIS_S
             if now - self._warned > 60:
                 self._warned = now
                 log.warning("rate limit %s: Redis unavailable (%s); limiting per API process meanwhile",

@@ -40,9 +40,13 @@ def test_two_processes_share_one_bucket_per_caller(scope):
 
 def test_redis_down_falls_back_to_this_process_and_says_so_without_the_caller(caplog):
     dead = SharedBuckets(3, "redis://127.0.0.1:1/0", "down", timeout_s=0.1)
+    calls = []
+    real = dead._script
+    dead._script = lambda **kw: (calls.append(1), real(**kw))[1]
     with caplog.at_level(logging.WARNING, logger="feqa.api.ratelimit"):
         waits = [dead.check("secret-key-id") for _ in range(4)]
     assert waits[:3] == [0.0] * 3 and waits[3] > 0        # still limited, per process
+    assert len(calls) == 1                                # one failed call; then no waiting on Redis for a while
     text = caplog.text
     assert "Redis unavailable" in text and "secret-key-id" not in text
     assert text.count("Redis unavailable") == 1           # once a minute, not per request
