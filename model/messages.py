@@ -86,6 +86,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "worker_lost": ("The scoring process stopped several times on this video.",
                     "Check that the file plays, record it again if it does not, and tell your IT team."),
     "timeout": ("Scoring took longer than allowed.", _LATER),
+    "scorer_unavailable": ("The scoring service on the worker machine could not be reached, several times.",
+                           _LATER),
     "model_version_gone": ("The model version this assessment was started with is no longer running, so "
                            "this video was not scored (one assessment is never scored by two versions).",
                            "Upload the videos again as a new assessment: it is scored by the version now "

@@ -14,6 +14,7 @@ import sys
 COMMANDS: dict[str, str] = {
     "serve": "service.cli_serve",
     "worker": "worker.cli_worker",
+    "scorer": "worker.cli_scorer",
     "migrate": "worker.cli_migrate",
     "score": "service.cli_score",
     "extract": "worker.cli_extract",

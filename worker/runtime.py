@@ -114,17 +114,23 @@ def load_models(st: ProcessState) -> None:
     try:
         from model.batcher import BatchingScorer, providers_for
         from worker.model_store import resolve_model_dir
+        from worker.score_server import RemoteScorer
 
-        model_dir = resolve_model_dir(settings)   # FEQA_MODEL_STORE (a folder or s3://...) or FEQA_MODEL_DIR
-        providers = providers_for(settings.providers, settings.cuda_device_id)
-        scorer: Scorer | BatchingScorer = Scorer(model_dir, providers=providers,
-                                                 intra_op_threads=settings.intra_op_threads)
+        scorer: Scorer | BatchingScorer | RemoteScorer
+        if settings.scorer_socket:   # the host's scorer process holds the models and batches across processes
+            scorer = RemoteScorer(settings.scorer_socket, settings.secret_key)
+            where = f"the scorer process at {settings.scorer_socket}"
+        else:
+            model_dir = resolve_model_dir(settings)   # FEQA_MODEL_STORE (a folder or s3://...) or FEQA_MODEL_DIR
+            providers = providers_for(settings.providers, settings.cuda_device_id)
+            scorer = Scorer(model_dir, providers=providers, intra_op_threads=settings.intra_op_threads)
+            where = str(settings.model_store or model_dir)
         expressions = list(scorer.expressions())
         if not expressions:
-            raise FileNotFoundError(f"no models in {settings.model_store or model_dir}")
+            raise FileNotFoundError(f"no models in {where}")
         scorer.warmup()
         face_models = st.face_models or warm_face_models()
-        if settings.score_batch_wait_ms > 0:   # one scorer thread batching the windows of concurrent tasks
+        if settings.score_batch_wait_ms > 0 and isinstance(scorer, Scorer):   # batch the concurrent tasks' windows
             scorer = BatchingScorer(scorer, settings.score_max_batch, settings.score_batch_wait_ms / 1000)
     except Exception as exc:   # stay up and say why in the heartbeat; /readyz stays 503
         st.problem = f"{type(exc).__name__}: {exc}"

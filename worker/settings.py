@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     score_batch_wait_ms: float = 0.0
     score_max_batch: int = 32
     intra_op_threads: int = 1
+    # One scorer process per host (`feqa scorer`, worker/score_server.py): when set, the worker processes score
+    # through this Unix socket instead of loading the models themselves, and the scorer batches across them.
+    scorer_socket: Path | None = None
 
     # Data protection.
     video_retention_hours: float = 0.0        # uploaded videos are deleted this long after scoring

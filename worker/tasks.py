@@ -29,6 +29,7 @@ log = logging.getLogger("feqa.worker")
 # What a failed item says for an unexpected error: its own text may name classes or server paths.
 UNEXPECTED = {"model_unavailable": "no model is loaded for this expression on the worker",
               "model_checksum_mismatch": "the model file for this expression is damaged",
+              "scorer_unavailable": "the host's scoring process could not be reached",
               "internal_error": "the video could not be scored"}
 
 
