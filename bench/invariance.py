@@ -125,7 +125,7 @@ def find_episode(path: Path, expression: str, which: int, tp: int) -> tuple | No
         f0, f1 = int(rec.src[r]), int(rec.src[r + w - 1])
         if f1 - f0 != w - 1 or (f1 >= on - w and f0 <= off + w):     # gaps, or too near the movement
             continue
-        cost = float(seg.activation[r:r + w].mean())
+        cost = float(np.abs(seg.activation[r:r + w]).mean())     # the activation is signed: nearest 0
         if best is None or cost < best:
             best, still = cost, (f0, f1 + 1)
     return frames, on, off, still

@@ -11,6 +11,7 @@ Sections (each may be chosen with --only):
   e2e         seconds from upload to result for a 10 s 720p clip on `feqa serve` (bench.api_bench)
   throughput  videos per minute with 1, 2 and 4 worker processes (bench.throughput)
   invariance  whole-recording score spread over placements of the same movement, and its cost (bench.invariance)
+  segmentation known repetitions found per task in simulated whole recordings (bench.segmentation)
 
 Prints a table and writes JSON (with the machine description) to bench/results/latest.json.
 
@@ -32,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-SECTIONS = ("model", "paper_int8", "extract", "peers", "api", "e2e", "throughput", "invariance")
+SECTIONS = ("model", "paper_int8", "extract", "peers", "api", "e2e", "throughput", "invariance", "segmentation")
 
 
 # --- the machine ---------------------------------------------------------------------------------
@@ -156,8 +157,15 @@ def run_invariance(quick: bool) -> dict:
     return invariance.main(["--quick"] if quick else [])
 
 
+def run_segmentation(quick: bool) -> dict:
+    from bench import segmentation
+
+    return segmentation.main(["--severities", "1,3"] if quick else [])
+
+
 RUNNERS = {"model": run_model, "paper_int8": run_paper_int8, "extract": run_extract, "peers": run_peers,
-           "api": run_api, "e2e": run_e2e, "throughput": run_throughput, "invariance": run_invariance}
+           "api": run_api, "e2e": run_e2e, "throughput": run_throughput, "invariance": run_invariance,
+           "segmentation": run_segmentation}
 
 
 # --- the table -------------------------------------------------------------------------------------
@@ -208,6 +216,10 @@ def rows(results: dict) -> list[tuple[str, str, str]]:
     if inv.get("median_spread") is not None:
         out.append(("whole-recording score spread over placements", f"median {inv['median_spread']}, "
                     f"worst {inv['worst_spread']}", f"targets <= 0.25 / <= 0.5, {len(inv['clips'])} clips"))
+    seg = results.get("segmentation", {})
+    if seg.get("known"):
+        out.append(("known repetitions found, simulated recordings", f"{seg['found']}/{seg['known']}",
+                    f"false {seg['false']}; per task in the section's output"))
     if inv.get("cost"):
         c = inv["cost"]
         out.append(("whole recording vs single window, 10.9 s 720p", f"{c['added_pct']:+.1f}%",

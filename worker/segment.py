@@ -11,9 +11,15 @@ pass). Steps:
    distance for brow, minus it for frown, eye opening for squeeze_eyes, lip opening for open and clench_teeth,
    minus mouth width for kiss and blow) and, at rest, the stillest fifth. Frames are aligned again onto it.
    Displacements from neutral are in inter-ocular units (the neutral eye-centre distance).
-3. **Activation.** Per task, the mean displacement of the regions the task moves (smile: mouth corners and lips;
-   frown, brow: brows; squeeze_eyes: eyes; clench_teeth, open: lips and jaw; blow, kiss: lips; spread: mouth
-   corners and lips), smoothed with a Gaussian of 0.08 s.
+3. **Activation.** Per task, the regions the task moves (smile: mouth corners and lips; frown, brow: brows;
+   squeeze_eyes: eyes; clench_teeth, open: lips and jaw; kiss: lips; blow: lips and the lower cheeks with the
+   face's edge beside them; spread: mouth corners and lips). First the mean displacement of their points (a
+   distance); then their displacements projected on the recording's own movement pattern (the mean displacement
+   over the frames in the upper half of that distance's range, found twice: from the distance, then from the
+   projection), scaled to read as the pattern's mean point distance (IOD). Along the pattern, landmark jitter and
+   a tremor's swing average out instead of adding up as a distance does, and points the tracker hardly moves
+   weigh nothing. Each signal goes through a 3-frame running median (an outlier frame of the tracker) and a
+   Gaussian of 0.08 s (edges mirrored).
 4. **Repetitions**, relative to the recording's own range (from the neutral frames' activation to the largest)
    and a noise floor: every peak above baseline + 30% of the range (a weak, tired repetition still counts) and
    as prominent (a shelf on another peak's slope is not a repetition), highest first, claims the span where the
@@ -21,7 +27,7 @@ pass). Steps:
    trackers and patients, does not stretch the episode); onset and offset then follow the slope down until it
    flattens or reaches baseline + 10%. Episodes closer than 0.2 s merge; shorter than the task's minimum (0.3 s;
    0.4 s for squeeze_eyes, so that a blink is not a squeeze) are dropped. A range under the noise floor
-   (max(0.008 IOD, 6 x the frame-to-frame noise)) means no movement. An episode whose half-height span is cut by
+   (max(0.008 IOD, 6 x the noise of the smoothed activation, `smoothed_noise`)) means no movement. An episode whose half-height span is cut by
    the start or end of a face-presence run is `partial` (half a repetition).
 5. **Windows.** Each repetition gets the Tp-frame windows that cover it: one starting 0.3 s before its onset
    (`LEAD_S`, clamped to its run) when it fits, else windows every Tp/2 across it from there. The window's
@@ -56,6 +62,9 @@ LOWER_LIP = {"right": (84, 181, 91, 146, 87, 178, 88, 95), "left": (314, 405, 32
              "centre": (17, 14)}
 NOSE = {"right": (98, 129, 49, 64), "left": (327, 358, 279, 294)}
 JAW = {"right": (148, 176, 149), "left": (377, 400, 378), "centre": (152, 175, 199)}
+# the lower cheek between the mouth corner and the face's edge, and that edge (what a puff of the cheeks moves)
+CHEEKS = {"right": (207, 192, 187, 147, 213, 93, 132, 58, 172, 136),
+          "left": (427, 416, 411, 376, 433, 323, 361, 288, 397, 365)}
 LID_PAIRS = ((159, 145), (158, 153), (160, 144), (386, 374), (385, 380), (387, 373))
 
 
@@ -71,7 +80,7 @@ TASK_POINTS: dict[str, tuple[int, ...]] = {
     "squeeze_eyes": _pts(EYES),
     "clench_teeth": _pts(MOUTH_CORNERS, UPPER_LIP, LOWER_LIP, JAW),
     "open": _pts(MOUTH_CORNERS, UPPER_LIP, LOWER_LIP, JAW),
-    "blow": _pts(MOUTH_CORNERS, UPPER_LIP, LOWER_LIP),
+    "blow": _pts(MOUTH_CORNERS, UPPER_LIP, LOWER_LIP, CHEEKS),
     "kiss": _pts(MOUTH_CORNERS, UPPER_LIP, LOWER_LIP),
     "sit_at_rest": _pts(MOUTH_CORNERS, UPPER_LIP, LOWER_LIP, BROWS, JAW),
 }
@@ -93,6 +102,7 @@ MORE_REPETITIONS = "more_repetitions_than_asked"
 @dataclass(frozen=True)
 class SegmentParams:
     smooth_s: float = 0.08          # Gaussian sigma of the activation smoothing
+    despike_s: float = 0.08         # ... after a running median over this long (an outlier of a frame)
     neutral_s: float = 0.4          # the neutral shape is the mean of this much time of the most neutral frames
     neutral_share: float = 0.2      # ... but of at most this share of the recording
     high: float = 0.3               # a peak must rise above this share of the recording's activation range
@@ -200,7 +210,9 @@ def _gauss(x: np.ndarray, sigma: float) -> np.ndarray:
     r = int(np.ceil(3 * sigma))
     k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
     k /= k.sum()
-    xp = np.pad(x.astype(np.float64), r, mode="edge")
+    # edges mirrored: the first and last frames weigh as much as any other (repeating one edge frame, say a
+    # tremor's or the tracker's first frame's extreme, would pull the smoothed edge towards it)
+    xp = np.pad(x.astype(np.float64), r, mode="symmetric")
     return np.convolve(xp, k, mode="valid")
 
 
@@ -237,8 +249,13 @@ def segment(mesh: np.ndarray, runs: list, expression: str, fps: float,
     iod = max(float(mesh_interocular(neutral)), 1e-6)
     disp = (aligned - neutral) / iod
     pts = list(TASK_POINTS[expression])
-    raw = np.linalg.norm(disp[:, pts], axis=-1).mean(1)
+    width = max(3, int(round(p.despike_s * fps)) // 2 * 2 + 1)
+    raw = _despike(np.linalg.norm(disp[:, pts], axis=-1).mean(1), runs, width)
     act = smooth_runs(raw, runs, p.smooth_s * fps)
+    if expression != "sit_at_rest":
+        for _ in range(2):           # the pattern from the distance, then once more from the pattern's own peaks
+            raw = _despike(_along_pattern(disp[:, pts], act, np.sort(rows)), runs, width)
+            act = smooth_runs(raw, runs, p.smooth_s * fps)
     seg = Segmentation(expression, fps, iod, aligned.astype(np.float32), neutral.astype(np.float32),
                        disp.astype(np.float32), act.astype(np.float32), list(runs))
     seg.neutral_rows = np.sort(rows)
@@ -246,14 +263,60 @@ def segment(mesh: np.ndarray, runs: list, expression: str, fps: float,
         seg.findings.append(BY_FACE_PRESENCE)
     if expression == "sit_at_rest":
         return seg
-    _episodes(seg, raw, p)
+    _episodes(seg, p)
     return seg
 
 
-def _episodes(seg: Segmentation, raw: np.ndarray, p: SegmentParams) -> None:
+def _despike(x: np.ndarray, runs: list, width: int) -> np.ndarray:
+    """Running median of `width` (odd) frames per run, shrinking towards the run's ends: an outlier of a frame or
+    two (the tracker's first frames on a new face often sit a little off) is no movement."""
+    out = x.astype(np.float64).copy()
+    h = width // 2
+    for a, b in runs:
+        y = x[a:b].astype(np.float64)
+        n = len(y)
+        if n < 3 or h < 1:
+            continue
+        for i in range(n):
+            k = min(h, max(1, i), max(1, n - 1 - i))     # the ends: the median of their first three
+            lo = min(max(0, i - k), n - (2 * k + 1))
+            out[a + i] = np.median(y[max(0, lo):max(0, lo) + 2 * k + 1])
+    return out
+
+
+def _along_pattern(d: np.ndarray, act: np.ndarray, neutral_rows: np.ndarray) -> np.ndarray:
+    """(N,) the task points' displacements `d` (N, P, 2) projected on the recording's own movement pattern: the
+    mean displacement over the frames where the distance-based activation `act` is in the upper half of its range
+    (from the neutral frames' level). Scaled so that the pattern itself reads as its mean point distance (IOD),
+    like the distance it replaces. A distance adds every point's jitter (and a tremor's swing) up as movement;
+    along the pattern they average out, and points the movement does not reach (or the tracker does not follow)
+    weigh nothing, so a weak repetition in a noisy or trembling face stands out."""
+    flat = d.reshape(len(d), -1).astype(np.float64)
+    base = float(np.median(act[neutral_rows])) if len(neutral_rows) else float(act.min())
+    top = float(act.max())
+    sel = act >= base + 0.5 * (top - base)
+    t = flat[sel].mean(0) if sel.any() else flat.mean(0)
+    tt = float(t @ t)
+    if tt <= 1e-18:
+        return np.zeros(len(d))
+    scale = float(np.linalg.norm(t.reshape(-1, 2), axis=-1).mean())
+    return flat @ t / tt * scale
+
+
+def smoothed_noise(act: np.ndarray, runs: list, sigma: float) -> float:
+    """Robust standard deviation of the noise left in an activation smoothed by a Gaussian of `sigma` frames,
+    from its frame-to-frame differences: for smoothed white noise, std(diff) = std * sqrt(2 (1 - rho1)) with the
+    lag-1 correlation rho1 = exp(-1 / (4 sigma^2)). Measured on the smoothed signal, not the raw one, so that
+    what the smoothing removes (landmark jitter, a 4-6 Hz tremor) does not count against a movement."""
+    diffs = np.concatenate([np.diff(act[a:b]) for a, b in runs if b - a > 1] or [np.zeros(1)])
+    mad = float(1.4826 * np.median(np.abs(diffs - np.median(diffs))))
+    rho1 = float(np.exp(-1.0 / (4.0 * sigma ** 2))) if sigma > 0 else 0.0
+    return mad / np.sqrt(2.0 * (1.0 - rho1))
+
+
+def _episodes(seg: Segmentation, p: SegmentParams) -> None:
     act, fps = seg.activation.astype(np.float64), seg.fps
-    diffs = np.concatenate([np.diff(raw[a:b]) for a, b in seg.runs if b - a > 1] or [np.zeros(1)])
-    noise = float(1.4826 * np.median(np.abs(diffs - np.median(diffs))) / np.sqrt(2))
+    noise = smoothed_noise(act, seg.runs, p.smooth_s * fps)
     # baseline: the activation of the neutral frames themselves; top: the largest movement (both independent of
     # how much still time the recording has)
     base = float(np.median(act[seg.neutral_rows])) if seg.neutral_rows is not None else float(np.percentile(act, 10))
