@@ -4,11 +4,12 @@ Eight smile recordings (three repetitions each) whose amplitude, left/right asym
 fatigue are set independently (each parameter a different permutation of its values), and eight recordings at
 rest whose blink count, tremor amplitude and time with the lips apart are set the same way, are rendered
 (small frames around the face), tracked and measured by the real pipeline (worker.extract.extract_recording,
-worker.segment, worker.measures). Each measure should rank its known value with Spearman's rho >= 0.9
-(tests/worker/test_measures.py asserts it). The known value is the simulator's parameter, or what follows from
+worker.segment, worker.measures), and eight more at rest whose spontaneous movement (the simulator's slow slight
+smile, `twitch`) is set beside a tremor of varied size. Each measure should rank its known value with Spearman's
+rho >= 0.9 (tests/worker/test_measures.py asserts it). The known value is the simulator's parameter, or what follows from
 the parameters for the quantity measured (e.g. the mean movement of both sides for the range of motion).
 
-    .venv/bin/python -m bench.measures            # prints every measure's rho (about 2 minutes on 2 cores)
+    .venv/bin/python -m bench.measures            # prints every measure's rho (about 3 minutes on 2 cores)
 """
 from __future__ import annotations
 
@@ -93,11 +94,35 @@ def rest_set(out: Path) -> list[dict]:
 
 
 
+N_TWITCH = N
+
+
+def twitch_set(out: Path) -> list[dict]:
+    """Rest recordings with a known amount of spontaneous movement (the simulator's `twitch`: a slow slight smile
+    at 0.6 Hz) and a tremor of varied size beside it (a 4-6 Hz tremor is not spontaneous movement); lips shut
+    and no blinks, so that the twitch is the only slow movement."""
+    duration = 5.0
+    twitch = _perm(8, np.linspace(0.0, 0.4, N_TWITCH))
+    tremor = _perm(9, np.linspace(0.004, 0.03, N_TWITCH))
+    rows = []
+    for i in range(N_TWITCH):
+        plan = plan_recording("sit_at_rest", None, np.random.default_rng(400 + i), duration_s=duration,
+                              tremor_iod=float(tremor[i]), tremor_hz=5.0, twitch=float(twitch[i]), blink_rate=0.0,
+                              lips_part=0.0)
+        plan.blinks = []
+        frames, _ = simulated_recording(IDENTITY, plan, seed=70 + i, size=SIZE, face_crop=CROP)
+        write_video(out / f"w{i}.mp4", frames)
+        _, m, _ = _measure(out / f"w{i}.mp4", "sit_at_rest")
+        rows.append({"twitch_known": float(twitch[i]), "spontaneous": m["rest"]["spontaneous_movement_iod"]})
+    return rows
+
+
 TASK_PAIRS = (("rom_known", "rom", "range of motion, mouth corners"), ("asym_known", "asym", "asymmetry index"),
               ("speed_known", "speed", "peak speed"), ("rise", "ttp", "time to peak (vs rise time)"),
               ("fatigue_known", "fatigue", "fatigue"), ("cv_known", "cv", "variability"))
 REST_PAIRS = (("rate_known", "rate", "blink rate per minute"), ("tremor_known", "tremor", "tremor power 4-6 Hz"),
               ("share_known", "share", "share of time with lips apart"))
+TWITCH_PAIRS = (("twitch_known", "spontaneous", "spontaneous movement (vs twitch)"),)
 
 
 def rho(rows: list[dict], known: str, measured: str) -> float:
@@ -108,9 +133,9 @@ def rho(rows: list[dict], known: str, measured: str) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="feqa-measures-") as tmp:
-        task, rest = task_set(Path(tmp)), rest_set(Path(tmp))
+        task, rest, twitch = task_set(Path(tmp)), rest_set(Path(tmp)), twitch_set(Path(tmp))
     out = {}
-    for rows, pairs in ((task, TASK_PAIRS), (rest, REST_PAIRS)):
+    for rows, pairs in ((task, TASK_PAIRS), (rest, REST_PAIRS), (twitch, TWITCH_PAIRS)):
         for known, measured, label in pairs:
             out[measured] = round(rho(rows, known, measured), 3)
             print(f"{label:<36} Spearman rho {out[measured]:.3f}  (target >= 0.9)")

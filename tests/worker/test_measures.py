@@ -33,6 +33,17 @@ def test_rest_measure_ranks_its_known_value(rest_set, known, measured, label):
     assert bm.rho(rest_set, known, measured) >= 0.9, [(r[known], r[measured]) for r in rest_set]
 
 
+@pytest.fixture(scope="module")
+def twitch_set(tmp_path_factory):
+    return bm.twitch_set(tmp_path_factory.mktemp("measures_twitch"))
+
+
+@pytest.mark.parametrize("known, measured, label", bm.TWITCH_PAIRS)
+def test_spontaneous_movement_ranks_the_known_twitch(twitch_set, known, measured, label):
+    print([(round(r[known], 3), r[measured]) for r in sorted(twitch_set, key=lambda r: r[known])])
+    assert bm.rho(twitch_set, known, measured) >= 0.9, [(r[known], r[measured]) for r in twitch_set]
+
+
 def test_blink_counts_and_tremor_frequency_are_right(rest_set):
     assert sum(abs(r["blinks"] - r["blinks_known"]) <= 1 for r in rest_set) == bm.N
     assert all(4.0 <= r["tremor_hz"] <= 6.0 for r in rest_set if r["tremor_known"] >= 0.012)
