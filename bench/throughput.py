@@ -13,6 +13,11 @@ given providers, one intra-op thread as a worker runs): ms per onnxruntime call 
 windows/s; and dynamic batching across jobs (model/batcher.py): `--jobs` concurrent jobs of
 `--windows-per-video` windows each scored one call per job, then through one BatchingScorer, as videos
 per minute of the scoring stage alone. On a CUDA host pass --providers CUDAExecutionProvider,CPUExecutionProvider.
+
+--score-server runs each worker count a second time as a GPU host would: one `feqa scorer` process holding the
+models (worker/score_server.py) and one prefork worker of N extraction processes scoring through it; the run
+then also gives the scorer's onnxruntime calls and the most windows in one. Every run gives the GPU utilisation
+(mean and peak from nvidia-smi every 0.5 s) where a GPU is present, else null.
 """
 from __future__ import annotations
 
@@ -38,26 +43,106 @@ def redis_up() -> bool:
         return False
 
 
-def one_run(tmp: Path, model_dir: Path, video: bytes, workers: int, jobs: int, broker: str) -> dict:
-    from bench.servers import feqa_stack
+class GpuSampler:
+    """Mean and peak GPU utilisation (nvidia-smi, every 0.5 s) while a run lasts; None without a GPU."""
 
-    with feqa_stack(tmp / f"w{workers}", model_dir=model_dir, broker=broker, workers=workers,
-                    env={"FEQA_RATE_LIMIT_PER_MINUTE": "0"}) as stack:
+    def __init__(self) -> None:
+        import shutil
+        import threading
+
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._smi = shutil.which("nvidia-smi")
+        self._thread = threading.Thread(target=self._run, daemon=True) if self._smi else None
+
+    def _run(self) -> None:
+        import subprocess
+
+        while not self._stop.wait(0.5):
+            try:
+                out = subprocess.run([str(self._smi), "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                                     capture_output=True, text=True, timeout=5).stdout
+                self.samples.append(max(float(v) for v in out.split()))
+            except (OSError, ValueError, subprocess.SubprocessError):
+                return
+
+    def __enter__(self) -> GpuSampler:
+        if self._thread:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(6)
+
+    def figures(self) -> dict | None:
+        if not self.samples:
+            return None
+        return {"mean_pct": round(sum(self.samples) / len(self.samples), 1), "max_pct": max(self.samples),
+                "samples": len(self.samples)}
+
+
+def one_run(tmp: Path, model_dir: Path, video: bytes, workers: int, jobs: int, broker: str,
+            score_server: bool = False, providers: str | None = None) -> dict:
+    """`workers` solo worker processes that each load the models; with `score_server`, one `feqa scorer`
+    process holding the models and one prefork worker of `workers` processes that hold none."""
+    from bench.servers import PYTHON, feqa_stack, start, worker_cmd
+
+    env = {"FEQA_RATE_LIMIT_PER_MINUTE": "0"}
+    if providers:
+        env["FEQA_PROVIDERS"] = json.dumps(providers.split(","))
+    sock = tmp / f"s{workers}" / "scorer.sock"
+    if score_server:
+        env["FEQA_SCORER_SOCKET"] = str(sock)
+    with feqa_stack(tmp / (f"s{workers}" if score_server else f"w{workers}"), model_dir=model_dir, broker=broker,
+                    workers=0 if score_server else workers, env=env, ready=False) as stack:
+        if score_server:
+            stack.procs.append(start("scorer", [PYTHON, "-m", "service.cli", "scorer", "--socket", str(sock)],
+                                     stack.env, stack.var_dir / "logs"))
+            deadline = time.monotonic() + 120
+            while not sock.exists():
+                if time.monotonic() > deadline or not stack.procs[-1].alive():
+                    raise TimeoutError("the scorer process did not start: " + stack.logs())
+                time.sleep(0.2)
+            empty = tmp / f"s{workers}" / "no-models"
+            empty.mkdir(exist_ok=True)
+            stack.procs.append(start("worker-prefork", worker_cmd(pool="prefork", concurrency=workers),
+                                     {**stack.env, "FEQA_MODEL_DIR": str(empty)}, stack.var_dir / "logs"))
+        stack.wait_ready()
         deadline = time.monotonic() + 60          # every worker reports ready, not just the first
         while len(stack.client().get("/readyz").json()["checks"]["workers"]) < workers:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"only some of {workers} workers became ready")
             time.sleep(0.3)
         key = stack.create_key("bench")
-        with stack.client(key, timeout=120) as http:
+        with stack.client(key, timeout=120) as http, GpuSampler() as gpu:
             t0 = time.perf_counter()
             ids = [http.post("/v1/assessments", files={"video": ("v.mp4", video, "video/mp4")},
                              data={"expression": "smile"}).json()["id"] for _ in range(jobs)]
             bodies = [stack.wait_done(http, aid, timeout=600) for aid in ids]
             wall = time.perf_counter() - t0
+        batches = None
+        if score_server:
+            from worker.score_server import RemoteScorer
+
+            batches = RemoteScorer(sock, stack.env.get("FEQA_SECRET_KEY") or _default_secret()).stats()["batches"]
     ok = sum(b["status"] == "succeeded" for b in bodies)
-    return {"workers": workers, "jobs": jobs, "succeeded": ok, "wall_s": round(wall, 2),
-            "videos_per_min": round(60 * jobs / wall, 2), "s_per_video": round(wall / jobs, 2)}
+    out = {"workers": workers, "jobs": jobs, "succeeded": ok, "wall_s": round(wall, 2),
+           "videos_per_min": round(60 * jobs / wall, 2), "s_per_video": round(wall / jobs, 2),
+           "layout": ("one scorer process + one prefork worker of N processes" if score_server
+                      else "N solo worker processes, each with its models"),
+           "gpu_utilisation": gpu.figures()}
+    if batches is not None:
+        out["scorer_calls"] = len(batches)
+        out["windows_per_call_max"] = max(batches, default=0)
+    return out
+
+
+def _default_secret() -> str:
+    from worker.settings import DEFAULT_SECRET
+
+    return DEFAULT_SECRET
 
 
 def _time_calls(fn, repeats: int) -> float:
@@ -151,6 +236,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--windows-per-video", type=int, default=15, help="windows one video scores (n_windows)")
     p.add_argument("--repeats", type=int, default=5, help="timed calls per batch size (median reported)")
     p.add_argument("--batches", default="1,8,32", help="batch sizes timed (paper at 32 needs ~20 GB on CPU)")
+    p.add_argument("--score-server", action="store_true",
+                   help="also run each worker count as one `feqa scorer` + a prefork worker of N processes")
     args = p.parse_args(argv)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     report: dict = {}
@@ -167,9 +254,11 @@ def main(argv: list[str] | None = None) -> dict:
     runs = []
     with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:
         for n in (int(x) for x in args.workers.split(",")):
-            runs.append(one_run(Path(tmp), model_dir, video, n, args.jobs, broker))
-    return {**report, "video": args.video.name, "broker": broker, "pool": "solo, one process per worker",
-            "runs": runs}
+            runs.append(one_run(Path(tmp), model_dir, video, n, args.jobs, broker, providers=args.providers))
+            if args.score_server:
+                runs.append(one_run(Path(tmp), model_dir, video, n, args.jobs, broker, score_server=True,
+                                    providers=args.providers))
+    return {**report, "video": args.video.name, "broker": broker, "runs": runs}
 
 
 if __name__ == "__main__":
