@@ -42,6 +42,21 @@ RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 33, 263   # mesh indices used to align the tra
 RETRY_SCORE, RETRY_MIN_SIZE, RETRY_FILL = 0.25, 0.4, 0.5
 
 
+def _with_nodes(model: Any, nodes: list, drop_value_info: bool = False) -> bytes:
+    """The graph rewritten to `nodes`, keeping only the initializers they still use (the rewrites' common end).
+    `drop_value_info`: forget the inferred shapes (they name tensors that no longer exist)."""
+    g = model.graph
+    used = {i for n in nodes for i in n.input}
+    kept = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(kept)
+    del g.node[:]
+    g.node.extend(nodes)
+    if drop_value_info:
+        del g.value_info[:]
+    return bytes(model.SerializeToString())
+
+
 def prelu_as_convs(model_bytes: bytes) -> bytes:
     """The same network with every per-channel PRelu written as Relu and two 1x1 depthwise convolutions:
     PRelu(x) = (1 - a) * Relu(x) + a * x, i.e. Add(DWConv_{1-a}(Relu(x)), DWConv_a(x)).
@@ -74,15 +89,7 @@ def prelu_as_convs(model_bytes: bytes) -> bytes:
                                    name=p + "/one_minus_slope_conv", group=c, kernel_shape=[1, 1]),
                   helper.make_node("Add", [p + "/pos_part", p + "/neg_part"], [y], name=p + "/sum")]
         changed = True
-    if not changed:
-        return model_bytes
-    used = {i for n in nodes for i in n.input}
-    kept = [i for i in g.initializer if i.name in used]
-    del g.initializer[:]
-    g.initializer.extend(kept)
-    del g.node[:]
-    g.node.extend(nodes)
-    return model.SerializeToString()
+    return _with_nodes(model, nodes) if changed else model_bytes
 
 
 def channel_pad_as_conv(model_bytes: bytes) -> bytes:
@@ -112,16 +119,7 @@ def channel_pad_as_conv(model_bytes: bytes) -> bytes:
         nodes.append(helper.make_node("Conv", [n.input[0], n.name + "/pad_as_conv"], list(n.output),
                                       name=n.name + "/pad_as_conv", kernel_shape=[1, 1]))
         changed = True
-    if not changed:
-        return model_bytes
-    used = {i for n in nodes for i in n.input}
-    kept = [i for i in g.initializer if i.name in used]
-    del g.initializer[:]
-    g.initializer.extend(kept)
-    del g.node[:]
-    g.node.extend(nodes)
-    del g.value_info[:]
-    return model.SerializeToString()
+    return _with_nodes(model, nodes, drop_value_info=True) if changed else model_bytes
 
 
 def uint8_hwc_input(model_bytes: bytes, scale: float, offset: float = 0.0, divide: bool = False) -> bytes:
