@@ -121,7 +121,7 @@ def whole_extraction(video: str, mesh: FaceMesh | None = None) -> dict:
 
 def overlap(video: str, mesh: FaceMesh | None = None, reps: int = 3) -> dict:
     """Whole extraction beside its two parts, each alone, `reps` times interleaved (the load of a shared machine
-    changes between runs): decode-only = decoding with RGB conversion of the kept 25 fps frames (what the
+    changes between runs): decode-only = decoding with RGBA conversion of the kept 25 fps frames (what the
     decode thread does), tracking-only = FaceTracker on those frames, already decoded. With decoding in its own
     thread, the extraction should cost little more than the larger of the two (target <= 1.1x on 2 cores).
     Wall seconds (min and median) and CPU seconds of this process."""
@@ -139,8 +139,8 @@ def overlap(video: str, mesh: FaceMesh | None = None, reps: int = 3) -> dict:
         runs[key].append((time.perf_counter() - t, time.process_time() - c))
         return out
 
-    def decode() -> list:
-        return [f.rgb for f in iter_frames(video, 25.0)]
+    def decode() -> list:     # what the extraction's decode thread does: RGBA frames (see worker.extract)
+        return [f.rgb for f in iter_frames(video, 25.0, pixel_format="rgba")]
 
     def track(frames: list) -> list:
         tracker = FaceTracker(mesh, redetect_every=10)

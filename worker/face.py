@@ -123,9 +123,11 @@ def channel_pad_as_conv(model_bytes: bytes) -> bytes:
 
 
 def uint8_hwc_input(model_bytes: bytes, scale: float, offset: float = 0.0, divide: bool = False) -> bytes:
-    """The same network taking the image itself: a (1, H, W, 3) uint8 RGB input named "image", cast, transposed
-    to NCHW and mapped to `x * scale + offset` (`x / scale + offset` when `divide`) inside the graph (what the Python side did per frame, with a
-    copy for the transpose). The caller hands onnxruntime a view of its crop buffer, no copy."""
+    """The same network taking the image itself: a (1, H, W, C) uint8 input named "image" (C = 3: RGB; C = 4:
+    RGBA, whose 4th channel is dropped), sliced to RGB, cast, transposed to NCHW and mapped to `x * scale + offset`
+    (`x / scale + offset` when `divide`) inside the graph (what the Python side did per frame, with a copy for the
+    transpose). The caller hands onnxruntime its crop buffer, no copy. Four channels: OpenCV's SIMD warps and
+    resizes have 1- and 4-channel paths; a 3-channel warp costs 2-3x as much (same values per channel)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -133,7 +135,9 @@ def uint8_hwc_input(model_bytes: bytes, scale: float, offset: float = 0.0, divid
     g = model.graph
     old = g.input[0]
     dims = [d.dim_value for d in old.type.tensor_type.shape.dim]          # (1, 3, H, W)
-    nodes = [helper.make_node("Cast", ["image"], ["image/float"], to=TensorProto.FLOAT, name="image/cast"),
+    nodes = [helper.make_node("Slice", ["image", "image/c0", "image/c3", "image/axis"], ["image/rgb"],
+                              name="image/rgb"),
+             helper.make_node("Cast", ["image/rgb"], ["image/float"], to=TensorProto.FLOAT, name="image/cast"),
              helper.make_node("Transpose", ["image/float"], ["image/nchw"], perm=[0, 3, 1, 2], name="image/nchw"),
              helper.make_node("Div" if divide else "Mul", ["image/nchw", "image/scale"],
                               ["image/scaled" if offset else old.name], name="image/scale")]
@@ -141,7 +145,9 @@ def uint8_hwc_input(model_bytes: bytes, scale: float, offset: float = 0.0, divid
     if offset:
         nodes.append(helper.make_node("Add", ["image/scaled", "image/offset"], [old.name], name="image/add"))
         g.initializer.append(numpy_helper.from_array(np.array(offset, np.float32), "image/offset"))
-    new_input = helper.make_tensor_value_info("image", TensorProto.UINT8, [dims[0], dims[2], dims[3], dims[1]])
+    g.initializer.extend([numpy_helper.from_array(np.array([v], np.int64), name)
+                          for name, v in (("image/c0", 0), ("image/c3", 3), ("image/axis", 3))])
+    new_input = helper.make_tensor_value_info("image", TensorProto.UINT8, [dims[0], dims[2], dims[3], "channels"])
     body = list(g.node)
     del g.node[:]
     g.node.extend(nodes + body)
@@ -253,6 +259,9 @@ class FaceDetector:
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         small = _shrink(image_rgb, nw, nh)
         px, py = (INPUT - nw) // 2, (INPUT - nh) // 2
+        channels = image_rgb.shape[2]           # 3 (RGB) or 4 (RGBA: the graph drops the 4th)
+        if self._canvas.shape[3] != channels:
+            self._canvas, self._placed = np.zeros((1, INPUT, INPUT, channels), np.uint8), None
         if self._placed != (px, py, nw, nh):
             self._canvas[:] = 0
             self._placed = (px, py, nw, nh)
@@ -299,6 +308,8 @@ class Landmarker:
     def __call__(self, image_rgb: np.ndarray, roi: Roi) -> tuple[np.ndarray, float]:
         """Returns (468, 3) points in image pixels (z scaled like x) and the face-presence probability."""
         m = roi.crop_to_image()
+        if self._crop.shape[3] != image_rgb.shape[2]:        # 3 (RGB) or 4 (RGBA: the graph drops the 4th)
+            self._crop = np.empty((1, INPUT, INPUT, image_rgb.shape[2]), np.uint8)
         # outside the frame: edge pixels repeated (MediaPipe's rule; zeros give a different mesh near the border)
         cv2.warpAffine(image_rgb, m, (INPUT, INPUT), dst=self._crop[0],
                        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
@@ -513,7 +524,7 @@ class InsightFaceBackend:
         self.last_box: np.ndarray | None = None
 
     def step(self, image_rgb: np.ndarray) -> TrackStep:
-        faces = self.app.get(np.ascontiguousarray(image_rgb[:, :, ::-1]))  # insightface expects BGR
+        faces = self.app.get(np.ascontiguousarray(image_rgb[:, :, 2::-1]))  # insightface expects BGR (RGB/RGBA in)
         st = TrackStep(pts=None, detected=True, n_faces=len(faces))
         if not faces:
             return st

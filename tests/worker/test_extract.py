@@ -345,3 +345,24 @@ def test_clip_with_the_head_on_its_side_is_not_scored(tmp_path, face_frames):
     assert ex.meta["rotation_guessed"] == 0 and q["face_share"] == 1.0
     assert abs(q["pose"]["roll"]["median"]) > 45 and q["tilted_share"] > 0.9
     assert "head_tilted" in q["reasons"] and q["scorable"] is False
+
+
+def test_rgba_decoding_gives_what_rgb_decoding_gives(monkeypatch):
+    # given the single-face clip extracted as it is (decoded as RGBA: faster warps) with its crops kept ...
+    from worker import extract as ex_mod
+    from worker.video import iter_frames
+
+    contract = PreprocessContract(tp=32, tf=16)
+    fast = extract(SINGLE_FACE, contract, keep_crops=True)
+    rec = ex_mod.extract_recording(SINGLE_FACE, contract)
+    # ... and again with the decoder made to hand over RGB frames, as before
+    monkeypatch.setattr(ex_mod, "iter_frames", lambda *a, **k: iter_frames(*a, **{**k, "pixel_format": "rgb24"}))
+    plain = extract(SINGLE_FACE, contract, keep_crops=True)
+    plain_rec = ex_mod.extract_recording(SINGLE_FACE, contract)
+    # then every output is the same, bit for bit, and the crops and pictures are three-channel RGB
+    assert fast.crops.shape == (len(fast.boxes), 256, 256, 3) and rec.pictures.shape[-1] == 3
+    for name in ("trajs", "index_t", "frames", "landmarks", "boxes", "crops"):
+        assert np.array_equal(getattr(fast, name), getattr(plain, name)), name
+    for name in ("slots", "rgb", "boxes", "mesh", "small", "pictures"):
+        assert np.array_equal(getattr(rec, name), getattr(plain_rec, name)), name
+    assert fast.quality == plain.quality and rec.quality == plain_rec.quality

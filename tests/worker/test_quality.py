@@ -117,3 +117,25 @@ def test_head_motion_counts_out_of_plane_turns_not_in_plane_roll(face_frame, mes
     assert "head_moves_too_much" not in rolled["reasons"] and "head_tilted" not in rolled["reasons"]
     turned = report("y")
     assert turned["pose"]["yaw"]["range"] > 60 and "head_moves_too_much" in turned["reasons"]
+
+
+def test_sharpness_is_the_exact_laplacian_variance_and_rgba_crops_measure_as_rgb(face_frame):
+    # given a face crop as RGB and as RGBA, and its grey image
+    import cv2
+
+    from worker.quality import sharpness
+
+    crop = np.ascontiguousarray(cv2.resize(face_frame, (256, 256), interpolation=cv2.INTER_AREA))
+    gray = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+    exact = cv2.Laplacian(gray, cv2.CV_64F).var()          # float64 throughout
+    # then sharpness is that variance (to float64 rounding), a flat image gives 0 and blurring lowers it
+    assert sharpness(gray) == pytest.approx(exact, rel=1e-12)
+    assert sharpness(np.full((64, 64), 90, np.uint8)) == 0.0
+    assert sharpness(cv2.GaussianBlur(gray, (0, 0), 3)) < sharpness(gray) / 4
+    # and an RGBA crop (what extraction keeps) gives the RGB crop's luma and sharpness
+    rows = []
+    for c in (crop, cv2.cvtColor(crop, cv2.COLOR_RGB2RGBA)):
+        acc = QualityAccumulator(fps=25.0)
+        acc.add_frame(0, (480, 640, 3), TrackStep(pts=None), np.zeros((468, 3), np.float32) + 100, c)
+        rows.append(acc.rows[0])
+    assert rows[0] == rows[1] and rows[0][5] == pytest.approx(gray.mean()) and rows[0][6] == sharpness(gray)

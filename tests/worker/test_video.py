@@ -211,3 +211,28 @@ def test_webm_without_duration_in_header(tmp_path, face_frames):
     assert e.value.code == "video_too_long"
     out, rep = decode_all(path)
     assert len(out) == 30 and rep.duration_s == pytest.approx(1.2, abs=0.05)
+
+
+@pytest.mark.parametrize("name,codec,pix_fmt,size,max_side,rotation", [
+    ("h264.mp4", "libx264", "yuv420p", (160, 96), 1920, None),
+    ("odd.mkv", "ffv1", "yuv444p", (157, 95), 1920, None),
+    ("hevc10.mkv", "libx265", "yuv420p10le", (160, 96), 1920, None),
+    ("mjpeg.avi", "mjpeg", "yuvj420p", (160, 96), 1920, None),
+    ("scaled.mp4", "libx264", "yuv420p", (320, 192), 200, None),      # downscaled: the RGB path, then a 4th byte
+    ("turned.mp4", "libx264", "yuv420p", (160, 96), 1920, 90),
+])
+def test_rgba_frames_carry_the_rgb_frames_exactly(tmp_path, face_frames, name, codec, pix_fmt, size, max_side,
+                                                  rotation):
+    # given a clip (odd sizes, 10-bit, full-range JPEG colour, a frame over max_side, a display rotation)
+    path = write_clip(tmp_path / name, _small(face_frames, 6, size), codec=codec, pix_fmt=pix_fmt,
+                      rotation=rotation, options={"x265-params": "log-level=error"} if codec == "libx265" else None)
+    limits = DecodeLimits(max_side=max_side)
+    rgb = [f.rgb for f in iter_frames(path, 25.0, limits)]
+    rgba = [f.rgb for f in iter_frames(path, 25.0, limits, pixel_format="rgba")]
+    # then the RGBA frames' first three channels are the RGB frames, bit for bit, and the 4th is 255
+    assert len(rgba) == len(rgb) == 6
+    for a, b in zip(rgb, rgba, strict=True):
+        assert b.shape == (*a.shape[:2], 4)
+        assert np.array_equal(b[..., :3], a) and (b[..., 3] == 255).all()
+    with pytest.raises(ValueError):
+        next(iter_frames(path, 25.0, pixel_format="yuv420p"))
