@@ -171,7 +171,8 @@ def overlap(video: str, mesh: FaceMesh | None = None, reps: int = 3) -> dict:
     # CPU time of each thread of the extraction (load-independent): on two free cores its wall time is about
     # the larger of the two, which compares with the larger of decode-only and tracking-only CPU time
     best = min(threads, key=lambda t: t.get("total_s", 0))
-    res["extraction_threads_cpu_s"] = {k: best.get(k) for k in ("decode_thread_cpu_s", "main_thread_cpu_s")}
+    res["extraction_threads_cpu_s"] = {k: best.get(k) for k in ("decode_thread_cpu_s", "main_thread_cpu_s",
+                                                                "frames_thread_cpu_s")}
     parts = max(res["decode"]["cpu_min_s"], res["tracking"]["cpu_min_s"])
     busiest = max(v or 0 for v in res["extraction_threads_cpu_s"].values())
     res["busiest_thread_over_floor_cpu"] = round(busiest / parts, 3) if parts else None

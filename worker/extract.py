@@ -293,6 +293,45 @@ def _rgb(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_RGBA2RGB) if image.shape[2] == 4 else image
 
 
+class _Behind:
+    """Runs `fn(*item)` for each item `put`, in order, on a thread of its own (a bounded queue between): the
+    per-frame work after tracking runs beside the tracker instead of after it. An exception in `fn` comes back
+    from the next `put` or from `close`; after one, the remaining items are dropped. `cpu_s`: the thread's CPU."""
+
+    def __init__(self, fn: Callable[..., None], depth: int = 4, name: str = "feqa-frames") -> None:
+        self.fn = fn
+        self.q: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.cpu_s = 0.0
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        t0 = time.thread_time()
+        try:
+            while (item := self.q.get()) is not _END:
+                if self.error is None:
+                    try:
+                        self.fn(*item)
+                    except BaseException as e:  # noqa: BLE001 - handed to the producer
+                        self.error = e
+        finally:
+            self.cpu_s = time.thread_time() - t0
+
+    def put(self, *item: Any) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put(item)        # never blocks for good: the thread takes items until _END, error or not
+
+    def close(self, raise_error: bool = True) -> None:
+        """Wait for the items put so far; re-raise an exception from `fn` (unless the caller is failing)."""
+        if self.thread.is_alive():
+            self.q.put(_END)
+            self.thread.join()
+        if raise_error and self.error is not None:
+            raise self.error
+
+
 def _track_video(path: str | Path, contract: PreprocessContract, limits: ExtractLimits, mesh: FaceMesh,
                  progress: Callable[[str, float], None] | None, extra_rotation: int = 0, whole: bool = False
                  ) -> tuple[_Segments, QualityAccumulator, DecodeReport, dict]:
@@ -312,16 +351,23 @@ def _track_video(path: str | Path, contract: PreprocessContract, limits: Extract
         progress("decoding", 0.0)
     frames = iter_frames(path, contract.fps, limits.decode, report, extra_rotation=extra_rotation,
                          pixel_format="rgba")
-    for fr in _prefetch(frames, stats=timing):
-        t1 = time.perf_counter()
-        timing["decode_s"] += t1 - t_mark       # time waiting for the decoder thread
-        step = tracker.step(fr.rgb)
-        work.add(fr.index, fr.rgb, step)
-        t_mark = time.perf_counter()
-        timing["track_s"] += t_mark - t1
-        if progress and fr.index % 10 == 0 and report.duration_header_s:
-            progress("tracking", min(0.99, fr.t / report.duration_header_s))
-    timing["main_thread_cpu_s"] = time.thread_time() - cpu0     # tracking, crops, quality: this thread's CPU
+    # three threads: decoding (ahead), tracking (here), the per-frame work on tracked frames (behind)
+    behind = _Behind(work.add)
+    try:
+        for fr in _prefetch(frames, stats=timing):
+            t1 = time.perf_counter()
+            timing["decode_s"] += t1 - t_mark       # time waiting for the decoder thread
+            behind.put(fr.index, fr.rgb, tracker.step(fr.rgb))
+            t_mark = time.perf_counter()
+            timing["track_s"] += t_mark - t1
+            if progress and fr.index % 10 == 0 and report.duration_header_s:
+                progress("tracking", min(0.99, fr.t / report.duration_header_s))
+    except BaseException:
+        behind.close(raise_error=False)
+        raise
+    behind.close()
+    timing["main_thread_cpu_s"] = time.thread_time() - cpu0     # tracking: this thread's CPU
+    timing["frames_thread_cpu_s"] = behind.cpu_s                # crops, slots, quality: the thread behind
     return work.segments, work.acc, report, timing
 
 

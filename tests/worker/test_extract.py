@@ -210,10 +210,22 @@ def test_decode_thread_ends_when_tracking_fails(monkeypatch):
     def fail(*a, **k):
         raise Boom("tracker failed")
 
+    def alive() -> list:
+        return [t for t in threading.enumerate() if t.name in ("feqa-decode", "feqa-frames") and t.is_alive()]
+
+    # the per-frame work fails (on the thread behind the tracker): its error comes back, every thread ends
     monkeypatch.setattr(ex_mod.QualityAccumulator, "add_frame", fail)
     with pytest.raises(Boom):
         extract(SINGLE_FACE, PreprocessContract())
-    assert not [t for t in threading.enumerate() if t.name == "feqa-decode" and t.is_alive()]
+    assert not alive()
+    monkeypatch.undo()
+    # the tracker fails (on this thread) after a few frames: the same
+    real, calls = ex_mod.FaceTracker.step, []
+    monkeypatch.setattr(ex_mod.FaceTracker, "step", lambda self, im: fail() if len(calls) > 5 else
+                        calls.append(1) or real(self, im))
+    with pytest.raises(Boom):
+        extract(SINGLE_FACE, PreprocessContract())
+    assert not alive() and len(calls) == 6
 
 
 def test_cut_to_another_person_splits_and_keeps_the_longest_segment(tmp_path, face_frames):
