@@ -504,7 +504,7 @@ def _trajectory(slots: np.ndarray, nose: np.ndarray, z: np.ndarray, rgb: np.ndar
     return trajs, index_t, idx
 
 
-def _build(track: _Track, contract: PreprocessContract) -> tuple[np.ndarray, ...]:
+def _build(track: _Track, contract: PreprocessContract, keep_crops: bool = True) -> tuple[Any, ...]:
     n = len(track.src)
     slots = np.stack(track.slots)                       # (n, 63, 2)
     trajs, index_t, idx = _trajectory(slots, np.stack(track.nose), np.stack(track.z), np.stack(track.rgb),
@@ -515,7 +515,8 @@ def _build(track: _Track, contract: PreprocessContract) -> tuple[np.ndarray, ...
     sel = lm.rgb_window(lo, n - 1, contract.tf, contract.pad)
     frames = _model_frames([track.crops[i - kept_from] for i in sel], slots[sel], n - lo, contract)
     window = np.arange(lo, n)
-    crops = np.stack([_rgb(track.crops[i - kept_from]) for i in window])
+    # the window's crops only when asked (plots): 128 x 256 x 256 x 3 bytes that are otherwise thrown away
+    crops = np.stack([_rgb(track.crops[i - kept_from]) for i in window]) if keep_crops else None
     return trajs, index_t, frames, slots[window], np.stack(track.boxes)[window], crops, idx, sel
 
 
@@ -537,7 +538,7 @@ def extract(video_path: str | Path, contract: PreprocessContract | None = None, 
         quality = acc.report()
     _refuse_if_needed(segments, acc, limits, quality)
     track = segments.patient()
-    trajs, index_t, frames, lms, boxes, crops, idx, sel = _build(track, contract)
+    trajs, index_t, frames, lms, boxes, crops, idx, sel = _build(track, contract, keep_crops)
     quality = acc.report(measure_frames=set(track.src[int(idx.min()):]))    # the frames the model sees
     _segment_quality(quality, segments, track, contract.fps, limits)
     if progress:
@@ -559,8 +560,7 @@ def extract(video_path: str | Path, contract: PreprocessContract | None = None, 
         "rgb_window_index": [int(i - idx.min()) for i in sel],     # row of `landmarks` for each RGB frame
         "timing_s": {k: round(v, 3) for k, v in timing.items()} | {"total_s": round(time.perf_counter() - t0, 3)},
     }
-    return Extraction(trajs, index_t, frames, quality, meta, lms.astype(np.float32), boxes,
-                      crops if keep_crops else None)
+    return Extraction(trajs, index_t, frames, quality, meta, lms.astype(np.float32), boxes, crops)
 
 
 # ---- whole recording (issue 12): track once, build model windows anywhere -------------------------------------

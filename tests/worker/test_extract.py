@@ -378,3 +378,5 @@ def test_rgba_decoding_gives_what_rgb_decoding_gives(monkeypatch):
     for name in ("slots", "rgb", "boxes", "mesh", "small", "pictures"):
         assert np.array_equal(getattr(rec, name), getattr(plain_rec, name)), name
     assert fast.quality == plain.quality and rec.quality == plain_rec.quality
+    # crops are stacked only when asked for
+    assert plain_rec.n and extract(SINGLE_FACE, contract).crops is None
