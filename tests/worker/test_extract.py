@@ -213,19 +213,33 @@ def test_decode_thread_ends_when_tracking_fails(monkeypatch):
     def alive() -> list:
         return [t for t in threading.enumerate() if t.name in ("feqa-decode", "feqa-frames") and t.is_alive()]
 
-    # the per-frame work fails (on the thread behind the tracker): its error comes back, every thread ends
-    monkeypatch.setattr(ex_mod.QualityAccumulator, "add_frame", fail)
-    with pytest.raises(Boom):
-        extract(SINGLE_FACE, PreprocessContract())
-    assert not alive()
-    monkeypatch.undo()
-    # the tracker fails (on this thread) after a few frames: the same
-    real, calls = ex_mod.FaceTracker.step, []
-    monkeypatch.setattr(ex_mod.FaceTracker, "step", lambda self, im: fail() if len(calls) > 5 else
-                        calls.append(1) or real(self, im))
-    with pytest.raises(Boom):
-        extract(SINGLE_FACE, PreprocessContract())
-    assert not alive() and len(calls) == 6
+    for own_thread in (True, False):       # the per-frame work on a thread behind the tracker, or inline
+        limits = ex_mod.ExtractLimits(frames_thread=own_thread)
+        # the per-frame work fails: its error comes back, every thread ends
+        monkeypatch.setattr(ex_mod.QualityAccumulator, "add_frame", fail)
+        with pytest.raises(Boom):
+            extract(SINGLE_FACE, PreprocessContract(), limits=limits)
+        assert not alive()
+        monkeypatch.undo()
+        # the tracker fails (on this thread) after a few frames: the same
+        real, calls = ex_mod.FaceTracker.step, []
+        monkeypatch.setattr(ex_mod.FaceTracker, "step", lambda self, im, real=real, calls=calls: fail()
+                            if len(calls) > 5 else calls.append(1) or real(self, im))
+        with pytest.raises(Boom):
+            extract(SINGLE_FACE, PreprocessContract(), limits=limits)
+        assert not alive() and len(calls) == 6
+        monkeypatch.undo()
+
+
+def test_frame_work_gives_the_same_extraction_on_its_own_thread_or_inline():
+    from worker.extract import ExtractLimits
+
+    a = extract(SINGLE_FACE, PreprocessContract(tp=32, tf=16), limits=ExtractLimits(frames_thread=True))
+    b = extract(SINGLE_FACE, PreprocessContract(tp=32, tf=16), limits=ExtractLimits(frames_thread=False))
+    for name in ("trajs", "index_t", "frames", "landmarks", "boxes"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert a.quality == b.quality
+    assert a.meta["timing_s"]["frames_thread_cpu_s"] > 0 and b.meta["timing_s"]["frames_thread_cpu_s"] == 0
 
 
 def test_cut_to_another_person_splits_and_keeps_the_longest_segment(tmp_path, face_frames):
