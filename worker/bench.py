@@ -124,14 +124,16 @@ def overlap(video: str, mesh: FaceMesh | None = None, reps: int = 3) -> dict:
     changes between runs): decode-only = decoding with RGBA conversion of the kept 25 fps frames (what the
     decode thread does), tracking-only = FaceTracker on those frames, already decoded. With decoding in its own
     thread, the extraction should cost little more than the larger of the two (target <= 1.1x on 2 cores).
-    Wall seconds (min and median) and CPU seconds of this process."""
+    `frame_work`: the extraction's per-frame work after tracking (crop, cut test, slots, colours, quality) alone,
+    on those frames and tracker steps. Wall seconds (min and median) and CPU seconds of this process (min, median)."""
     from model.contract import PreprocessContract
-    from worker.extract import extract
+    from worker import landmarks as lm
+    from worker.extract import ExtractLimits, _FaceFrames, extract
     from worker.face import FaceMesh, FaceTracker
     from worker.video import iter_frames
 
     mesh = mesh or FaceMesh(threads=1)
-    runs: dict[str, list[tuple[float, float]]] = {"decode": [], "tracking": [], "extraction": []}
+    runs: dict[str, list[tuple[float, float]]] = {"decode": [], "tracking": [], "frame_work": [], "extraction": []}
 
     def timed(key: str, fn: Callable[..., Any], *args: Any) -> Any:
         t, c = time.perf_counter(), time.process_time()
@@ -146,6 +148,11 @@ def overlap(video: str, mesh: FaceMesh | None = None, reps: int = 3) -> dict:
         tracker = FaceTracker(mesh, redetect_every=10)
         return [tracker.step(f) for f in frames]
 
+    def frame_work(frames: list, steps: list) -> None:     # the extraction's per-frame work after tracking
+        work = _FaceFrames(PreprocessContract(), ExtractLimits(), lm.slots_from_468, lm.NOSE_TIP_468, False)
+        for i, (f, st) in enumerate(zip(frames, steps, strict=True)):
+            work.add(i, f, st)
+
     threads: list[dict] = []
     def run_extract(path: str) -> Any:
         return extract(path, PreprocessContract(), mesh=mesh)
@@ -153,15 +160,16 @@ def overlap(video: str, mesh: FaceMesh | None = None, reps: int = 3) -> dict:
     run_extract(video)      # warm-up (sessions, caches)
     for _ in range(reps):
         frames = timed("decode", decode)
-        timed("tracking", track, frames)
+        steps = timed("tracking", track, frames)
+        timed("frame_work", frame_work, frames, steps)
         ex = timed("extraction", run_extract, video)
         threads.append(ex.meta["timing_s"])
-        del frames
+        del frames, steps
     res: dict = {"reps": reps}
     for k, v in runs.items():
         wall, cpu = sorted(w for w, _ in v), sorted(c for _, c in v)
         res[k] = {"wall_min_s": round(wall[0], 3), "wall_median_s": round(float(np.median(wall)), 3),
-                  "cpu_min_s": round(cpu[0], 3)}
+                  "cpu_min_s": round(cpu[0], 3), "cpu_median_s": round(float(np.median(cpu)), 3)}
     floor_min = max(res["decode"]["wall_min_s"], res["tracking"]["wall_min_s"])
     floor_med = max(res["decode"]["wall_median_s"], res["tracking"]["wall_median_s"])
     res["extract_over_floor_min"] = round(res["extraction"]["wall_min_s"] / floor_min, 3)

@@ -16,3 +16,4 @@ def test_bench_main_with_argv_list():
     ov = res["overlap"]
     assert ov["reps"] == 1 and ov["extraction"]["wall_min_s"] > 0 and ov["extract_over_floor_min"] > 0
     assert ov["extraction_threads_cpu_s"]["main_thread_cpu_s"] > 0
+    assert 0 < ov["frame_work"]["cpu_min_s"] <= ov["frame_work"]["cpu_median_s"]
