@@ -53,7 +53,7 @@ def task_set(out: Path) -> list[dict]:
                               rise_s=float(rise[i]), fatigue=float(fatigue[i]), tremor_iod=0.0, blink_rate=0.0)
         plan.weak_side = 1.0                      # the subject's left is the weak side in every recording
         frames, truth = simulated_recording(IDENTITY, plan, seed=i, size=SIZE, face_crop=CROP)
-        write_video(out / f"t{i}.mp4", frames)
+        write_video(out / f"t{i}.mp4", frames, lossless=True)
         seg, m, reps = _measure(out / f"t{i}.mp4", "smile")
         a = [e["amplitude"] for e in truth["episodes"]]
         both_sides = float(np.median(a)) * (1 - plan.asym / 2)      # mean movement of the two sides
@@ -82,7 +82,7 @@ def rest_set(out: Path) -> list[dict]:
                               lips_intervals=[(0.5, 0.5 + apart)] if apart > 0 else [])
         plan.blinks = list(np.linspace(0.5, duration - 0.5, blinks[i])) if blinks[i] else []
         frames, truth = simulated_recording(IDENTITY, plan, seed=50 + i, size=SIZE, face_crop=CROP)
-        write_video(out / f"r{i}.mp4", frames)
+        write_video(out / f"r{i}.mp4", frames, lossless=True)
         _, m, _ = _measure(out / f"r{i}.mp4", "sit_at_rest")
         rest = m["rest"]
         rows.append({"blinks_known": int(blinks[i]), "blinks": rest["n_blinks"],
@@ -111,7 +111,7 @@ def twitch_set(out: Path) -> list[dict]:
                               lips_part=0.0)
         plan.blinks = []
         frames, _ = simulated_recording(IDENTITY, plan, seed=70 + i, size=SIZE, face_crop=CROP)
-        write_video(out / f"w{i}.mp4", frames)
+        write_video(out / f"w{i}.mp4", frames, lossless=True)
         _, m, _ = _measure(out / f"w{i}.mp4", "sit_at_rest")
         rows.append({"twitch_known": float(twitch[i]), "spontaneous": m["rest"]["spontaneous_movement_iod"]})
     return rows

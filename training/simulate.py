@@ -468,8 +468,13 @@ def render_clip(img: np.ndarray, mesh: np.ndarray, warp: MeshWarp, plan: ClipPla
     return frames
 
 
-def write_video(path: Path, frames: np.ndarray, fps: float = FPS) -> None:
-    """H.264 mp4 (yuv420p, crf 18) with the disclaimer in the container metadata."""
+def write_video(path: Path, frames: np.ndarray, fps: float = FPS, *, lossless: bool = False) -> None:
+    """H.264 mp4 (yuv420p, crf 18; `lossless`: qp 0) with the disclaimer in the container metadata.
+
+    libx264 under PyAV 18.1 does not always write the same bitstream for the same frames, even in one process on
+    one thread (seen on 224 px recordings: 3 writes, 3 files), so crf 18 files decode to slightly different frames
+    from run to run. Where a result must repeat exactly (the measures' validation), write `lossless`: whatever
+    the bitstream, it decodes to the same frames."""
     import av
 
     with av.open(str(path), "w") as out:
@@ -477,10 +482,13 @@ def write_video(path: Path, frames: np.ndarray, fps: float = FPS) -> None:
         st = out.add_stream("libx264", rate=int(round(fps)))
         st.width, st.height = frames.shape[2], frames.shape[1]
         st.pix_fmt = "yuv420p"
-        st.options = {"crf": "18", "preset": "veryfast"}
+        st.options = {"qp": "0", "preset": "veryfast"} if lossless else {"crf": "18", "preset": "veryfast"}
         st.codec_context.thread_count = 1
         for f in frames:
-            for pkt in st.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+            # converted to yuv420p here on one swscale thread: left to the encoder, FFmpeg's threaded conversion
+            # (PyAV 18.1) now and then writes a row wrongly, so the same frames gave different files from run to run
+            yuv = av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="yuv420p", threads=1)
+            for pkt in st.encode(yuv):
                 out.mux(pkt)
         for pkt in st.encode():
             out.mux(pkt)
