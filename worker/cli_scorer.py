@@ -28,9 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from model.batcher import BatchingScorer, providers_for
-    from model.scorer import Scorer
-    from worker.model_store import resolve_model_dir
+    from model.batcher import BatchingScorer
+    from worker.runtime import local_scorer
     from worker.score_server import ScoreServer
     from worker.settings import configure
 
@@ -38,10 +37,9 @@ def run(args: argparse.Namespace) -> int:
     settings = configure(model_dir=args.model_dir)
     path = args.socket or settings.scorer_socket or settings.var_dir / "scorer.sock"
     wait_ms = args.wait_ms if args.wait_ms is not None else (settings.score_batch_wait_ms or 5.0)
-    scorer = Scorer(resolve_model_dir(settings), providers=providers_for(settings.providers, settings.cuda_device_id),
-                    intra_op_threads=settings.intra_op_threads)
+    scorer, where = local_scorer(settings)
     if not scorer.expressions():
-        print(f"no models in {settings.model_store or settings.model_dir}")
+        print(f"no models in {where}")
         return 1
     scorer.warmup()
     server = ScoreServer(BatchingScorer(scorer, settings.score_max_batch, wait_ms / 1000), path, settings.secret_key)

@@ -29,10 +29,10 @@ from celery.signals import (
 from worker.celery_app import make_celery, send_assess
 from worker.jobs.storage import Storage, open_storage
 from worker.jobs.store import Store
-from worker.settings import get_settings
+from worker.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from model.scorer import ScoringModels
+    from model.scorer import Scorer, ScoringModels
 
 log = logging.getLogger("feqa.worker")
 HOST = socket.gethostname()
@@ -104,6 +104,19 @@ def warm_face_models() -> list[dict]:
     return [{"name": name, "sha256": sha256_file(ASSETS / name)} for name in (DETECTOR_FILE, LANDMARK_FILE)]
 
 
+def local_scorer(settings: Settings) -> tuple[Scorer, str]:
+    """This host's own Scorer (the worker's, or `feqa scorer`'s) and where its models came from: FEQA_MODEL_STORE
+    (a folder or s3://...) or FEQA_MODEL_DIR, on FEQA_PROVIDERS with FEQA_CUDA_DEVICE_ID's GPU."""
+    from model.batcher import providers_for
+    from model.scorer import Scorer
+    from worker.model_store import resolve_model_dir
+
+    model_dir = resolve_model_dir(settings)
+    scorer = Scorer(model_dir, providers=providers_for(settings.providers, settings.cuda_device_id),
+                    intra_op_threads=settings.intra_op_threads)
+    return scorer, str(settings.model_store or model_dir)
+
+
 def load_models(st: ProcessState) -> None:
     """Load every model this worker needs once (the scoring models of the model directory and the face
     models), then run each on zeros so the first real request pays no first-call cost. Only then is the
@@ -112,8 +125,7 @@ def load_models(st: ProcessState) -> None:
 
     settings = get_settings()
     try:
-        from model.batcher import BatchingScorer, providers_for
-        from worker.model_store import resolve_model_dir
+        from model.batcher import BatchingScorer
         from worker.score_server import RemoteScorer
 
         scorer: Scorer | BatchingScorer | RemoteScorer
@@ -121,10 +133,7 @@ def load_models(st: ProcessState) -> None:
             scorer = RemoteScorer(settings.scorer_socket, settings.secret_key)
             where = f"the scorer process at {settings.scorer_socket}"
         else:
-            model_dir = resolve_model_dir(settings)   # FEQA_MODEL_STORE (a folder or s3://...) or FEQA_MODEL_DIR
-            providers = providers_for(settings.providers, settings.cuda_device_id)
-            scorer = Scorer(model_dir, providers=providers, intra_op_threads=settings.intra_op_threads)
-            where = str(settings.model_store or model_dir)
+            scorer, where = local_scorer(settings)
         expressions = list(scorer.expressions())
         if not expressions:
             raise FileNotFoundError(f"no models in {where}")

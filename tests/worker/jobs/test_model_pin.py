@@ -10,21 +10,8 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from bench.servers import postgres_url
-from tests.service.conftest import pg_url_or_skip
-from worker.jobs.db import Item, migrate, utcnow
+from worker.jobs.db import Item, utcnow
 from worker.jobs.store import NewItem, PinMismatch, Store
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        migrate(f"sqlite:///{tmp_path / 'store.sqlite3'}")
-        yield Store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
-        return
-    with postgres_url(pg_url_or_skip()) as url:
-        migrate(url)
-        yield Store(url)
 
 
 def models(smile: str, frown: str | None = "1") -> list[dict]:

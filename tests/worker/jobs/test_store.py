@@ -7,21 +7,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from bench.servers import postgres_url
-from tests.service.conftest import pg_url_or_skip
-from worker.jobs.db import ApiKey, migrate
+from worker.jobs.db import ApiKey
 from worker.jobs.store import NewItem, Store, hash_secret
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        migrate(f"sqlite:///{tmp_path / 'store.sqlite3'}")
-        yield Store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
-        return
-    with postgres_url(pg_url_or_skip()) as url:
-        migrate(url)
-        yield Store(url)
 
 
 def one_item(store: Store, tenant: str = "t1", idem: str | None = None) -> tuple[str, int]:
