@@ -333,7 +333,7 @@ def test_the_form_shows_the_task_words_that_v1_models_serves(page, web_stack):
     pg = page
     pg.route("**/v1/models", models)
     sign_in(pg, web_stack.create_key("clinic-words"))
-    pg.wait_for_function("document.querySelector('#instr-frown').textContent === 'Words the API sent.'")
+    pg.wait_for_function("() => document.querySelector('#instr-frown').textContent === 'Words the API sent.'")
     assert pg.inner_text("#task-frown legend") == "3. Frown (from the API)"
     assert "Frown (from the API)" in pg.inner_text("label[for=file-frown]")
 
